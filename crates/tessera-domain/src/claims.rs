@@ -1,0 +1,82 @@
+//! Access-token claims (RFC 9068 section 2.2) and the `aud` shape.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `aud`: one string or an array of strings (RFC 7519 section 4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// True when `aud` names `expected`.
+    pub fn contains(&self, expected: &str) -> bool {
+        match self {
+            Self::One(a) => a == expected,
+            Self::Many(v) => v.iter().any(|a| a == expected),
+        }
+    }
+
+    /// Every audience.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(a) => vec![a.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The claims of every Tessera token. Registered names are fields (so a
+/// duplicate of one is rejected by the parser); anything else lands in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience.
+    pub aud: Audience,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Not before, seconds since the epoch.
+    pub nbf: i64,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Token id, unique per token.
+    pub jti: String,
+    /// Refresh-token family (session) id; absent on purpose tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Subject version the token was minted under.
+    #[serde(default)]
+    pub ver: u64,
+    /// Space-separated scopes (RFC 9068 section 2.2.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The OAuth client the token was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Caller claims from the allowlist.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Claim names callers may never set: the registered ones above.
+pub const REGISTERED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "ver",
+    "scope",
+    "client_id",
+];

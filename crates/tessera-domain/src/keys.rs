@@ -1,0 +1,364 @@
+//! Signing keys: algorithms, lifecycle states, parsed signers and verifiers,
+//! and the published key set.
+//!
+//! A key is parsed once: [`SigningKey`] keeps the backend's signer (jsonwebtoken
+//! re-parses the key on every `encode`, which costs more than the signature),
+//! and [`VerifyingKey`] keeps the backend's verifier.
+
+use crate::error::{DomainError, Result};
+use crate::{Secret, b64url_encode};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+};
+use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+use jsonwebtoken::crypto::{JwtSigner, JwtVerifier};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A JWS algorithm Tessera can sign with. One algorithm per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// ECDSA P-256 SHA-256: the default (small keys, fast, widely supported).
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The JOSE `alg` name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Parses a JOSE `alg` name, case-sensitively (RFC 7515 section 4.1.1).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+
+    fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Where a key is in its lifecycle (DESIGN: Keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Pending,
+    /// Signs new tokens.
+    Active,
+    /// Verifies only.
+    Retiring,
+    /// Unpublished; its tokens fail.
+    Retired,
+    /// Removed at once; every token it signed fails.
+    Compromised,
+}
+
+impl KeyState {
+    /// The name stored in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Retiring => "retiring",
+            Self::Retired => "retired",
+            Self::Compromised => "compromised",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Active,
+            Self::Retiring,
+            Self::Retired,
+            Self::Compromised,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// True when the key belongs in the JWKS (and so verifies tokens).
+    pub const fn is_published(self) -> bool {
+        matches!(self, Self::Pending | Self::Active | Self::Retiring)
+    }
+}
+
+/// A new key's private part (PKCS#8 DER) and public JWK.
+pub struct KeyMaterial {
+    /// PKCS#8 v1/v2 DER of the private key.
+    pub pkcs8: Secret,
+    /// The public JWK (with `kid`, `alg`, `use`).
+    pub public_jwk: Value,
+}
+
+impl KeyMaterial {
+    /// Generates a fresh key for `alg` under `kid`.
+    pub fn generate(alg: Algorithm, kid: &str) -> Result<Self> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match alg {
+            Algorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| DomainError::KeyMaterial("ES256 key generation failed".into()))?
+                    .as_ref()
+                    .to_vec()
+            }
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| DomainError::KeyMaterial("Ed25519 key generation failed".into()))?
+                .as_ref()
+                .to_vec(),
+        };
+        let pkcs8 = Secret::new(pkcs8);
+        let public_jwk = public_jwk(alg, kid, &pkcs8)?;
+        Ok(Self { pkcs8, public_jwk })
+    }
+}
+
+/// The public JWK of a PKCS#8 private key.
+fn public_jwk(alg: Algorithm, kid: &str, pkcs8: &Secret) -> Result<Value> {
+    let bad = |_| DomainError::KeyMaterial(format!("unreadable {} private key", alg.name()));
+    Ok(match alg {
+        Algorithm::Es256 => {
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.expose())
+                .map_err(|_| bad(()))?;
+            // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
+            let point = pair.public_key().as_ref();
+            if point.len() != 65 || point[0] != 4 {
+                return Err(bad(()));
+            }
+            json!({"kty": "EC", "crv": "P-256", "x": b64url_encode(&point[1..33]),
+                   "y": b64url_encode(&point[33..]), "kid": kid, "alg": alg.name(), "use": "sig"})
+        }
+        Algorithm::EdDsa => {
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose())
+                .map_err(|_| bad(()))?;
+            json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(pair.public_key().as_ref()),
+                   "kid": kid, "alg": alg.name(), "use": "sig"})
+        }
+    })
+}
+
+/// A parsed private key that signs. Never printed: `Debug` shows the kid only.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    signer: Box<dyn JwtSigner>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Parses a PKCS#8 private key once.
+    pub fn from_pkcs8(kid: &str, alg: Algorithm, pkcs8: &Secret) -> Result<Self> {
+        let key = match alg {
+            Algorithm::Es256 => EncodingKey::from_ec_der(pkcs8.expose()),
+            Algorithm::EdDsa => EncodingKey::from_ed_der(pkcs8.expose()),
+        };
+        let signer = (DEFAULT_PROVIDER.signer_factory)(&alg.jwt(), &key).map_err(|_| {
+            DomainError::KeyMaterial(format!("unreadable {} private key", alg.name()))
+        })?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            alg,
+            signer,
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Signs `message` (the JWS signing input) and returns the raw signature.
+    pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>> {
+        self.signer
+            .try_sign(message)
+            .map_err(|_| DomainError::Internal("signing failed".into()))
+    }
+}
+
+/// A parsed public key that verifies, with its JWK and state.
+pub struct VerifyingKey {
+    kid: String,
+    alg: Algorithm,
+    state: KeyState,
+    jwk: Value,
+    verifier: Box<dyn JwtVerifier>,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Parses a public JWK as published in our JWKS (`kid` and `alg` required).
+    pub fn from_jwk(jwk: Value, state: KeyState) -> Result<Self> {
+        let bad = |what: &str| DomainError::KeyMaterial(format!("unusable public JWK: {what}"));
+        let text = |name: &str| jwk.get(name).and_then(Value::as_str).map(str::to_owned);
+        let kid = text("kid").ok_or_else(|| bad("no kid"))?;
+        let alg = text("alg")
+            .and_then(|a| Algorithm::from_name(&a))
+            .ok_or_else(|| bad("unknown alg"))?;
+        let key = match alg {
+            Algorithm::Es256 => DecodingKey::from_ec_components(
+                &text("x").ok_or_else(|| bad("no x"))?,
+                &text("y").ok_or_else(|| bad("no y"))?,
+            ),
+            Algorithm::EdDsa => {
+                DecodingKey::from_ed_components(&text("x").ok_or_else(|| bad("no x"))?)
+            }
+        }
+        .map_err(|_| bad("bad coordinates"))?;
+        let verifier =
+            (DEFAULT_PROVIDER.verifier_factory)(&alg.jwt(), &key).map_err(|_| bad("rejected"))?;
+        Ok(Self {
+            kid,
+            alg,
+            state,
+            jwk,
+            verifier,
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key's one algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key's state when the set was built.
+    pub fn state(&self) -> KeyState {
+        self.state
+    }
+
+    /// The public JWK.
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    /// True when `signature` over `message` verifies with this key.
+    pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
+        // The backend's trait takes `&Vec<u8>`; the copy is 64 bytes for ES256.
+        self.verifier.verify(message, &signature.to_vec()).is_ok()
+    }
+}
+
+/// The published keys by kid: what Verify trusts. Immutable; a change
+/// builds a new set and swaps the `Arc`.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+}
+
+impl KeySet {
+    /// A set of the published keys among `keys`.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        Self {
+            keys: keys
+                .into_iter()
+                .filter(|k| k.state.is_published())
+                .map(|k| (k.kid.clone(), Arc::new(k)))
+                .collect(),
+        }
+    }
+
+    /// The key named `kid`, if published.
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.keys.get(kid)
+    }
+
+    /// Every published key, sorted by kid (a stable JWKS order).
+    pub fn keys(&self) -> Vec<&Arc<VerifyingKey>> {
+        let mut v: Vec<_> = self.keys.values().collect();
+        v.sort_by(|a, b| a.kid.cmp(&b.kid));
+        v
+    }
+
+    /// The RFC 7517 JWK Set document.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": self.keys().iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_signs_and_verifies() {
+        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
+            let m = KeyMaterial::generate(alg, "k1").unwrap();
+            let s = SigningKey::from_pkcs8("k1", alg, &m.pkcs8).unwrap();
+            let v = VerifyingKey::from_jwk(m.public_jwk.clone(), KeyState::Active).unwrap();
+            let sig = s.sign_raw(b"hello").unwrap();
+            assert!(v.verify_raw(b"hello", &sig), "{alg:?}");
+            assert!(!v.verify_raw(b"hellO", &sig), "{alg:?}");
+            assert_eq!(m.public_jwk["alg"], alg.name());
+            assert!(m.public_jwk.get("d").is_none(), "no private part in a JWK");
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_key_material() {
+        let m = KeyMaterial::generate(Algorithm::Es256, "k1").unwrap();
+        let s = SigningKey::from_pkcs8("k1", Algorithm::Es256, &m.pkcs8).unwrap();
+        assert_eq!(format!("{:?}", m.pkcs8), "[redacted]");
+        assert!(!format!("{s:?}").contains(&format!("{:?}", m.pkcs8.expose())));
+    }
+
+    #[test]
+    fn key_set_publishes_only_published_states() {
+        let mk = |kid: &str, st| {
+            let m = KeyMaterial::generate(Algorithm::Es256, kid).unwrap();
+            VerifyingKey::from_jwk(m.public_jwk, st).unwrap()
+        };
+        let set = KeySet::new([
+            mk("a", KeyState::Pending),
+            mk("b", KeyState::Active),
+            mk("c", KeyState::Retiring),
+            mk("d", KeyState::Retired),
+            mk("e", KeyState::Compromised),
+        ]);
+        let kids: Vec<_> = set.keys().iter().map(|k| k.kid().to_owned()).collect();
+        assert_eq!(kids, ["a", "b", "c"]);
+        assert_eq!(set.jwks()["keys"].as_array().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,36 @@
+//! Token kinds and their JOSE `typ` values. A token of one kind is never
+//! accepted as another (RFC 8725 section 3.11: explicit typing).
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// An access token, `typ: at+jwt` (RFC 9068 section 2.1).
+    Access,
+    /// A single-use email verification token.
+    EmailVerification,
+    /// A single-use password reset token.
+    PasswordReset,
+}
+
+impl TokenKind {
+    /// The `typ` header value of this kind.
+    pub const fn typ(self) -> &'static str {
+        match self {
+            Self::Access => "at+jwt",
+            Self::EmailVerification => "email-verification+jwt",
+            Self::PasswordReset => "password-reset+jwt",
+        }
+    }
+
+    /// The kind whose `typ` this is. RFC 8725 recommends comparing the
+    /// media type case-insensitively and allows the `application/` prefix.
+    pub fn from_typ(typ: &str) -> Option<Self> {
+        let t = typ
+            .strip_prefix("application/")
+            .or_else(|| typ.strip_prefix("APPLICATION/"))
+            .unwrap_or(typ);
+        [Self::Access, Self::EmailVerification, Self::PasswordReset]
+            .into_iter()
+            .find(|k| k.typ().eq_ignore_ascii_case(t))
+    }
+}

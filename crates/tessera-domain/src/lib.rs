@@ -1,0 +1,27 @@
+//! Tessera's domain: what a token is, how it is minted and how it is verified.
+//!
+//! This crate knows no transport and no storage engine (CI checks that tonic,
+//! prost, sqlx and redis are not in its dependency tree). It defines the
+//! storage *traits* the storage crate implements, and takes time and the key
+//! set as inputs so every rule is testable to the second.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod claims;
+pub mod clock;
+pub mod error;
+pub mod issue;
+pub mod keys;
+pub mod kind;
+pub mod policy;
+pub mod revocation;
+pub mod seal;
+pub mod store;
+pub mod verify;
+
+mod b64;
+mod secret;
+
+pub use b64::{b64url_decode, b64url_encode};
+pub use secret::{Secret, random_bytes, random_id, sha256};

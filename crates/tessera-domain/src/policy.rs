@@ -1,0 +1,86 @@
+//! Policy: lifetimes, algorithms and skew. One value, checked once at start.
+
+use crate::error::{DomainError, Result};
+use crate::keys::Algorithm;
+
+/// The largest token Tessera accepts, in bytes (DESIGN: Verify step 1).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Token policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The `iss` of every token minted and the only one accepted.
+    pub issuer: String,
+    /// Access-token lifetime when the caller asks for none, in seconds.
+    pub access_ttl_default: i64,
+    /// The shortest access-token lifetime a caller may ask for, in seconds.
+    pub access_ttl_min: i64,
+    /// The longest access-token lifetime a caller may ask for, in seconds.
+    pub access_ttl_max: i64,
+    /// Tolerated clock difference between Tessera and its verifiers, seconds.
+    pub clock_skew: i64,
+    /// Algorithms Verify accepts. Never `none`; never a symmetric algorithm
+    /// when keys are asymmetric (RFC 8725 sections 3.1 and 3.2).
+    pub allowed_algorithms: Vec<Algorithm>,
+    /// Names of caller-supplied claims that may be added to access tokens.
+    pub extra_claims_allowlist: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:50051".to_owned(),
+            access_ttl_default: 15 * 60,
+            access_ttl_min: 1,
+            access_ttl_max: 60 * 60,
+            clock_skew: 30,
+            allowed_algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
+            extra_claims_allowlist: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// Checks that the policy is coherent; the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.issuer.is_empty() {
+            return Err(DomainError::field("issuer", "must not be empty"));
+        }
+        if !(1..=self.access_ttl_max).contains(&self.access_ttl_min)
+            || !(self.access_ttl_min..=self.access_ttl_max).contains(&self.access_ttl_default)
+        {
+            return Err(DomainError::field(
+                "access_token_ttl",
+                "need 1 <= min <= default <= max",
+            ));
+        }
+        if !(0..=300).contains(&self.clock_skew) {
+            return Err(DomainError::field(
+                "clock_skew",
+                "must be between 0 and 300 seconds",
+            ));
+        }
+        if self.allowed_algorithms.is_empty() {
+            return Err(DomainError::field(
+                "allowed_algorithms",
+                "must name at least one algorithm",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The access-token lifetime for a request, checked against the bounds.
+    pub fn access_ttl(&self, requested: Option<i64>) -> Result<i64> {
+        match requested {
+            None => Ok(self.access_ttl_default),
+            Some(t) if (self.access_ttl_min..=self.access_ttl_max).contains(&t) => Ok(t),
+            Some(_) => Err(DomainError::field(
+                "access_token_ttl",
+                format!(
+                    "must be between {} and {} seconds",
+                    self.access_ttl_min, self.access_ttl_max
+                ),
+            )),
+        }
+    }
+}

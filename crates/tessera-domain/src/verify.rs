@@ -1,0 +1,269 @@
+//! The Verify pipeline (DESIGN: "Verify"), in order, failing closed:
+//! 1 size and shape, 2 header, 3 signature, 4 claims, 5 revocation.
+//!
+//! Steps 1–4 are pure functions of the token, the key set, the policy and
+//! `now`; step 5 reads a [`MemoryRevocations`] view (or, for STRONG
+//! consistency, the caller asks the store with the same [`RevocationQuery`]).
+
+use crate::claims::Claims;
+use crate::clock::UnixTime;
+use crate::keys::{Algorithm, KeySet};
+use crate::kind::TokenKind;
+use crate::policy::{MAX_TOKEN_BYTES, Policy};
+use crate::revocation::{MemoryRevocations, RevocationQuery};
+use crate::{b64url_decode, b64url_encode};
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_json::Value;
+use std::fmt;
+
+/// Why a token is not valid. Exactly one reason: the first failing step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// Not a well-formed JWS compact token of JSON objects, or too large.
+    Malformed,
+    /// The signature does not verify.
+    BadSignature,
+    /// No `kid`, or no published key by that id.
+    UnknownKey,
+    /// `alg` is `none`, not allowed, or not the named key's algorithm.
+    AlgorithmNotAllowed,
+    /// Past `exp` (plus skew).
+    Expired,
+    /// Before `nbf`, or `iat` in the future (beyond skew).
+    NotYetValid,
+    /// `iss` is not ours.
+    WrongIssuer,
+    /// `aud` lacks the expected audience.
+    WrongAudience,
+    /// `typ` is not the expected kind.
+    WrongTokenKind,
+    /// Revoked: jti, family, subject version or key.
+    Revoked,
+    /// `jku`, `x5u`, `jwk`, `x5c` or an unknown `crit` in the header.
+    UnsupportedHeader,
+    /// A required claim is missing or of the wrong type.
+    MissingClaim,
+}
+
+impl Failure {
+    /// A stable lower-case name, for metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::UnknownKey => "unknown_key",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::WrongTokenKind => "wrong_token_kind",
+            Self::Revoked => "revoked",
+            Self::UnsupportedHeader => "unsupported_header",
+            Self::MissingClaim => "missing_claim",
+        }
+    }
+}
+
+/// A token whose steps 1–3 passed: the signature is ours.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The parsed claims.
+    pub claims: Claims,
+    /// The key that signed it.
+    pub kid: String,
+    /// The `typ` header mapped to a kind; `None` for an unknown `typ`.
+    pub kind: Option<TokenKind>,
+}
+
+impl Signed {
+    /// The step-5 question for this token.
+    pub fn revocation_query(&self) -> RevocationQuery<'_> {
+        RevocationQuery {
+            jti: &self.claims.jti,
+            family_id: self.claims.sid.as_deref(),
+            subject: &self.claims.sub,
+            subject_version: self.claims.ver,
+            kid: &self.kid,
+        }
+    }
+}
+
+/// What the caller expects of the token.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation<'a> {
+    /// Must be in `aud`.
+    pub audience: &'a str,
+    /// Must match `typ`.
+    pub kind: TokenKind,
+}
+
+/// A header JSON object, rejecting duplicate member names (RFC 7515 section 4
+/// says a JWS with duplicate header names must be rejected or use the last;
+/// we reject, as DESIGN step 1 asks).
+struct StrictHeader(Vec<(String, Value)>);
+
+impl StrictHeader {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for StrictHeader {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictHeader;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictHeader, A::Error> {
+                let mut out: Vec<(String, Value)> = Vec::with_capacity(4);
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(de::Error::custom("duplicate header parameter"));
+                    }
+                    out.push((k, v));
+                }
+                Ok(StrictHeader(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Header parameters that would let the token choose its own key (RFC 8725
+/// section 3.10 warns against following them); we never do, so we reject.
+const FORBIDDEN_HEADERS: &[&str] = &["jku", "x5u", "jwk", "x5c"];
+
+/// Steps 1–3: shape, header, signature. Also parses the claims (their JSON
+/// shape is part of step 1, but it is only worth parsing once signed).
+pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<Signed, Failure> {
+    // Step 1: size and shape.
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Failure::Malformed);
+    }
+    let mut parts = token.splitn(4, '.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Failure::Malformed);
+    };
+    let header_json = b64url_decode(h64).ok_or(Failure::Malformed)?;
+    let header: StrictHeader =
+        serde_json::from_slice(&header_json).map_err(|_| Failure::Malformed)?;
+    let payload = b64url_decode(p64).ok_or(Failure::Malformed)?;
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Failure::Malformed);
+    }
+    let signature = b64url_decode(s64).ok_or(Failure::Malformed)?;
+
+    // Step 2: header. `alg` first, so `none` and HS256 never reach a key.
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::from_name)
+        .filter(|a| policy.allowed_algorithms.contains(a))
+        .ok_or(Failure::AlgorithmNotAllowed)?;
+    if FORBIDDEN_HEADERS.iter().any(|h| header.get(h).is_some()) || header.get("crit").is_some()
+    {
+        // We understand no `crit` extension, so any `crit` is unknown (RFC 7515 4.1.11).
+        return Err(Failure::UnsupportedHeader);
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(Failure::UnknownKey)?;
+    let key = keys.get(kid).ok_or(Failure::UnknownKey)?;
+    if key.algorithm() != alg {
+        return Err(Failure::AlgorithmNotAllowed);
+    }
+
+    // Step 3: signature over the exact bytes received.
+    let signing_input = &token.as_bytes()[..h64.len() + 1 + p64.len()];
+    if !key.verify_raw(signing_input, &signature) {
+        return Err(Failure::BadSignature);
+    }
+
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Failure::MissingClaim,
+        _ => Failure::Malformed,
+    })?;
+    let kind = header
+        .get("typ")
+        .and_then(Value::as_str)
+        .and_then(TokenKind::from_typ);
+    Ok(Signed {
+        claims,
+        kid: kid.to_owned(),
+        kind,
+    })
+}
+
+/// Step 4: time, issuer, audience and kind.
+pub fn check_claims(
+    signed: &Signed,
+    expect: &Expectation<'_>,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<(), Failure> {
+    let c = &signed.claims;
+    let skew = policy.clock_skew;
+    // RFC 7519 4.1.4: not accepted on or after `exp`.
+    if now >= c.exp.saturating_add(skew) {
+        return Err(Failure::Expired);
+    }
+    if now.saturating_add(skew) < c.nbf || c.iat > now.saturating_add(skew) {
+        return Err(Failure::NotYetValid);
+    }
+    if c.iss != policy.issuer {
+        return Err(Failure::WrongIssuer);
+    }
+    if !c.aud.contains(expect.audience) {
+        return Err(Failure::WrongAudience);
+    }
+    if signed.kind != Some(expect.kind) {
+        return Err(Failure::WrongTokenKind);
+    }
+    Ok(())
+}
+
+/// Steps 1–5 against the in-memory revocation view: the default Verify.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    policy: &Policy,
+    expect: &Expectation<'_>,
+    revocations: &MemoryRevocations,
+    now: UnixTime,
+) -> Result<Signed, Failure> {
+    let signed = verify_signature(token, keys, policy)?;
+    check_claims(&signed, expect, policy, now)?;
+    if revocations.is_revoked(&signed.revocation_query(), now) {
+        return Err(Failure::Revoked);
+    }
+    Ok(signed)
+}
+
+/// Serialises and signs a token: `b64(header).b64(claims).b64(sig)`.
+pub fn sign(
+    key: &crate::keys::SigningKey,
+    kind: TokenKind,
+    claims: &Claims,
+) -> crate::error::Result<String> {
+    let header = serde_json::json!({"alg": key.algorithm().name(), "typ": kind.typ(), "kid": key.kid()});
+    let mut token = b64url_encode(header.to_string());
+    token.push('.');
+    let payload = serde_json::to_vec(claims)
+        .map_err(|_| crate::error::DomainError::Internal("claims did not serialise".into()))?;
+    token.push_str(&b64url_encode(payload));
+    let sig = key.sign_raw(token.as_bytes())?;
+    token.push('.');
+    token.push_str(&b64url_encode(sig));
+    Ok(token)
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
