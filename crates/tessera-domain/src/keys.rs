@@ -1,9 +1,10 @@
 //! Signing keys: algorithms, lifecycle states, parsed signers and verifiers,
 //! and the published key set.
 //!
-//! A key is parsed once: [`SigningKey`] keeps the backend's signer (jsonwebtoken
-//! re-parses the key on every `encode`, which costs more than the signature),
-//! and [`VerifyingKey`] keeps the backend's verifier.
+//! A private key is parsed once: [`SigningKey`] keeps the aws-lc key pair that
+//! jsonwebtoken's `aws_lc_rs` signer wraps (its `encode` re-parses the PKCS#8
+//! document on every call, which costs more than the signature itself).
+//! [`VerifyingKey`] verifies through `jsonwebtoken::crypto::verify`.
 
 use crate::error::{DomainError, Result};
 use crate::{Secret, b64url_encode};
@@ -11,9 +12,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
 };
-use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-use jsonwebtoken::crypto::{JwtSigner, JwtVerifier};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt;
@@ -154,11 +153,18 @@ fn public_jwk(alg: Algorithm, kid: &str, pkcs8: &Secret) -> Result<Value> {
     })
 }
 
+/// The parsed private key of one algorithm.
+enum Parsed {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
 /// A parsed private key that signs. Never printed: `Debug` shows the kid only.
 pub struct SigningKey {
     kid: String,
     alg: Algorithm,
-    signer: Box<dyn JwtSigner>,
+    key: Parsed,
+    rng: SystemRandom,
 }
 
 impl fmt::Debug for SigningKey {
@@ -173,17 +179,21 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Parses a PKCS#8 private key once.
     pub fn from_pkcs8(kid: &str, alg: Algorithm, pkcs8: &Secret) -> Result<Self> {
+        let bad = |_| DomainError::KeyMaterial(format!("unreadable {} private key", alg.name()));
         let key = match alg {
-            Algorithm::Es256 => EncodingKey::from_ec_der(pkcs8.expose()),
-            Algorithm::EdDsa => EncodingKey::from_ed_der(pkcs8.expose()),
+            Algorithm::Es256 => Parsed::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.expose())
+                    .map_err(|_| bad(()))?,
+            ),
+            Algorithm::EdDsa => Parsed::Ed(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose()).map_err(|_| bad(()))?,
+            ),
         };
-        let signer = (DEFAULT_PROVIDER.signer_factory)(&alg.jwt(), &key).map_err(|_| {
-            DomainError::KeyMaterial(format!("unreadable {} private key", alg.name()))
-        })?;
         Ok(Self {
             kid: kid.to_owned(),
             alg,
-            signer,
+            key,
+            rng: SystemRandom::new(),
         })
     }
 
@@ -197,11 +207,16 @@ impl SigningKey {
         self.alg
     }
 
-    /// Signs `message` (the JWS signing input) and returns the raw signature.
+    /// Signs `message` (the JWS signing input) and returns the raw signature
+    /// (ES256: the 64-byte `r || s` form JWS wants).
     pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>> {
-        self.signer
-            .try_sign(message)
-            .map_err(|_| DomainError::Internal("signing failed".into()))
+        match &self.key {
+            Parsed::Ec(k) => k
+                .sign(&self.rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| DomainError::Internal("signing failed".into())),
+            Parsed::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+        }
     }
 }
 
@@ -211,7 +226,7 @@ pub struct VerifyingKey {
     alg: Algorithm,
     state: KeyState,
     jwk: Value,
-    verifier: Box<dyn JwtVerifier>,
+    key: DecodingKey,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -243,14 +258,12 @@ impl VerifyingKey {
             }
         }
         .map_err(|_| bad("bad coordinates"))?;
-        let verifier =
-            (DEFAULT_PROVIDER.verifier_factory)(&alg.jwt(), &key).map_err(|_| bad("rejected"))?;
         Ok(Self {
             kid,
             alg,
             state,
             jwk,
-            verifier,
+            key,
         })
     }
 
@@ -274,10 +287,11 @@ impl VerifyingKey {
         &self.jwk
     }
 
-    /// True when `signature` over `message` verifies with this key.
-    pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
-        // The backend's trait takes `&Vec<u8>`; the copy is 64 bytes for ES256.
-        self.verifier.verify(message, &signature.to_vec()).is_ok()
+    /// True when `signature_b64` (base64url, as in the token) over `message`
+    /// verifies with this key.
+    pub fn verify(&self, message: &[u8], signature_b64: &str) -> bool {
+        jsonwebtoken::crypto::verify(signature_b64, message, &self.key, self.alg.jwt())
+            .unwrap_or(false)
     }
 }
 
@@ -318,6 +332,25 @@ impl KeySet {
     }
 }
 
+/// The key set currently trusted, shared between whoever publishes keys and
+/// Verify. Readers clone an `Arc` under a read lock held for that clone only.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    set: std::sync::RwLock<Arc<KeySet>>,
+}
+
+impl KeyRing {
+    /// The current set.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, set: KeySet) {
+        *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,9 +361,9 @@ mod tests {
             let m = KeyMaterial::generate(alg, "k1").unwrap();
             let s = SigningKey::from_pkcs8("k1", alg, &m.pkcs8).unwrap();
             let v = VerifyingKey::from_jwk(m.public_jwk.clone(), KeyState::Active).unwrap();
-            let sig = s.sign_raw(b"hello").unwrap();
-            assert!(v.verify_raw(b"hello", &sig), "{alg:?}");
-            assert!(!v.verify_raw(b"hellO", &sig), "{alg:?}");
+            let sig = crate::b64url_encode(s.sign_raw(b"hello").unwrap());
+            assert!(v.verify(b"hello", &sig), "{alg:?}");
+            assert!(!v.verify(b"hellO", &sig), "{alg:?}");
             assert_eq!(m.public_jwk["alg"], alg.name());
             assert!(m.public_jwk.get("d").is_none(), "no private part in a JWK");
         }

@@ -145,7 +145,8 @@ fn step3_signature() {
     let other = SigningKey::from_pkcs8("k1", Algorithm::Es256, &other.pkcs8).unwrap();
     let t2 = sign(&other, TokenKind::Access, &claims(&f.policy)).unwrap();
     assert_eq!(run(&f, &t2, NOW), Err(Failure::BadSignature));
-    assert_eq!(run(&f, &format!("{hp}."), NOW), Err(Failure::BadSignature));
+    assert_eq!(run(&f, &format!("{hp}."), NOW), Err(Failure::Malformed), "empty signature");
+    assert_eq!(run(&f, &format!("{hp}.AAAA"), NOW), Err(Failure::BadSignature));
 }
 
 #[test]

@@ -1,1 +1,58 @@
-//! placeholder
+//! The introspection and revocation service: `Verify` over the in-memory key
+//! set and revocation view (no network hop by default), and `Revoke`, durable
+//! before it returns and fanned out to every instance.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod introspect;
+mod revoke;
+
+pub use introspect::IntrospectionApi;
+pub use revoke::RevocationApi;
+
+use std::sync::Arc;
+use tessera_domain::clock::Clock;
+use tessera_domain::keys::KeyRing;
+use tessera_domain::policy::{MAX_TOKEN_BYTES, Policy};
+use tessera_domain::revocation::MemoryRevocations;
+use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_grpc::invalid;
+use tonic::Status;
+
+/// What both services of this crate share.
+#[derive(Clone)]
+pub struct Verifier {
+    /// The published keys, kept current by the issuer.
+    pub keys: Arc<KeyRing>,
+    /// The local revocation view.
+    pub view: Arc<MemoryRevocations>,
+    /// The durable revocations (truth; STRONG reads).
+    pub store: Arc<dyn RevocationStore>,
+    /// The fan-out to other instances.
+    pub bus: Arc<dyn RevocationBus>,
+    /// Token policy.
+    pub policy: Arc<Policy>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+/// A token field of a request: required, at most 8 KiB.
+fn token_field<'a>(field: &str, token: &'a str) -> Result<&'a str, Status> {
+    if token.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid(
+            field,
+            format!("is larger than {MAX_TOKEN_BYTES} bytes"),
+        ));
+    }
+    Ok(token)
+}

@@ -1,0 +1,238 @@
+//! Revocation fan-out. In the distributed mode Redis carries every
+//! revocation to every instance (pub/sub) and keeps a deny-list whose
+//! entries expire when the covered token would have (`SET … PXAT`). Redis is
+//! a carrier and a cache, never the truth: the durable store is, and an
+//! instance that (re)subscribes reloads what is in force from it, so a lost
+//! message or an evicted key cannot resurrect a revoked token.
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::{Config, Pool, Runtime};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_domain::clock::{Clock, UnixTime};
+use tessera_domain::error::{DomainError, Result};
+use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
+use tessera_domain::store::{RevocationBus, RevocationStore};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+
+/// The embedded mode's bus: the one process already applied the event to its
+/// view, so there is nothing to carry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalBus;
+
+#[async_trait]
+impl RevocationBus for LocalBus {
+    async fn publish(&self, _event: &RevocationEvent, _now: UnixTime) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn redis_err(e: &redis::RedisError) -> DomainError {
+    // Kind only: a Redis error can echo a command's arguments.
+    DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
+}
+
+/// The Redis bus and deny-list. Every key and the channel start with
+/// `prefix`, so several deployments (or tests) can share one Redis.
+#[derive(Clone)]
+pub struct RedisBus {
+    pool: Pool,
+    client: redis::Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes an event for the channel.
+fn encode(e: &RevocationEvent) -> String {
+    match e {
+        RevocationEvent::Jti { jti, until } => json!({"t": "jti", "jti": jti, "until": until}),
+        RevocationEvent::Family { family_id, until } => {
+            json!({"t": "family", "family_id": family_id, "until": until})
+        }
+        RevocationEvent::Subject {
+            subject,
+            min_version,
+        } => json!({"t": "subject", "subject": subject, "min_version": min_version}),
+        RevocationEvent::Key { kid } => json!({"t": "key", "kid": kid}),
+    }
+    .to_string()
+}
+
+/// Decodes an event from the channel; `None` for anything else.
+fn decode(s: &str) -> Option<RevocationEvent> {
+    let v: Value = serde_json::from_str(s).ok()?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let int = |k: &str| v.get(k).and_then(Value::as_i64);
+    Some(match v.get("t")?.as_str()? {
+        "jti" => RevocationEvent::Jti {
+            jti: text("jti")?,
+            until: int("until")?,
+        },
+        "family" => RevocationEvent::Family {
+            family_id: text("family_id")?,
+            until: int("until")?,
+        },
+        "subject" => RevocationEvent::Subject {
+            subject: text("subject")?,
+            min_version: v.get("min_version")?.as_u64()?,
+        },
+        "key" => RevocationEvent::Key { kid: text("kid")? },
+        _ => return None,
+    })
+}
+
+impl RedisBus {
+    /// Connects to `url` and checks that Redis answers.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let pool = Config::from_url(url)
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|_| DomainError::field("redis_url", "not a valid Redis URL"))?;
+        let client = redis::Client::open(url)
+            .map_err(|_| DomainError::field("redis_url", "not a valid Redis URL"))?;
+        let bus = Self {
+            pool,
+            client,
+            prefix: prefix.to_owned(),
+        };
+        bus.ping().await?;
+        Ok(bus)
+    }
+
+    /// Ok when Redis answers PING.
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| redis_err(&e))?;
+        Ok(())
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        self.pool
+            .get()
+            .await
+            .map_err(|_| DomainError::StoreUnavailable("redis pool unavailable".into()))
+    }
+
+    /// The deny-list key of a token id.
+    pub fn deny_key(&self, jti: &str) -> String {
+        format!("{}deny:jti:{jti}", self.prefix)
+    }
+
+    /// The pub/sub channel.
+    pub fn channel(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    /// Keeps `view` current until `shutdown` turns true: subscribes, reloads
+    /// what is in force from the durable `store` (so nothing published while
+    /// unsubscribed is missed), then applies each message. Reconnects with
+    /// backoff (0.1 s doubling to 5 s).
+    pub fn follow(
+        &self,
+        view: Arc<MemoryRevocations>,
+        store: Arc<dyn RevocationStore>,
+        clock: Arc<dyn Clock>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let channel = self.channel();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let round = async {
+                    let mut pubsub = client.get_async_pubsub().await.map_err(|e| redis_err(&e))?;
+                    pubsub
+                        .subscribe(&channel)
+                        .await
+                        .map_err(|e| redis_err(&e))?;
+                    for e in store.in_force(clock.now()).await? {
+                        view.apply(&e);
+                    }
+                    tracing::debug!("following revocations");
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        match decode(&payload) {
+                            Some(e) => view.apply(&e),
+                            None => tracing::warn!("ignored an unreadable revocation message"),
+                        }
+                    }
+                    Ok::<(), DomainError>(())
+                };
+                tokio::select! {
+                    r = round => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "revocation stream lost; reconnecting");
+                        }
+                    }
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl RevocationBus for RedisBus {
+    async fn publish(&self, event: &RevocationEvent, now: UnixTime) -> Result<()> {
+        let mut c = self.conn().await?;
+        if let RevocationEvent::Jti { jti, until } = event {
+            // The entry expires exactly when the revocation stops mattering.
+            let ttl_ms = (until - now).max(1) * 1000;
+            let _: () = c
+                .pset_ex(self.deny_key(jti), 1, u64::try_from(ttl_ms).unwrap_or(1000))
+                .await
+                .map_err(|e| redis_err(&e))?;
+        }
+        let _: i64 = c
+            .publish(self.channel(), encode(event))
+            .await
+            .map_err(|e| redis_err(&e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        for e in [
+            RevocationEvent::Jti {
+                jti: "j".into(),
+                until: 5,
+            },
+            RevocationEvent::Family {
+                family_id: "f".into(),
+                until: 6,
+            },
+            RevocationEvent::Subject {
+                subject: "s".into(),
+                min_version: 7,
+            },
+            RevocationEvent::Key { kid: "k".into() },
+        ] {
+            assert_eq!(decode(&encode(&e)), Some(e));
+        }
+        assert_eq!(decode("{\"t\":\"other\"}"), None);
+        assert_eq!(decode("not json"), None);
+    }
+}

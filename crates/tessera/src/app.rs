@@ -1,0 +1,341 @@
+//! Wiring: stores, keys, services, health and reflection on one port.
+
+use crate::kek::{self, KekSource};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_domain::clock::Clock;
+use tessera_domain::error::DomainError;
+use tessera_domain::issue::FamilyPolicy;
+use tessera_domain::keys::KeyRing;
+use tessera_domain::policy::Policy;
+use tessera_domain::revocation::MemoryRevocations;
+use tessera_domain::store::{Ping, RevocationBus, RevocationStore};
+use tessera_introspection::{IntrospectionApi, RevocationApi, Verifier};
+use tessera_issuer::{IssuerApi, KeyApi, KeyManager};
+use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
+use tessera_proto::v1::issuer_service_server::IssuerServiceServer;
+use tessera_proto::v1::key_service_server::KeyServiceServer;
+use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
+use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Everything the application needs; built from flags and environment by
+/// [`crate::cli`], or directly by tests (port 0, a manual clock).
+#[derive(Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (SQLite file, generated KEK).
+    pub data_dir: PathBuf,
+    /// Postgres (or SQLite) URL; `None` means SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Redis URL; `None` means the in-process bus.
+    pub redis_url: Option<String>,
+    /// Prefix of Redis keys and channels.
+    pub redis_prefix: String,
+    /// Where the KEK comes from.
+    pub kek: KekSource,
+    /// Run migrations on start (always done for the embedded SQLite store).
+    pub migrate: bool,
+    /// Token policy.
+    pub policy: Policy,
+    /// Family lifetimes.
+    pub families: FamilyPolicy,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// JWKS cache lifetime for verifiers, seconds.
+    pub jwks_max_age: u32,
+    /// Allow plain TCP on a non-loopback address.
+    pub allow_insecure_listen: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("kek", &self.kek)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the application could not start. Messages name the setting and carry
+/// no secret (database URLs are not echoed: they may hold a password).
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A setting is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A store or the domain failed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Binding or serving failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// A built application: listener bound, stores open, keys loaded.
+pub struct Application {
+    listener: TcpListener,
+    store: Arc<SqlStore>,
+    keys: Arc<KeyManager>,
+    verifier: Verifier,
+    issuer: IssuerApi,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        tonic_health::server::HealthService,
+    >,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
+}
+
+impl Application {
+    /// Opens the stores, loads or creates the keys, and binds the listener.
+    pub async fn build(cfg: Config) -> Result<Self, AppError> {
+        if !cfg.listen.ip().is_loopback() && !cfg.allow_insecure_listen {
+            return Err(AppError::Config(
+                "listen: plain TCP is served on loopback only; pass --allow-insecure-listen to serve it elsewhere (behind TLS)".into(),
+            ));
+        }
+        cfg.policy
+            .validate()
+            .map_err(|e| AppError::Config(e.to_string()))?;
+        create_data_dir(&cfg.data_dir)?;
+
+        let url = match &cfg.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", cfg.data_dir.join("tessera.db").display()),
+        };
+        let store = Arc::new(SqlStore::connect(&url).await?);
+        // The embedded store migrates on start; a shared database only when
+        // asked (`tessera migrate` or --migrate), so an old binary never
+        // migrates a database that newer instances are using.
+        if store.backend() == Backend::Sqlite || cfg.migrate {
+            store.migrate().await?;
+        }
+
+        let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
+        let ring = Arc::new(KeyRing::default());
+        let keys = Arc::new(KeyManager::new(
+            store.clone(),
+            kek,
+            cfg.clock.clone(),
+            ring.clone(),
+            cfg.jwks_max_age,
+        ));
+        keys.bootstrap().await?;
+
+        let view = Arc::new(MemoryRevocations::new());
+        for e in store.in_force(cfg.clock.now()).await? {
+            view.apply(&e);
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
+            Some(u) => {
+                let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
+                tasks.push(bus.follow(
+                    view.clone(),
+                    store.clone(),
+                    cfg.clock.clone(),
+                    stop_rx.clone(),
+                ));
+                Arc::new(bus)
+            }
+            None => Arc::new(LocalBus),
+        };
+        tasks.push(purge_view(view.clone(), cfg.clock.clone(), stop_rx));
+
+        let policy = Arc::new(cfg.policy.clone());
+        let verifier = Verifier {
+            keys: ring,
+            view,
+            store: store.clone(),
+            bus,
+            policy,
+            clock: cfg.clock.clone(),
+        };
+        let issuer = IssuerApi::new(
+            keys.clone(),
+            store.clone(),
+            cfg.policy,
+            cfg.families,
+            cfg.clock.clone(),
+        );
+        let health = HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        // NOT_SERVING until `run` has seen the store answer.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+
+        let listener = TcpListener::bind(cfg.listen).await?;
+        Ok(Self {
+            listener,
+            store,
+            keys,
+            verifier,
+            issuer,
+            health,
+            health_service,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The bound address (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new
+    /// connections are refused and in-flight calls finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AppError> {
+        let Self {
+            listener,
+            store,
+            keys,
+            verifier,
+            issuer,
+            health,
+            health_service,
+            stop,
+            tasks,
+        } = self;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| AppError::Server(e.to_string()))?;
+        // grpcurl 1.8 asks for v1alpha only.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| AppError::Server(e.to_string()))?;
+
+        let monitor = tokio::spawn(watch_store(store.clone(), health.clone(), stop.subscribe()));
+        let shutting_down = {
+            let health = health.clone();
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+                let _ = stop.send(true);
+                set_all(&health, ServingStatus::NotServing).await;
+            }
+        };
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(IssuerServiceServer::new(issuer))
+            .add_service(KeyServiceServer::new(KeyApi::new(keys)))
+            .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
+                verifier.clone(),
+            )))
+            .add_service(RevocationServiceServer::new(RevocationApi::new(verifier)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutting_down,
+            )
+            .await
+            .map_err(|e| AppError::Server(e.to_string()));
+        let _ = stop.send(true);
+        let _ = monitor.await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        store.close().await;
+        result
+    }
+}
+
+const SERVICES: &[&str] = &[
+    "",
+    "tessera.v1.IssuerService",
+    "tessera.v1.KeyService",
+    "tessera.v1.IntrospectionService",
+    "tessera.v1.RevocationService",
+];
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    for s in SERVICES {
+        health.set_service_status(*s, status).await;
+    }
+}
+
+/// SERVING while the store answers, NOT_SERVING while it does not.
+async fn watch_store(store: Arc<SqlStore>, health: HealthReporter, mut stop: watch::Receiver<bool>) {
+    let mut last = None;
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if *stop.borrow() {
+            return;
+        }
+        if last != Some(ok) {
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                tracing::warn!("store not answering: NOT_SERVING");
+                ServingStatus::NotServing
+            };
+            set_all(&health, status).await;
+            last = Some(ok);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Drops expired entries from the local view once a minute.
+fn purge_view(
+    view: Arc<MemoryRevocations>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => { view.purge(clock.now()); }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}

@@ -1,0 +1,124 @@
+//! Command-line and environment configuration (`TESSERA_…`).
+
+use crate::app::Config;
+use crate::kek::{KekSource, parse_kek};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tessera_domain::clock::SystemClock;
+use tessera_domain::issue::FamilyPolicy;
+use tessera_domain::policy::Policy;
+
+/// Tessera: issues, verifies, refreshes and revokes JWTs over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every service on one port (embedded SQLite store by default).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate {
+        /// Database URL (postgres://… or sqlite:…).
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Exit 0 when the server at ENDPOINT reports SERVING, 1 otherwise.
+    Healthcheck {
+        /// The server, e.g. http://127.0.0.1:50051.
+        #[arg(long, env = "TESSERA_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+    },
+}
+
+/// `tessera serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (plain TCP: loopback only unless
+    /// --allow-insecure-listen).
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Data directory: the SQLite store and the generated KEK live here.
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
+    pub data_dir: PathBuf,
+    /// Postgres URL for the durable store instead of SQLite in the data dir.
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for the deny-list and revocation fan-out.
+    #[arg(long, env = "TESSERA_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "TESSERA_REDIS_PREFIX", default_value = "tessera:")]
+    pub redis_prefix: String,
+    /// File holding the key-encryption key (base64url of 32 bytes). The KEK
+    /// may also come from TESSERA_KEK; without either, one is generated in
+    /// the data directory.
+    #[arg(long, env = "TESSERA_KEK_FILE")]
+    pub kek_file: Option<PathBuf>,
+    /// The `iss` of every token. Default: http://<listen>.
+    #[arg(long, env = "TESSERA_ISSUER")]
+    pub issuer: Option<String>,
+    /// Apply migrations on start (always done for the embedded SQLite store).
+    #[arg(long, env = "TESSERA_MIGRATE")]
+    pub migrate: bool,
+    /// Default access-token lifetime, seconds.
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    pub access_token_ttl: i64,
+    /// Longest access-token lifetime a caller may ask for, seconds.
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_MAX_TTL", default_value_t = 3600)]
+    pub access_token_max_ttl: i64,
+    /// Tolerated clock skew, seconds (0 to 300).
+    #[arg(long, env = "TESSERA_CLOCK_SKEW", default_value_t = 30)]
+    pub clock_skew: i64,
+    /// Extra claim names callers may add to access tokens, comma-separated.
+    #[arg(long, env = "TESSERA_EXTRA_CLAIMS", value_delimiter = ',')]
+    pub extra_claims: Vec<String>,
+    /// How long verifiers may cache the JWKS, seconds.
+    #[arg(long, env = "TESSERA_JWKS_MAX_AGE", default_value_t = 300)]
+    pub jwks_max_age: u32,
+    /// Allow plain TCP on a non-loopback address (put TLS in front of it).
+    #[arg(long, env = "TESSERA_ALLOW_INSECURE_LISTEN")]
+    pub allow_insecure_listen: bool,
+}
+
+impl ServeArgs {
+    /// The application configuration these options describe.
+    pub fn into_config(self) -> Result<Config, String> {
+        let kek = match (std::env::var("TESSERA_KEK").ok(), self.kek_file) {
+            (Some(v), _) => KekSource::Value(parse_kek(&v).map_err(|e| format!("TESSERA_KEK: {e}"))?),
+            (None, Some(p)) => KekSource::File(p),
+            (None, None) => KekSource::DataDir,
+        };
+        let policy = Policy {
+            issuer: self
+                .issuer
+                .unwrap_or_else(|| format!("http://{}", self.listen)),
+            access_ttl_default: self.access_token_ttl,
+            access_ttl_max: self.access_token_max_ttl,
+            clock_skew: self.clock_skew,
+            extra_claims_allowlist: self.extra_claims,
+            ..Policy::default()
+        };
+        Ok(Config {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            database_url: self.database_url,
+            redis_url: self.redis_url,
+            redis_prefix: self.redis_prefix,
+            kek,
+            migrate: self.migrate,
+            policy,
+            families: FamilyPolicy::default(),
+            clock: Arc::new(SystemClock),
+            jwks_max_age: self.jwks_max_age,
+            allow_insecure_listen: self.allow_insecure_listen,
+        })
+    }
+}

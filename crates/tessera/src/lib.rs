@@ -1,0 +1,14 @@
+//! The `tessera` binary's library: configuration, wiring and serving.
+//!
+//! [`Application::build`] binds the listener and opens every store (port 0
+//! in tests; the real address is [`Application::local_addr`]);
+//! [`Application::run`] serves until the shutdown future resolves.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod cli;
+pub mod kek;
+
+pub use app::{AppError, Application, Config};

@@ -1,0 +1,59 @@
+-- Tessera's durable state. Times are seconds since the Unix epoch (BIGINT),
+-- so one schema serves Postgres and SQLite with the same queries.
+
+-- Signing keys: public JWK in clear, private key sealed (AEAD) under a KEK.
+CREATE TABLE signing_keys (
+    kid            TEXT PRIMARY KEY,
+    algorithm      TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    public_jwk     TEXT NOT NULL,
+    sealed_private BYTEA NOT NULL,
+    kek_id         TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    activated_at   BIGINT
+);
+-- At most one key signs at a time, whatever number of instances race to
+-- create the first one.
+CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (state) WHERE state = 'active';
+
+-- Subject versions: every token carries `ver`; tokens below the current
+-- version are revoked.
+CREATE TABLE subjects (
+    subject TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+
+-- Refresh-token families: one per login (`sid`).
+CREATE TABLE families (
+    family_id           TEXT PRIMARY KEY,
+    subject             TEXT NOT NULL,
+    audience            TEXT NOT NULL,
+    scope               TEXT NOT NULL,
+    client_id           TEXT NOT NULL,
+    created_at          BIGINT NOT NULL,
+    last_used_at        BIGINT NOT NULL,
+    idle_expires_at     BIGINT NOT NULL,
+    absolute_expires_at BIGINT NOT NULL,
+    revoked_at          BIGINT
+);
+CREATE INDEX families_subject ON families (subject);
+CREATE INDEX families_absolute_expires_at ON families (absolute_expires_at);
+
+-- Refresh tokens: only the SHA-256 of each token is stored.
+CREATE TABLE refresh_tokens (
+    token_hash     BYTEA PRIMARY KEY,
+    family_id      TEXT NOT NULL REFERENCES families (family_id) ON DELETE CASCADE,
+    generation     BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    consumed_at    BIGINT,
+    successor_hash BYTEA
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+
+-- Revoked token ids, kept until the token would have expired (plus skew).
+CREATE TABLE revoked_tokens (
+    jti        TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT NOT NULL
+);
+CREATE INDEX revoked_tokens_expires_at ON revoked_tokens (expires_at);
