@@ -1,1 +1,14 @@
-fn main(){}
+//! End-to-end tests: the real server over real gRPC, against the embedded
+//! SQLite store and against real Postgres + Redis (a fresh database and key
+//! prefix per test). Postgres and Redis must be reachable: `scripts/test.sh`
+//! starts (or installs) them; a missing service fails the test loudly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod binary;
+mod distributed;
+mod flows;
+mod input;
+mod tokens;

@@ -157,9 +157,6 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Failure::Malformed);
     }
-    if s64.is_empty() || !s64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(Failure::Malformed);
-    }
 
     // Step 2: header. `alg` first, so `none` and HS256 never reach a key.
     let alg = header
@@ -180,6 +177,12 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
     let key = keys.get(kid).ok_or(Failure::UnknownKey)?;
     if key.algorithm() != alg {
         return Err(Failure::AlgorithmNotAllowed);
+    }
+
+    // The signature's shape is checked after `alg`, so an unsigned
+    // `alg: none` token is reported as what it is.
+    if s64.is_empty() || !s64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Failure::Malformed);
     }
 
     // Step 3: signature over the exact bytes received.

@@ -1,0 +1,100 @@
+//! The real `tessera` binary: serve with flags, healthcheck, graceful stop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
+use tessera_proto::v1::IssueRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn healthcheck(addr: &str) -> bool {
+    Command::new(BIN)
+        .args(["healthcheck", "--endpoint", &format!("http://{addr}")])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-bin-{}",
+        tessera_domain::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .env("TESSERA_DATA_DIR", &dir)
+        .env_remove("TESSERA_KEK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("tessera listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+
+    // The KEK file was created private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("kek")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // SERVING once the store answers (the first check runs at start).
+    let mut serving = false;
+    for _ in 0..50 {
+        if healthcheck(&addr) {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "healthcheck never reported SERVING");
+
+    let mut client = IssuerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let issued = client
+        .issue(IssueRequest {
+            subject: "bin-user".into(),
+            audience: "api".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!issued.access_token.is_empty());
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (s, stderr)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let logs = status.1;
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(logs.contains("production must supply its own"), "KEK warning");
+    // No credential in the logs.
+    assert!(!logs.contains(&issued.access_token));
+    assert!(!logs.contains(&issued.refresh_token));
+    let kek = std::fs::read_to_string(dir.join("kek")).unwrap();
+    assert!(!logs.contains(kek.trim()));
+    assert!(!healthcheck(&addr), "nothing serves after the stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,248 @@
+//! `spawn_app`: the real application on port 0, real gRPC clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera::kek::KekSource;
+use tessera::{Application, Config};
+use tessera_domain::clock::ManualClock;
+use tessera_domain::issue::FamilyPolicy;
+use tessera_domain::policy::Policy;
+use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
+use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
+use tessera_proto::v1::key_service_client::KeyServiceClient;
+use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
+use tessera_proto::v1::{
+    Consistency, IssueRequest, IssueResponse, TokenKind, VerifyFailure, VerifyRequest,
+    VerifyResponse,
+};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Where the durable state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in a data directory, in-process bus.
+    Embedded,
+    /// Postgres + Redis.
+    Distributed,
+}
+
+/// Runs an async test body once per backend, as two named tests.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::harness::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                super::$name(Backend::Distributed).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+pub const AUDIENCE: &str = "orders-api";
+pub const ISSUER: &str = "https://tessera.test";
+
+fn hex_id() -> String {
+    tessera_domain::random_bytes(6)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn admin_database_url() -> String {
+    std::env::var("TESSERA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The durable identity of a deployment: survives an application restart.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub database_name: Option<String>,
+    pub redis_prefix: String,
+    pub clock: ManualClock,
+}
+
+impl Deployment {
+    /// A fresh deployment: new data dir; for Postgres a new database.
+    pub async fn new(backend: Backend) -> Self {
+        let id = hex_id();
+        let data_dir = std::env::temp_dir().join(format!("tessera-test-{id}"));
+        let (database_url, database_name) = match backend {
+            Backend::Embedded => (None, None),
+            Backend::Distributed => {
+                let admin = admin_database_url();
+                let name = format!("tessera_t_{id}");
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "Postgres is not reachable at {admin} ({e}); run scripts/test.sh, which starts it, or set TESSERA_TEST_DATABASE_URL"
+                        )
+                    });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                (Some(format!("{base}/{name}")), Some(name))
+            }
+        };
+        Self {
+            backend,
+            data_dir,
+            database_url,
+            database_name,
+            redis_prefix: format!("tessera-test-{id}:"),
+            clock: ManualClock::starting_now(),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            redis_url: (self.backend == Backend::Distributed).then(redis_url),
+            redis_prefix: self.redis_prefix.clone(),
+            kek: KekSource::DataDir,
+            migrate: true,
+            policy: Policy {
+                issuer: ISSUER.into(),
+                extra_claims_allowlist: vec!["tenant".into()],
+                ..Policy::default()
+            },
+            families: FamilyPolicy::default(),
+            clock: Arc::new(self.clock.clone()),
+            jwks_max_age: 300,
+            allow_insecure_listen: false,
+        }
+    }
+
+    /// Starts an application on this deployment.
+    pub async fn start(&self) -> TestApp {
+        let app = Application::build(self.config()).await.expect("build the app");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run(async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to the app");
+        TestApp {
+            issuer: IssuerServiceClient::new(channel.clone()),
+            keys: KeyServiceClient::new(channel.clone()),
+            introspection: IntrospectionServiceClient::new(channel.clone()),
+            revocation: RevocationServiceClient::new(channel.clone()),
+            channel,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Drops the database and the data directory.
+    pub async fn cleanup(self) {
+        if let Some(name) = &self.database_name {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_database_url())
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A running application and its clients.
+pub struct TestApp {
+    pub channel: Channel,
+    pub issuer: IssuerServiceClient<Channel>,
+    pub keys: KeyServiceClient<Channel>,
+    pub introspection: IntrospectionServiceClient<Channel>,
+    pub revocation: RevocationServiceClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), tessera::AppError>>>,
+}
+
+impl TestApp {
+    /// Graceful shutdown; waits for the server to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub async fn issue(&mut self, subject: &str) -> IssueResponse {
+        self.issuer
+            .issue(IssueRequest {
+                subject: subject.into(),
+                audience: AUDIENCE.into(),
+                scopes: vec!["orders:read".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("Issue")
+            .into_inner()
+    }
+
+    pub async fn verify_with(&mut self, token: &str, consistency: Consistency) -> VerifyResponse {
+        self.introspection
+            .verify(VerifyRequest {
+                token: token.into(),
+                expected_audience: AUDIENCE.into(),
+                expected_kind: TokenKind::Access.into(),
+                consistency: consistency.into(),
+            })
+            .await
+            .expect("Verify")
+            .into_inner()
+    }
+
+    /// Verify with default consistency; `Ok(())` or the failure.
+    pub async fn verify(&mut self, token: &str) -> Result<(), VerifyFailure> {
+        outcome(self.verify_with(token, Consistency::Default).await)
+    }
+
+    /// Verify with STRONG consistency.
+    pub async fn verify_strong(&mut self, token: &str) -> Result<(), VerifyFailure> {
+        outcome(self.verify_with(token, Consistency::Strong).await)
+    }
+}
+
+pub fn outcome(r: VerifyResponse) -> Result<(), VerifyFailure> {
+    if r.valid {
+        assert_eq!(r.failure(), VerifyFailure::Unspecified);
+        assert!(r.claims.is_some());
+        Ok(())
+    } else {
+        assert!(r.claims.is_none(), "no claims for an invalid token");
+        Err(r.failure())
+    }
+}
+
+/// A fresh deployment and one app on it.
+pub async fn spawn_app(backend: Backend) -> (Deployment, TestApp) {
+    let d = Deployment::new(backend).await;
+    let app = d.start().await;
+    (d, app)
+}
