@@ -3,8 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::IssueRequest;
+use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -47,7 +47,10 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
 
     // The KEK file was created private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.join("kek")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join("kek"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // SERVING once the store answers (the first check runs at start).
@@ -61,7 +64,9 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
     }
     assert!(serving, "healthcheck never reported SERVING");
 
-    let mut client = IssuerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = IssuerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let issued = client
         .issue(IssueRequest {
             subject: "bin-user".into(),
@@ -89,7 +94,10 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
     assert!(status.0.success(), "exit status {:?}", status.0);
     let logs = status.1;
     assert!(logs.contains("shutting down"), "{logs}");
-    assert!(logs.contains("production must supply its own"), "KEK warning");
+    assert!(
+        logs.contains("production must supply its own"),
+        "KEK warning"
+    );
     // No credential in the logs.
     assert!(!logs.contains(&issued.access_token));
     assert!(!logs.contains(&issued.refresh_token));

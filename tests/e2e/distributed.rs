@@ -23,7 +23,11 @@ async fn a_revocation_on_one_instance_reaches_another() {
     let mut a = d.start().await;
     let mut b = d.start().await;
     let issued = a.issue("user-x").await;
-    assert_eq!(b.verify(&issued.access_token).await, Ok(()), "keys are shared");
+    assert_eq!(
+        b.verify(&issued.access_token).await,
+        Ok(()),
+        "keys are shared"
+    );
     a.revocation
         .revoke(RevokeRequest {
             target: Some(Target::Token(issued.access_token.clone())),
@@ -68,9 +72,10 @@ async fn the_deny_list_entry_expires_with_the_token_and_postgres_is_the_truth() 
         "deny-list TTL {ttl_ms} ms, want about {want} ms"
     );
 
-    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(d.database_url.as_ref().unwrap())
-        .await
-        .unwrap();
+    let mut pg =
+        <sqlx::PgConnection as sqlx::Connection>::connect(d.database_url.as_ref().unwrap())
+            .await
+            .unwrap();
     let (exp,): (i64,) = sqlx::query_as("SELECT expires_at FROM revoked_tokens WHERE jti = $1")
         .bind(&jti)
         .fetch_one(&mut pg)

@@ -4,9 +4,7 @@
 use crate::harness::{AUDIENCE, Backend, ISSUER, on_both_backends, spawn_app};
 use serde_json::Value;
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{
-    GetJwksRequest, JtiTarget, RefreshRequest, RevokeRequest, VerifyFailure,
-};
+use tessera_proto::v1::{GetJwksRequest, JtiTarget, RefreshRequest, RevokeRequest, VerifyFailure};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -25,7 +23,10 @@ async fn issue_verify_revoke(backend: Backend) {
     assert_eq!(issued.refresh_token.len(), 43, "256 bits of base64url");
     assert!(!issued.family_id.is_empty());
     let r = app
-        .verify_with(&issued.access_token, tessera_proto::v1::Consistency::Default)
+        .verify_with(
+            &issued.access_token,
+            tessera_proto::v1::Consistency::Default,
+        )
         .await;
     assert!(r.valid, "{:?}", r.failure());
     let c = r.claims.unwrap();
@@ -61,7 +62,11 @@ async fn issue_verify_revoke(backend: Backend) {
         app.verify_strong(&issued.access_token).await,
         Err(VerifyFailure::Revoked)
     );
-    assert_eq!(app.verify(&other.access_token).await, Ok(()), "only that token");
+    assert_eq!(
+        app.verify(&other.access_token).await,
+        Ok(()),
+        "only that token"
+    );
     app.stop().await;
     d.cleanup().await;
 }
@@ -104,12 +109,25 @@ async fn a_token_issued_before_a_restart_verifies_after_it(backend: Backend) {
         })
         .await
         .unwrap();
-    let jwks_before = app.keys.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
+    let jwks_before = app
+        .keys
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     app.stop().await;
 
     let mut app = d.start().await;
-    let jwks_after = app.keys.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
-    assert_eq!(jwks_before.jwks_json, jwks_after.jwks_json, "same key reused");
+    let jwks_after = app
+        .keys
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        jwks_before.jwks_json, jwks_after.jwks_json,
+        "same key reused"
+    );
     assert_eq!(jwks_before.etag, jwks_after.etag);
     assert_eq!(app.verify(&kept.access_token).await, Ok(()));
     assert_eq!(
@@ -123,7 +141,12 @@ async fn a_token_issued_before_a_restart_verifies_after_it(backend: Backend) {
 
 async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
     let (d, mut app) = spawn_app(backend).await;
-    let jwks = app.keys.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
+    let jwks = app
+        .keys
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks.jwks_json).unwrap();
     assert_eq!(set.keys.len(), 1);
     let raw: Value = serde_json::from_str(&jwks.jwks_json).unwrap();
@@ -147,7 +170,9 @@ async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
     v.set_issuer(&[ISSUER]);
     let data = jsonwebtoken::decode::<Value>(&issued.access_token, &key, &v).unwrap();
     assert_eq!(data.claims["sub"], "user-4");
-    for claim in ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope"] {
+    for claim in [
+        "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope",
+    ] {
         assert!(data.claims.get(claim).is_some(), "RFC 9068 claim {claim}");
     }
     app.stop().await;

@@ -134,7 +134,9 @@ impl Deployment {
 
     /// Starts an application on this deployment.
     pub async fn start(&self) -> TestApp {
-        let app = Application::build(self.config()).await.expect("build the app");
+        let app = Application::build(self.config())
+            .await
+            .expect("build the app");
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run(async {

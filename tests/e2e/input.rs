@@ -86,8 +86,16 @@ async fn bad_requests_name_their_field(backend: Backend) {
     let i = &mut app.issuer;
     assert_field(&i.issue(issue("", AUDIENCE)).await.unwrap_err(), "subject");
     assert_field(&i.issue(issue("u", "")).await.unwrap_err(), "audience");
-    assert_field(&i.issue(issue(&"u".repeat(256), AUDIENCE)).await.unwrap_err(), "subject");
-    assert_field(&i.issue(issue("u\n", AUDIENCE)).await.unwrap_err(), "subject");
+    assert_field(
+        &i.issue(issue(&"u".repeat(256), AUDIENCE))
+            .await
+            .unwrap_err(),
+        "subject",
+    );
+    assert_field(
+        &i.issue(issue("u\n", AUDIENCE)).await.unwrap_err(),
+        "subject",
+    );
     let mut r = issue("u", AUDIENCE);
     r.scopes = vec!["has space".into()];
     assert_field(&i.issue(r).await.unwrap_err(), "scopes");
@@ -99,21 +107,37 @@ async fn bad_requests_name_their_field(backend: Backend) {
     assert_field(&i.issue(r).await.unwrap_err(), "access_token_ttl");
     let mut r = issue("u", AUDIENCE);
     r.extra_claims = Some(prost_types::Struct {
-        fields: [("sub".to_owned(), prost_types::Value::from("admin".to_owned()))].into(),
+        fields: [(
+            "sub".to_owned(),
+            prost_types::Value::from("admin".to_owned()),
+        )]
+        .into(),
     });
     assert_field(&i.issue(r).await.unwrap_err(), "extra_claims");
     let mut r = issue("u", AUDIENCE);
     r.extra_claims = Some(prost_types::Struct {
-        fields: [("email".to_owned(), prost_types::Value::from("a@b".to_owned()))].into(),
+        fields: [(
+            "email".to_owned(),
+            prost_types::Value::from("a@b".to_owned()),
+        )]
+        .into(),
     });
     assert_field(&i.issue(r).await.unwrap_err(), "extra_claims");
     // An allowlisted extra claim goes through and comes back from Verify.
     let mut r = issue("u", AUDIENCE);
     r.extra_claims = Some(prost_types::Struct {
-        fields: [("tenant".to_owned(), prost_types::Value::from("acme".to_owned()))].into(),
+        fields: [(
+            "tenant".to_owned(),
+            prost_types::Value::from("acme".to_owned()),
+        )]
+        .into(),
     });
     let t = i.issue(r).await.unwrap().into_inner().access_token;
-    let c = app.verify_with(&t, Consistency::Default).await.claims.unwrap();
+    let c = app
+        .verify_with(&t, Consistency::Default)
+        .await
+        .claims
+        .unwrap();
     let all = c.all_claims.unwrap();
     assert_eq!(
         all.fields["tenant"],

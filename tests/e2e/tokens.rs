@@ -111,13 +111,22 @@ async fn hs256_signed_with_the_public_key(backend: Backend) {
     let (mut h, p, _) = parts(&t);
     // The classic key-confusion attack: HMAC keyed with the public key,
     // in every form an attacker might try.
-    let jwks = app.keys.get_jwks(GetJwksRequest {}).await.unwrap().into_inner();
+    let jwks = app
+        .keys
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let jwk: Value = serde_json::from_str(&jwks.keys[0].jwk_json).unwrap();
     let x = tessera_domain::b64url_decode(jwk["x"].as_str().unwrap()).unwrap();
     let y = tessera_domain::b64url_decode(jwk["y"].as_str().unwrap()).unwrap();
     let point = [vec![4u8], x, y].concat();
     h["alg"] = json!("HS256");
-    for secret in [point, jwks.keys[0].jwk_json.clone().into_bytes(), jwks.jwks_json.clone().into_bytes()] {
+    for secret in [
+        point,
+        jwks.keys[0].jwk_json.clone().into_bytes(),
+        jwks.jwks_json.clone().into_bytes(),
+    ] {
         let input = format!("{}.{}", enc(&h), enc(&p));
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
         let sig = aws_lc_rs::hmac::sign(&key, input.as_bytes());
@@ -141,12 +150,18 @@ async fn unknown_kid(backend: Backend) {
     let k = SigningKey::from_pkcs8("attacker", Algorithm::Es256, &m.pkcs8).unwrap();
     h["kid"] = json!("attacker");
     let input = format!("{}.{}", enc(&h), enc(&p));
-    let forged = format!("{input}.{}", b64url_encode(k.sign_raw(input.as_bytes()).unwrap()));
+    let forged = format!(
+        "{input}.{}",
+        b64url_encode(k.sign_raw(input.as_bytes()).unwrap())
+    );
     assert_eq!(app.verify(&forged).await, Err(VerifyFailure::UnknownKey));
     // Same key id as ours, wrong key: the signature fails.
     let (h0, _, _) = parts(&t);
     let input = format!("{}.{}", enc(&h0), enc(&p));
-    let forged = format!("{input}.{}", b64url_encode(k.sign_raw(input.as_bytes()).unwrap()));
+    let forged = format!(
+        "{input}.{}",
+        b64url_encode(k.sign_raw(input.as_bytes()).unwrap())
+    );
     assert_eq!(app.verify(&forged).await, Err(VerifyFailure::BadSignature));
     assert_eq!(p["iss"], ISSUER);
     app.stop().await;

@@ -12,3 +12,8 @@ pub fn b64url_encode(bytes: impl AsRef<[u8]>) -> String {
 pub fn b64url_decode(text: impl AsRef<[u8]>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
+
+/// Appends the base64url (no padding) form of `bytes` to `out`.
+pub fn b64url_encode_into(bytes: impl AsRef<[u8]>, out: &mut String) {
+    URL_SAFE_NO_PAD.encode_string(bytes, out);
+}

@@ -55,7 +55,10 @@ pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
         return Err(DomainError::field(field, format!("at most {max} bytes")));
     }
     if value.chars().any(char::is_control) {
-        return Err(DomainError::field(field, "must not contain control characters"));
+        return Err(DomainError::field(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

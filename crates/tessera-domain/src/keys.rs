@@ -7,6 +7,7 @@
 //! [`VerifyingKey`] verifies through `jsonwebtoken::crypto::verify`.
 
 use crate::error::{DomainError, Result};
+use crate::kind::TokenKind;
 use crate::{Secret, b64url_encode};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -145,8 +146,8 @@ fn public_jwk(alg: Algorithm, kid: &str, pkcs8: &Secret) -> Result<Value> {
                    "y": b64url_encode(&point[33..]), "kid": kid, "alg": alg.name(), "use": "sig"})
         }
         Algorithm::EdDsa => {
-            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose())
-                .map_err(|_| bad(()))?;
+            let pair =
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose()).map_err(|_| bad(()))?;
             json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(pair.public_key().as_ref()),
                    "kid": kid, "alg": alg.name(), "use": "sig"})
         }
@@ -165,6 +166,9 @@ pub struct SigningKey {
     alg: Algorithm,
     key: Parsed,
     rng: SystemRandom,
+    /// The encoded JOSE header per token kind, built once (it only depends
+    /// on the key and the kind).
+    headers: [String; 3],
 }
 
 impl fmt::Debug for SigningKey {
@@ -189,12 +193,29 @@ impl SigningKey {
                 Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose()).map_err(|_| bad(()))?,
             ),
         };
+        let header = |kind: TokenKind| {
+            b64url_encode(json!({"alg": alg.name(), "typ": kind.typ(), "kid": kid}).to_string())
+        };
         Ok(Self {
             kid: kid.to_owned(),
             alg,
             key,
             rng: SystemRandom::new(),
+            headers: [
+                header(TokenKind::Access),
+                header(TokenKind::EmailVerification),
+                header(TokenKind::PasswordReset),
+            ],
         })
+    }
+
+    /// The encoded JOSE header of a token of `kind` signed by this key.
+    pub fn encoded_header(&self, kind: TokenKind) -> &str {
+        match kind {
+            TokenKind::Access => &self.headers[0],
+            TokenKind::EmailVerification => &self.headers[1],
+            TokenKind::PasswordReset => &self.headers[2],
+        }
     }
 
     /// The key id.

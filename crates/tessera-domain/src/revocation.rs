@@ -102,8 +102,7 @@ impl MemoryRevocations {
     pub fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> bool {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
         g.jtis.get(q.jti).is_some_and(|&u| u >= now)
-            || q
-                .family_id
+            || q.family_id
                 .and_then(|f| g.families.get(f))
                 .is_some_and(|&u| u >= now)
             || g.subjects
@@ -123,7 +122,11 @@ impl MemoryRevocations {
 
     /// Number of jti entries (for metrics and tests).
     pub fn jti_count(&self) -> usize {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).jtis.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .jtis
+            .len()
     }
 }
 

@@ -18,7 +18,9 @@ pub struct Kek {
 
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kek").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +95,10 @@ mod tests {
     fn round_trip() {
         let k = kek();
         let s = k.seal("kid1", &Secret::new(b"private".to_vec())).unwrap();
-        assert!(!s.windows(7).any(|w| w == b"private"), "ciphertext hides it");
+        assert!(
+            !s.windows(7).any(|w| w == b"private"),
+            "ciphertext hides it"
+        );
         assert_eq!(k.open("kid1", &s).unwrap().expose(), b"private");
     }
 

@@ -5,13 +5,13 @@
 //! `now`; step 5 reads a [`MemoryRevocations`] view (or, for STRONG
 //! consistency, the caller asks the store with the same [`RevocationQuery`]).
 
+use crate::b64url_decode;
 use crate::claims::Claims;
 use crate::clock::UnixTime;
 use crate::keys::{Algorithm, KeySet};
 use crate::kind::TokenKind;
 use crate::policy::{MAX_TOKEN_BYTES, Policy};
 use crate::revocation::{MemoryRevocations, RevocationQuery};
-use crate::{b64url_decode, b64url_encode};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
@@ -165,8 +165,7 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
         .and_then(Algorithm::from_name)
         .filter(|a| policy.allowed_algorithms.contains(a))
         .ok_or(Failure::AlgorithmNotAllowed)?;
-    if FORBIDDEN_HEADERS.iter().any(|h| header.get(h).is_some()) || header.get("crit").is_some()
-    {
+    if FORBIDDEN_HEADERS.iter().any(|h| header.get(h).is_some()) || header.get("crit").is_some() {
         // We understand no `crit` extension, so any `crit` is unknown (RFC 7515 4.1.11).
         return Err(Failure::UnsupportedHeader);
     }
@@ -181,7 +180,11 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
 
     // The signature's shape is checked after `alg`, so an unsigned
     // `alg: none` token is reported as what it is.
-    if s64.is_empty() || !s64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if s64.is_empty()
+        || !s64
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Failure::Malformed);
     }
 
@@ -252,20 +255,24 @@ pub fn verify(
 }
 
 /// Serialises and signs a token: `b64(header).b64(claims).b64(sig)`.
+/// The header is the key's pre-encoded one; everything is written into one
+/// buffer (this is the whole cost on top of the signature: see BENCHMARKS.md).
 pub fn sign(
     key: &crate::keys::SigningKey,
     kind: TokenKind,
     claims: &Claims,
 ) -> crate::error::Result<String> {
-    let header = serde_json::json!({"alg": key.algorithm().name(), "typ": kind.typ(), "kid": key.kid()});
-    let mut token = b64url_encode(header.to_string());
-    token.push('.');
     let payload = serde_json::to_vec(claims)
         .map_err(|_| crate::error::DomainError::Internal("claims did not serialise".into()))?;
-    token.push_str(&b64url_encode(payload));
+    let header = key.encoded_header(kind);
+    // 4/3 of the payload, plus the header, plus an 86-character signature.
+    let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 96);
+    token.push_str(header);
+    token.push('.');
+    crate::b64url_encode_into(&payload, &mut token);
     let sig = key.sign_raw(token.as_bytes())?;
     token.push('.');
-    token.push_str(&b64url_encode(sig));
+    crate::b64url_encode_into(sig, &mut token);
     Ok(token)
 }
 

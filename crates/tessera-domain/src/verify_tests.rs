@@ -1,6 +1,7 @@
 //! One test per pipeline step and per way of failing it.
 
 use super::*;
+use crate::b64url_encode;
 use crate::claims::Audience;
 use crate::keys::{KeyMaterial, KeyState, SigningKey, VerifyingKey};
 use crate::revocation::RevocationEvent;
@@ -50,7 +51,15 @@ const EXPECT: Expectation<'static> = Expectation {
 };
 
 fn run(f: &Fx, token: &str, now: i64) -> Result<Claims, Failure> {
-    verify(token, &f.keys, &f.policy, &EXPECT, &MemoryRevocations::new(), now).map(|s| s.claims)
+    verify(
+        token,
+        &f.keys,
+        &f.policy,
+        &EXPECT,
+        &MemoryRevocations::new(),
+        now,
+    )
+    .map(|s| s.claims)
 }
 
 /// A token with a hand-made header and payload, signed by the fixture key.
@@ -68,7 +77,15 @@ fn forge(f: &Fx, header: &Value, payload: &Value) -> String {
 fn a_good_token_passes_every_step() {
     let f = fx();
     let t = sign(&f.key, TokenKind::Access, &claims(&f.policy)).unwrap();
-    let s = verify(&t, &f.keys, &f.policy, &EXPECT, &MemoryRevocations::new(), NOW + 1).unwrap();
+    let s = verify(
+        &t,
+        &f.keys,
+        &f.policy,
+        &EXPECT,
+        &MemoryRevocations::new(),
+        NOW + 1,
+    )
+    .unwrap();
     assert_eq!(s.claims, claims(&f.policy));
     assert_eq!(s.kid, "k1");
 }
@@ -85,17 +102,27 @@ fn step1_shape() {
         format!("{}.e30", good),
         "x".repeat(MAX_TOKEN_BYTES + 1),
     ] {
-        assert_eq!(run(&f, &bad, NOW).unwrap_err(), Failure::Malformed, "{bad:.40}");
+        assert_eq!(
+            run(&f, &bad, NOW).unwrap_err(),
+            Failure::Malformed,
+            "{bad:.40}"
+        );
     }
     // Payload not an object; header not an object; duplicate header keys.
     let h = json!({"alg":"ES256","kid":"k1","typ":"at+jwt"});
-    assert_eq!(run(&f, &forge(&f, &h, &json!([1])), NOW), Err(Failure::Malformed));
+    assert_eq!(
+        run(&f, &forge(&f, &h, &json!([1])), NOW),
+        Err(Failure::Malformed)
+    );
     let arr = format!("{}.e30.AA", b64url_encode("[1]"));
     assert_eq!(run(&f, &arr, NOW), Err(Failure::Malformed));
     let dup = r#"{"alg":"ES256","kid":"k1","kid":"k2","typ":"at+jwt"}"#;
     let input = format!("{}.{}", b64url_encode(dup), b64url_encode("{}"));
     let sig = b64url_encode(f.key.sign_raw(input.as_bytes()).unwrap());
-    assert_eq!(run(&f, &format!("{input}.{sig}"), NOW), Err(Failure::Malformed));
+    assert_eq!(
+        run(&f, &format!("{input}.{sig}"), NOW),
+        Err(Failure::Malformed)
+    );
 }
 
 #[test]
@@ -103,19 +130,52 @@ fn step2_header() {
     let f = fx();
     let p = serde_json::to_value(claims(&f.policy)).unwrap();
     let cases = [
-        (json!({"alg":"none","kid":"k1","typ":"at+jwt"}), Failure::AlgorithmNotAllowed),
-        (json!({"alg":"HS256","kid":"k1","typ":"at+jwt"}), Failure::AlgorithmNotAllowed),
-        (json!({"alg":"es256","kid":"k1","typ":"at+jwt"}), Failure::AlgorithmNotAllowed),
-        (json!({"kid":"k1","typ":"at+jwt"}), Failure::AlgorithmNotAllowed),
+        (
+            json!({"alg":"none","kid":"k1","typ":"at+jwt"}),
+            Failure::AlgorithmNotAllowed,
+        ),
+        (
+            json!({"alg":"HS256","kid":"k1","typ":"at+jwt"}),
+            Failure::AlgorithmNotAllowed,
+        ),
+        (
+            json!({"alg":"es256","kid":"k1","typ":"at+jwt"}),
+            Failure::AlgorithmNotAllowed,
+        ),
+        (
+            json!({"kid":"k1","typ":"at+jwt"}),
+            Failure::AlgorithmNotAllowed,
+        ),
         // k2 is an EdDSA key: alg must be the key's own.
-        (json!({"alg":"ES256","kid":"k2","typ":"at+jwt"}), Failure::AlgorithmNotAllowed),
+        (
+            json!({"alg":"ES256","kid":"k2","typ":"at+jwt"}),
+            Failure::AlgorithmNotAllowed,
+        ),
         (json!({"alg":"ES256","typ":"at+jwt"}), Failure::UnknownKey),
-        (json!({"alg":"ES256","kid":"nope","typ":"at+jwt"}), Failure::UnknownKey),
-        (json!({"alg":"ES256","kid":"k1","jku":"http://x"}), Failure::UnsupportedHeader),
-        (json!({"alg":"ES256","kid":"k1","x5u":"http://x"}), Failure::UnsupportedHeader),
-        (json!({"alg":"ES256","kid":"k1","jwk":{}}), Failure::UnsupportedHeader),
-        (json!({"alg":"ES256","kid":"k1","x5c":[]}), Failure::UnsupportedHeader),
-        (json!({"alg":"ES256","kid":"k1","crit":["exp"]}), Failure::UnsupportedHeader),
+        (
+            json!({"alg":"ES256","kid":"nope","typ":"at+jwt"}),
+            Failure::UnknownKey,
+        ),
+        (
+            json!({"alg":"ES256","kid":"k1","jku":"http://x"}),
+            Failure::UnsupportedHeader,
+        ),
+        (
+            json!({"alg":"ES256","kid":"k1","x5u":"http://x"}),
+            Failure::UnsupportedHeader,
+        ),
+        (
+            json!({"alg":"ES256","kid":"k1","jwk":{}}),
+            Failure::UnsupportedHeader,
+        ),
+        (
+            json!({"alg":"ES256","kid":"k1","x5c":[]}),
+            Failure::UnsupportedHeader,
+        ),
+        (
+            json!({"alg":"ES256","kid":"k1","crit":["exp"]}),
+            Failure::UnsupportedHeader,
+        ),
     ];
     for (h, want) in cases {
         assert_eq!(run(&f, &forge(&f, &h, &p), NOW), Err(want), "{h}");
@@ -145,8 +205,15 @@ fn step3_signature() {
     let other = SigningKey::from_pkcs8("k1", Algorithm::Es256, &other.pkcs8).unwrap();
     let t2 = sign(&other, TokenKind::Access, &claims(&f.policy)).unwrap();
     assert_eq!(run(&f, &t2, NOW), Err(Failure::BadSignature));
-    assert_eq!(run(&f, &format!("{hp}."), NOW), Err(Failure::Malformed), "empty signature");
-    assert_eq!(run(&f, &format!("{hp}.AAAA"), NOW), Err(Failure::BadSignature));
+    assert_eq!(
+        run(&f, &format!("{hp}."), NOW),
+        Err(Failure::Malformed),
+        "empty signature"
+    );
+    assert_eq!(
+        run(&f, &format!("{hp}.AAAA"), NOW),
+        Err(Failure::BadSignature)
+    );
 }
 
 #[test]
@@ -162,7 +229,11 @@ fn step4_claims() {
     c.nbf = NOW - 10;
     c.iat = NOW + 100;
     let t = sign(&f.key, TokenKind::Access, &c).unwrap();
-    assert_eq!(run(&f, &t, NOW), Err(Failure::NotYetValid), "iat in the future");
+    assert_eq!(
+        run(&f, &t, NOW),
+        Err(Failure::NotYetValid),
+        "iat in the future"
+    );
 
     let mut c = claims(&f.policy);
     c.iss = "https://evil".into();
@@ -172,7 +243,10 @@ fn step4_claims() {
     let mut c = claims(&f.policy);
     c.aud = Audience::Many(vec!["a".into(), "api".into()]);
     let t = sign(&f.key, TokenKind::Access, &c).unwrap();
-    assert!(run(&f, &t, NOW).is_ok(), "aud array containing the audience");
+    assert!(
+        run(&f, &t, NOW).is_ok(),
+        "aud array containing the audience"
+    );
     c.aud = Audience::One("other".into());
     let t = sign(&f.key, TokenKind::Access, &c).unwrap();
     assert_eq!(run(&f, &t, NOW), Err(Failure::WrongAudience));
@@ -193,9 +267,18 @@ fn step5_revocation() {
     let f = fx();
     let t = sign(&f.key, TokenKind::Access, &claims(&f.policy)).unwrap();
     let events = [
-        RevocationEvent::Jti { jti: "j1".into(), until: NOW + 700 },
-        RevocationEvent::Family { family_id: "f1".into(), until: NOW + 700 },
-        RevocationEvent::Subject { subject: "alice".into(), min_version: 4 },
+        RevocationEvent::Jti {
+            jti: "j1".into(),
+            until: NOW + 700,
+        },
+        RevocationEvent::Family {
+            family_id: "f1".into(),
+            until: NOW + 700,
+        },
+        RevocationEvent::Subject {
+            subject: "alice".into(),
+            min_version: 4,
+        },
         RevocationEvent::Key { kid: "k1".into() },
     ];
     for e in events {

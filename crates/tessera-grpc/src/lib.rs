@@ -16,6 +16,9 @@ use tessera_proto::v1::{self, ErrorReason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+mod convert;
+pub use convert::{duration_secs, json_to_struct, struct_to_json};
+
 /// The `domain` of every ErrorInfo Tessera sends.
 pub const ERROR_DOMAIN: &str = "tessera.dev";
 
@@ -137,70 +140,5 @@ mod tests {
         let s = from_domain(DomainError::Internal("SELECT secret FROM x".into()));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("SELECT"));
-    }
-}
-
-/// JSON of a protobuf `Struct` (numbers become JSON numbers; a whole number
-/// stays an integer so `"n": 3` round-trips as 3, not 3.0).
-pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields
-        .into_iter()
-        .map(|(k, v)| (k, value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    use serde_json::Value as J;
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => J::Null,
-        Some(Kind::BoolValue(b)) => J::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                J::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map_or(J::Null, J::Number)
-            }
-        }
-        Some(Kind::StringValue(s)) => J::String(s),
-        Some(Kind::ListValue(l)) => J::Array(l.values.into_iter().map(value_to_json).collect()),
-        Some(Kind::StructValue(s)) => J::Object(struct_to_json(s)),
-    }
-}
-
-/// A protobuf `Struct` of a JSON object.
-pub fn json_to_struct(m: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: m
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
-            .collect(),
-    }
-}
-
-fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    use serde_json::Value as J;
-    let kind = match v {
-        J::Null => Kind::NullValue(0),
-        J::Bool(b) => Kind::BoolValue(*b),
-        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        J::String(s) => Kind::StringValue(s.clone()),
-        J::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_value).collect(),
-        }),
-        J::Object(o) => Kind::StructValue(json_to_struct(o)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-/// Seconds of a protobuf `Duration` field: whole seconds, positive.
-pub fn duration_secs(field: &str, d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
-    match d {
-        None => Ok(None),
-        Some(d) if d.nanos != 0 => Err(invalid(field, "must be whole seconds")),
-        Some(d) if d.seconds <= 0 => Err(invalid(field, "must be positive")),
-        Some(d) => Ok(Some(d.seconds)),
     }
 }

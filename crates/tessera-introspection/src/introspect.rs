@@ -3,10 +3,14 @@
 use crate::{Verifier, token_field};
 use tessera_domain::issue::check_text;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::verify::{Expectation, Failure, Signed, check_claims, verify, verify_signature};
+use tessera_domain::verify::{
+    Expectation, Failure, Signed, check_claims, verify, verify_signature,
+};
 use tessera_grpc::{from_domain, invalid, json_to_struct, required_enum, timestamp, token_kind};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
-use tessera_proto::v1::{Consistency, VerifiedClaims, VerifyFailure, VerifyRequest, VerifyResponse};
+use tessera_proto::v1::{
+    Consistency, VerifiedClaims, VerifyFailure, VerifyRequest, VerifyResponse,
+};
 use tonic::{Request, Response, Status};
 
 /// `IntrospectionService`.
@@ -32,8 +36,7 @@ struct VerifyCommand<'a> {
 
 fn verify_command(r: &VerifyRequest) -> Result<VerifyCommand<'_>, Status> {
     let token = token_field("token", &r.token)?;
-    check_text("expected_audience", &r.expected_audience, 255)
-        .map_err(from_domain)?;
+    check_text("expected_audience", &r.expected_audience, 255).map_err(from_domain)?;
     let kind = required_enum::<tessera_proto::v1::TokenKind>("expected_kind", r.expected_kind)?;
     let kind = token_kind(kind).ok_or_else(|| invalid("expected_kind", "is required"))?;
     let consistency = required_enum::<Consistency>("consistency", r.consistency)?;

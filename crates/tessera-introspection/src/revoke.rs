@@ -87,7 +87,12 @@ impl RevocationService for RevocationApi {
             jti: jti.clone(),
             until,
         };
-        let newly = self.v.store.record(&event, now).await.map_err(from_domain)?;
+        let newly = self
+            .v
+            .store
+            .record(&event, now)
+            .await
+            .map_err(from_domain)?;
         self.v.view.apply(&event);
         self.v.bus.publish(&event, now).await.map_err(from_domain)?;
         tracing::info!(newly, "token revoked");

@@ -71,7 +71,10 @@ fn issue_command(r: IssueRequest) -> Result<IssueCommand, Status> {
 #[tonic::async_trait]
 impl IssuerService for IssuerApi {
     #[tracing::instrument(skip_all, fields(family_id))]
-    async fn issue(&self, request: Request<IssueRequest>) -> Result<Response<IssueResponse>, Status> {
+    async fn issue(
+        &self,
+        request: Request<IssueRequest>,
+    ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
         let cmd = issue_command(request.into_inner())?;
         cmd.validate(&me.policy).map_err(from_domain)?;
@@ -82,8 +85,8 @@ impl IssuerService for IssuerApi {
             .map_err(from_domain)?;
         let key = me.keys.signing_key().map_err(from_domain)?;
         let now = me.clock.now();
-        let minted = mint_login(&cmd, &me.policy, &me.families, &key, version, now)
-            .map_err(from_domain)?;
+        let minted =
+            mint_login(&cmd, &me.policy, &me.families, &key, version, now).map_err(from_domain)?;
         // Durable before the tokens leave: a refresh token the store does not
         // know would be useless.
         me.store

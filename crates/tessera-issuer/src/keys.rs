@@ -13,9 +13,9 @@ use tessera_domain::{random_id, sha256};
 use tessera_grpc::unimplemented;
 use tessera_proto::v1::key_service_server::KeyService;
 use tessera_proto::v1::{
-    CompromiseKeyRequest, CompromiseKeyResponse, GetJwksRequest, GetJwksResponse,
-    ListKeysRequest, ListKeysResponse, PublicKey, RetireKeyRequest, RetireKeyResponse,
-    RotateKeysRequest, RotateKeysResponse, SigningAlgorithm, WatchKeysRequest, WatchKeysResponse,
+    CompromiseKeyRequest, CompromiseKeyResponse, GetJwksRequest, GetJwksResponse, ListKeysRequest,
+    ListKeysResponse, PublicKey, RetireKeyRequest, RetireKeyResponse, RotateKeysRequest,
+    RotateKeysResponse, SigningAlgorithm, WatchKeysRequest, WatchKeysResponse,
 };
 use tonic::{Request, Response, Status};
 

