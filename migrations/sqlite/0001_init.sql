@@ -37,7 +37,8 @@ CREATE TABLE families (
     revoked_at          BIGINT
 );
 CREATE INDEX families_subject ON families (subject);
-CREATE INDEX families_absolute_expires_at ON families (absolute_expires_at);
+CREATE INDEX families_idle_expires_at ON families (idle_expires_at);
+CREATE INDEX families_revoked_at ON families (revoked_at);
 
 -- Refresh tokens: only the SHA-256 of each token is stored.
 CREATE TABLE refresh_tokens (
@@ -57,3 +58,15 @@ CREATE TABLE revoked_tokens (
     revoked_at BIGINT NOT NULL
 );
 CREATE INDEX revoked_tokens_expires_at ON revoked_tokens (expires_at);
+
+-- Purpose tokens (email verification, password reset): redeemable once.
+-- The binding (e.g. an email address) is kept only as its SHA-256.
+CREATE TABLE purpose_tokens (
+    jti          TEXT PRIMARY KEY,
+    subject      TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    binding_hash BLOB,
+    expires_at   BIGINT NOT NULL,
+    redeemed_at  BIGINT
+);
+CREATE INDEX purpose_tokens_expires_at ON purpose_tokens (expires_at);

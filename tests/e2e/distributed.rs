@@ -54,6 +54,12 @@ async fn the_deny_list_entry_expires_with_the_token_and_postgres_is_the_truth() 
     let d = Deployment::new(Backend::Distributed).await;
     let mut app = d.start().await;
     let issued = app.issue("user-y").await;
+    let session = app.issue("user-y").await;
+    assert_eq!(
+        app.revoke(Target::FamilyId(session.family_id.clone()))
+            .await,
+        1
+    );
     let jti = issued.access_token_id.clone();
     app.revocation
         .revoke(RevokeRequest {
@@ -83,19 +89,47 @@ async fn the_deny_list_entry_expires_with_the_token_and_postgres_is_the_truth() 
         .unwrap();
     assert_eq!(exp, issued.access_token_expires_at.unwrap().seconds + 30);
 
-    // Deleting the Redis entry by hand does not resurrect the token: a new
-    // instance rebuilds its view from Postgres, and STRONG reads Postgres.
-    let _: i64 = r.del(&key).await.unwrap();
+    // Deleting every Redis key of the deployment by hand does not resurrect
+    // anything: a new instance rebuilds its view from Postgres, and STRONG
+    // reads Postgres.
+    let keys: Vec<String> = r.keys(format!("{}*", d.redis_prefix)).await.unwrap();
+    assert!(keys.contains(&key));
+    let _: i64 = r.del(&keys).await.unwrap();
     app.stop().await;
     let mut again = d.start().await;
-    assert_eq!(
-        again.verify(&issued.access_token).await,
-        Err(VerifyFailure::Revoked)
-    );
-    assert_eq!(
-        again.verify_strong(&issued.access_token).await,
-        Err(VerifyFailure::Revoked)
-    );
+    for t in [&issued.access_token, &session.access_token] {
+        assert_eq!(again.verify(t).await, Err(VerifyFailure::Revoked));
+        assert_eq!(again.verify_strong(t).await, Err(VerifyFailure::Revoked));
+    }
+    assert!(again.refresh(&session.refresh_token).await.is_err());
     again.stop().await;
+    d.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_is_revoked_on_every_instance() {
+    let d = Deployment::new(Backend::Distributed).await;
+    let mut a = d.start().await;
+    let mut b = d.start().await;
+    let t0 = a.issue("user-z").await;
+    let s1 = b.refresh(&t0.refresh_token).await.unwrap();
+    assert_eq!(a.verify(&s1.access_token).await, Ok(()));
+    d.clock.advance(60);
+    // The reuse is caught on A; B's view hears of it through Redis.
+    let err = a.refresh(&t0.refresh_token).await.unwrap_err();
+    assert_eq!(
+        crate::harness::reason(&err),
+        "ERROR_REASON_REFRESH_TOKEN_REUSED"
+    );
+    let start = Instant::now();
+    let mut seen = b.verify(&s1.access_token).await;
+    while seen.is_ok() && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = b.verify(&s1.access_token).await;
+    }
+    assert_eq!(seen, Err(VerifyFailure::Revoked));
+    assert!(b.refresh(&s1.refresh_token).await.is_err());
+    a.stop().await;
+    b.stop().await;
     d.cleanup().await;
 }

@@ -4,7 +4,7 @@
 use crate::harness::{AUDIENCE, Backend, ISSUER, on_both_backends, spawn_app};
 use serde_json::Value;
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{GetJwksRequest, JtiTarget, RefreshRequest, RevokeRequest, VerifyFailure};
+use tessera_proto::v1::{GetJwksRequest, JtiTarget, RevokeRequest, VerifyFailure};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -182,11 +182,8 @@ async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
 async fn later_rpcs_answer_unimplemented(backend: Backend) {
     let (d, mut app) = spawn_app(backend).await;
     let s = app
-        .issuer
-        .refresh(RefreshRequest {
-            refresh_token: "x".into(),
-            scopes: vec![],
-        })
+        .keys
+        .watch_keys(tessera_proto::v1::WatchKeysRequest {})
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unimplemented);
@@ -197,7 +194,7 @@ async fn later_rpcs_answer_unimplemented(backend: Backend) {
     let s = app
         .revocation
         .revoke(RevokeRequest {
-            target: Some(Target::FamilyId("f".into())),
+            target: Some(Target::Kid("k".into())),
             reason: String::new(),
         })
         .await

@@ -6,15 +6,16 @@ use std::time::Duration;
 use tessera::kek::KekSource;
 use tessera::{Application, Config};
 use tessera_domain::clock::ManualClock;
-use tessera_domain::issue::FamilyPolicy;
 use tessera_domain::policy::Policy;
+use tessera_domain::refresh::FamilyPolicy;
 use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
+use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
-    Consistency, IssueRequest, IssueResponse, TokenKind, VerifyFailure, VerifyRequest,
-    VerifyResponse,
+    Consistency, IssueRequest, IssueResponse, RefreshRequest, RefreshResponse, RevokeRequest,
+    TokenKind, VerifyFailure, VerifyRequest, VerifyResponse,
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -74,6 +75,8 @@ pub struct Deployment {
     pub database_name: Option<String>,
     pub redis_prefix: String,
     pub clock: ManualClock,
+    /// Family rules the next `start` uses.
+    pub families: FamilyPolicy,
 }
 
 impl Deployment {
@@ -108,6 +111,7 @@ impl Deployment {
             database_name,
             redis_prefix: format!("tessera-test-{id}:"),
             clock: ManualClock::starting_now(),
+            families: FamilyPolicy::default(),
         }
     }
 
@@ -125,7 +129,7 @@ impl Deployment {
                 extra_claims_allowlist: vec!["tenant".into()],
                 ..Policy::default()
             },
-            families: FamilyPolicy::default(),
+            families: self.families,
             clock: Arc::new(self.clock.clone()),
             jwks_max_age: 300,
             allow_insecure_listen: false,
@@ -157,6 +161,33 @@ impl Deployment {
             stop: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// The deployment clock's now.
+    pub fn clock_now(&self) -> i64 {
+        use tessera_domain::clock::Clock;
+        self.clock.now()
+    }
+
+    /// The URL of this deployment's durable store.
+    pub fn store_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.db").display()))
+    }
+
+    /// One integer from the deployment's own database (Postgres or the
+    /// SQLite file), for checks that only the store can answer.
+    pub async fn count(&self, sql: &'static str, arg: &str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.store_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
     }
 
     /// Drops the database and the data directory.
@@ -220,6 +251,30 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Refresh with `token`.
+    pub async fn refresh(&mut self, token: &str) -> Result<RefreshResponse, tonic::Status> {
+        self.issuer
+            .refresh(RefreshRequest {
+                refresh_token: token.into(),
+                scopes: vec![],
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Revoke one target; the number revoked.
+    pub async fn revoke(&mut self, target: Target) -> u64 {
+        self.revocation
+            .revoke(RevokeRequest {
+                target: Some(target),
+                reason: String::new(),
+            })
+            .await
+            .expect("Revoke")
+            .into_inner()
+            .revoked
+    }
+
     /// Verify with default consistency; `Ok(())` or the failure.
     pub async fn verify(&mut self, token: &str) -> Result<(), VerifyFailure> {
         outcome(self.verify_with(token, Consistency::Default).await)
@@ -240,6 +295,15 @@ pub fn outcome(r: VerifyResponse) -> Result<(), VerifyFailure> {
         assert!(r.claims.is_none(), "no claims for an invalid token");
         Err(r.failure())
     }
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }
 
 /// A fresh deployment and one app on it.

@@ -11,4 +11,6 @@ mod binary;
 mod distributed;
 mod flows;
 mod input;
+mod lifecycle;
+mod purpose;
 mod tokens;

@@ -6,28 +6,10 @@ use crate::error::{DomainError, Result};
 use crate::keys::SigningKey;
 use crate::kind::TokenKind;
 use crate::policy::Policy;
+use crate::random_id;
+use crate::refresh::{FamilyPolicy, RefreshToken};
 use crate::store::NewFamily;
-use crate::{b64url_encode, random_bytes, random_id, sha256};
 use serde_json::{Map, Value};
-
-/// Refresh-token family lifetimes (RFC 9700 section 4.14.2: bound refresh
-/// tokens in time).
-#[derive(Debug, Clone, Copy)]
-pub struct FamilyPolicy {
-    /// A family unused this long ends (default 14 days).
-    pub idle_timeout: i64,
-    /// A family ends this long after login whatever happens (default 30 days).
-    pub absolute_lifetime: i64,
-}
-
-impl Default for FamilyPolicy {
-    fn default() -> Self {
-        Self {
-            idle_timeout: 14 * 24 * 3600,
-            absolute_lifetime: 30 * 24 * 3600,
-        }
-    }
-}
 
 /// A validated Issue request.
 #[derive(Debug, Clone)]
@@ -123,29 +105,33 @@ pub struct Minted {
     pub family: NewFamily,
 }
 
-/// A raw refresh token: 256 random bits, base64url. `Debug` is redacted.
-pub struct RefreshToken(String);
-
-impl std::fmt::Debug for RefreshToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefreshToken([redacted])")
-    }
-}
-
-impl RefreshToken {
-    /// A new random refresh token.
-    pub fn generate() -> Self {
-        Self(b64url_encode(random_bytes(32)))
-    }
-
-    /// The value to hand to the caller, once.
-    pub fn reveal(self) -> String {
-        self.0
-    }
-
-    /// The SHA-256 that is stored instead of the token.
-    pub fn hash(&self) -> [u8; 32] {
-        sha256(self.0.as_bytes())
+/// The claims of an access token for a family.
+#[allow(clippy::too_many_arguments)]
+pub fn access_claims(
+    policy: &Policy,
+    subject: &str,
+    audience: &str,
+    scope: &str,
+    client_id: &str,
+    family_id: &str,
+    subject_version: u64,
+    ttl: i64,
+    extra: Map<String, Value>,
+    now: UnixTime,
+) -> Claims {
+    Claims {
+        iss: policy.issuer.clone(),
+        sub: subject.to_owned(),
+        aud: Audience::One(audience.to_owned()),
+        exp: now + ttl,
+        nbf: now,
+        iat: now,
+        jti: random_id(),
+        sid: Some(family_id.to_owned()),
+        ver: subject_version,
+        scope: (!scope.is_empty()).then(|| scope.to_owned()),
+        client_id: (!client_id.is_empty()).then(|| client_id.to_owned()),
+        extra,
     }
 }
 
@@ -161,20 +147,20 @@ pub fn mint_login(
     cmd.validate(policy)?;
     let ttl = policy.access_ttl(cmd.access_ttl)?;
     let family_id = random_id();
-    let claims = Claims {
-        iss: policy.issuer.clone(),
-        sub: cmd.subject.clone(),
-        aud: Audience::One(cmd.audience.clone()),
-        exp: now + ttl,
-        nbf: now,
-        iat: now,
-        jti: random_id(),
-        sid: Some(family_id.clone()),
-        ver: subject_version,
-        scope: (!cmd.scopes.is_empty()).then(|| cmd.scopes.join(" ")),
-        client_id: cmd.client_id.clone(),
-        extra: cmd.extra_claims.clone(),
-    };
+    let scope = cmd.scopes.join(" ");
+    let client_id = cmd.client_id.clone().unwrap_or_default();
+    let claims = access_claims(
+        policy,
+        &cmd.subject,
+        &cmd.audience,
+        &scope,
+        &client_id,
+        &family_id,
+        subject_version,
+        ttl,
+        cmd.extra_claims.clone(),
+        now,
+    );
     let access_token = crate::verify::sign(key, TokenKind::Access, &claims)?;
     let refresh_token = RefreshToken::generate();
     let absolute = now + families.absolute_lifetime;
@@ -182,8 +168,8 @@ pub fn mint_login(
         family_id,
         subject: cmd.subject.clone(),
         audience: cmd.audience.clone(),
-        scope: cmd.scopes.join(" "),
-        client_id: cmd.client_id.clone().unwrap_or_default(),
+        scope,
+        client_id,
         refresh_token_hash: refresh_token.hash(),
         created_at: now,
         idle_expires_at: (now + families.idle_timeout).min(absolute),

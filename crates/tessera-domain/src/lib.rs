@@ -15,6 +15,8 @@ pub mod issue;
 pub mod keys;
 pub mod kind;
 pub mod policy;
+pub mod purpose;
+pub mod refresh;
 pub mod revocation;
 pub mod seal;
 pub mod store;

@@ -69,6 +69,12 @@ impl Policy {
         Ok(())
     }
 
+    /// How long after a family's (or subject's) revocation an access token it
+    /// minted can still be presented: the longest lifetime plus the skew.
+    pub fn family_margin(&self) -> i64 {
+        self.access_ttl_max + self.clock_skew
+    }
+
     /// The access-token lifetime for a request, checked against the bounds.
     pub fn access_ttl(&self, requested: Option<i64>) -> Result<i64> {
         match requested {

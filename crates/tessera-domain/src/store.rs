@@ -4,6 +4,8 @@
 use crate::clock::UnixTime;
 use crate::error::Result;
 use crate::keys::{Algorithm, KeyState};
+use crate::purpose::RedeemOutcome;
+use crate::refresh::{RotateOutcome, RotateRequest};
 use crate::revocation::{RevocationEvent, RevocationQuery};
 use async_trait::async_trait;
 
@@ -72,24 +74,74 @@ pub struct NewFamily {
     pub absolute_expires_at: UnixTime,
 }
 
-/// Durable sessions: families, refresh tokens and subject versions.
+/// Durable sessions: families, refresh tokens, subject versions and
+/// purpose-token redemptions.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// The subject's current version (0 for a subject never revoked).
     async fn subject_version(&self, subject: &str) -> Result<u64>;
     /// Opens a family with its first refresh token, atomically.
     async fn open_family(&self, family: &NewFamily) -> Result<()>;
+    /// Rotates a refresh token in one transaction that holds the family's
+    /// lock (a row lock on Postgres, the write lock on SQLite), so rotations
+    /// and revocations of one family are serialised.
+    async fn rotate(&self, req: &RotateRequest, scopes: &[String]) -> Result<RotateOutcome>;
+    /// Records a minted purpose token (its hash of the binding, if any).
+    async fn record_purpose(
+        &self,
+        jti: &str,
+        subject: &str,
+        kind: &str,
+        binding_hash: Option<[u8; 32]>,
+        expires_at: UnixTime,
+    ) -> Result<()>;
+    /// Redeems a purpose token exactly once (atomic).
+    async fn redeem_purpose(
+        &self,
+        jti: &str,
+        binding_hash: Option<[u8; 32]>,
+        now: UnixTime,
+    ) -> Result<RedeemOutcome>;
 }
 
 /// Durable revocations: the truth every view is rebuilt from.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Records a revocation durably; returns false if it was already recorded.
-    async fn record(&self, event: &RevocationEvent, now: UnixTime) -> Result<bool>;
+    /// Denies a token id until `until`; false if it was already denied.
+    async fn revoke_jti(&self, jti: &str, until: UnixTime, now: UnixTime) -> Result<bool>;
+    /// Revokes a family (taking the same lock as [`SessionStore::rotate`]);
+    /// `None` for an unknown family, else whether it was newly revoked and
+    /// the family's absolute end.
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<(bool, UnixTime)>>;
+    /// Revokes every family of a subject; with `bump_version` also raises the
+    /// subject's version, so every token minted before fails. Returns the
+    /// subject's version after the call and how many families were revoked.
+    async fn revoke_subject(
+        &self,
+        subject: &str,
+        bump_version: bool,
+        now: UnixTime,
+    ) -> Result<(u64, u64)>;
     /// The store's answer to step 5 (for `consistency = STRONG`).
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool>;
-    /// Every revocation still in force, to fill a view at start.
-    async fn in_force(&self, now: UnixTime) -> Result<Vec<RevocationEvent>>;
+    /// Every revocation still in force, to fill a view at start. A revoked
+    /// family's entry lasts `family_margin` past its absolute end (the
+    /// longest access token it can have minted, plus skew).
+    async fn in_force(&self, now: UnixTime, family_margin: i64) -> Result<Vec<RevocationEvent>>;
+}
+
+/// Housekeeping: bounded deletes of what no longer matters.
+#[async_trait]
+pub trait Housekeeping: Send + Sync {
+    /// Deletes up to `batch` rows of each kind that expired before `now`
+    /// (families only `family_margin` after their absolute end, so a revoked
+    /// family's `sid` stays denied while its access tokens could live).
+    /// Returns how many rows went.
+    async fn purge(&self, now: UnixTime, family_margin: i64, batch: i64) -> Result<u64>;
 }
 
 /// Carries revocations to every instance (Redis pub/sub with a TTL'd
@@ -108,5 +160,5 @@ pub trait Ping: Send + Sync {
 }
 
 /// Everything a durable store provides.
-pub trait Store: KeyStore + SessionStore + RevocationStore + Ping {}
-impl<T: KeyStore + SessionStore + RevocationStore + Ping> Store for T {}
+pub trait Store: KeyStore + SessionStore + RevocationStore + Housekeeping + Ping {}
+impl<T: KeyStore + SessionStore + RevocationStore + Housekeeping + Ping> Store for T {}

@@ -29,6 +29,100 @@ impl RevocationApi {
         Self { v }
     }
 
+    /// Durable first, then the local view, then the fan-out.
+    async fn apply(&self, event: &RevocationEvent, now: UnixTime) -> Result<(), Status> {
+        self.v.view.apply(event);
+        self.v.bus.publish(event, now).await.map_err(from_domain)
+    }
+
+    async fn revoke_jti(
+        &self,
+        jti: String,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<RevokeResponse, Status> {
+        // Kept until the token would have been rejected anyway.
+        let until = exp.saturating_add(self.v.policy.clock_skew);
+        let newly = self
+            .v
+            .store
+            .revoke_jti(&jti, until, now)
+            .await
+            .map_err(from_domain)?;
+        self.apply(
+            &RevocationEvent::Jti {
+                jti: jti.clone(),
+                until,
+            },
+            now,
+        )
+        .await?;
+        tracing::info!(target: "tessera::audit", event = "revoke", kind = "jti", newly);
+        Ok(RevokeResponse {
+            revoked: u64::from(newly),
+            jti,
+            revoked_until: Some(timestamp(until)),
+        })
+    }
+
+    /// Logout of one session. An unknown family is not an error (RFC 7009
+    /// section 2.2): it answers `revoked = 0`.
+    async fn revoke_family(
+        &self,
+        family_id: String,
+        now: UnixTime,
+    ) -> Result<RevokeResponse, Status> {
+        let found = self
+            .v
+            .store
+            .revoke_family(&family_id, now)
+            .await
+            .map_err(from_domain)?;
+        let until = now + self.v.policy.family_margin();
+        let Some((newly, _end)) = found else {
+            return Ok(RevokeResponse::default());
+        };
+        // Applied even when not new: a retry after a failed fan-out (or the
+        // issuer reporting a reuse it already recorded) still reaches every
+        // instance.
+        self.apply(&RevocationEvent::Family { family_id, until }, now)
+            .await?;
+        tracing::info!(target: "tessera::audit", event = "revoke", kind = "family", newly);
+        Ok(RevokeResponse {
+            revoked: u64::from(newly),
+            jti: String::new(),
+            revoked_until: Some(timestamp(until)),
+        })
+    }
+
+    /// Every token of a subject: bumps its version and revokes its families.
+    async fn revoke_subject(
+        &self,
+        subject: String,
+        now: UnixTime,
+    ) -> Result<RevokeResponse, Status> {
+        let (version, families) = self
+            .v
+            .store
+            .revoke_subject(&subject, true, now)
+            .await
+            .map_err(from_domain)?;
+        self.apply(
+            &RevocationEvent::Subject {
+                subject,
+                min_version: version,
+            },
+            now,
+        )
+        .await?;
+        tracing::info!(target: "tessera::audit", event = "revoke", kind = "subject", families);
+        Ok(RevokeResponse {
+            revoked: families,
+            jti: String::new(),
+            revoked_until: None,
+        })
+    }
+
     /// The jti and `exp` of a token target. The token must be ours (signature
     /// and issuer); it may be expired or otherwise unusable, since revoking
     /// such a token is harmless (RFC 7009 section 2.2: invalid tokens do not
@@ -73,34 +167,27 @@ impl RevocationService for RevocationApi {
             return Err(invalid("reason", "at most 1024 bytes"));
         }
         let now = self.v.clock.now();
-        let (jti, exp) = match r.target {
+        let response = match r.target {
             None => return Err(invalid("target", "one target is required")),
-            Some(Target::Token(t)) => self.token_target(&t)?,
-            Some(Target::Jti(t)) => jti_target(t, now)?,
-            Some(Target::FamilyId(_)) => return Err(unimplemented("Revoke by family")),
-            Some(Target::Subject(_)) => return Err(unimplemented("Revoke by subject")),
+            Some(Target::Token(t)) => {
+                let (jti, exp) = self.token_target(&t)?;
+                self.revoke_jti(jti, exp, now).await?
+            }
+            Some(Target::Jti(t)) => {
+                let (jti, exp) = jti_target(t, now)?;
+                self.revoke_jti(jti, exp, now).await?
+            }
+            Some(Target::FamilyId(f)) => {
+                check_text("family_id", &f, 128).map_err(from_domain)?;
+                self.revoke_family(f, now).await?
+            }
+            Some(Target::Subject(s)) => {
+                check_text("subject", &s, 255).map_err(from_domain)?;
+                self.revoke_subject(s, now).await?
+            }
             Some(Target::Kid(_)) => return Err(unimplemented("Revoke by key")),
         };
-        // Kept until the token would have been rejected anyway.
-        let until = exp.saturating_add(self.v.policy.clock_skew);
-        let event = RevocationEvent::Jti {
-            jti: jti.clone(),
-            until,
-        };
-        let newly = self
-            .v
-            .store
-            .record(&event, now)
-            .await
-            .map_err(from_domain)?;
-        self.v.view.apply(&event);
-        self.v.bus.publish(&event, now).await.map_err(from_domain)?;
-        tracing::info!(newly, "token revoked");
-        Ok(Response::new(RevokeResponse {
-            revoked: u64::from(newly),
-            jti,
-            revoked_until: Some(timestamp(until)),
-        }))
+        Ok(Response::new(response))
     }
 
     type WatchRevocationsStream =

@@ -1,35 +1,63 @@
-//! `IssuerService`: Issue now; Refresh and purpose tokens answer
-//! UNIMPLEMENTED until their issue lands.
+//! `IssuerService`: Issue, Refresh, IssuePurposeToken, RedeemPurposeToken.
+//! The handlers parse requests into domain commands; the rules live in the
+//! domain crate and the transactions in the store.
 
 use crate::keys::KeyManager;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tessera_domain::clock::Clock;
-use tessera_domain::issue::{FamilyPolicy, IssueCommand, mint_login};
+use tessera_domain::issue::{IssueCommand, mint_login};
 use tessera_domain::policy::Policy;
+use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::SessionStore;
-use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp, unimplemented};
+use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
+use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssuePurposeTokenResponse, IssueRequest, IssueResponse,
     RedeemPurposeTokenRequest, RedeemPurposeTokenResponse, RefreshRequest, RefreshResponse,
 };
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+/// What the issuer needs besides its keys and store.
+pub struct IssuerConfig {
+    /// Token policy.
+    pub policy: Policy,
+    /// Family lifetimes and grace.
+    pub families: FamilyPolicy,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Derives refresh-token successors.
+    pub refresh_secret: RefreshSecret,
+    /// The revocation service, over gRPC: told about reused refresh tokens
+    /// and password resets that end every session.
+    pub revocations: RevocationServiceClient<Channel>,
+}
+
+/// Counters of security events, for the audit log and metrics.
+#[derive(Debug, Default)]
+pub struct IssuerCounters {
+    /// Refresh tokens presented again outside the grace window.
+    pub refresh_reuse: AtomicU64,
+    /// Grace-window replays (a retry or a second tab).
+    pub refresh_replays: AtomicU64,
+}
+
 /// `IssuerService`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuerApi {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    keys: Arc<KeyManager>,
-    store: Arc<dyn SessionStore>,
-    policy: Policy,
-    families: FamilyPolicy,
-    clock: Arc<dyn Clock>,
+pub(crate) struct Inner {
+    pub(crate) keys: Arc<KeyManager>,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) cfg: IssuerConfig,
+    pub(crate) counters: Arc<IssuerCounters>,
 }
 
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for IssuerApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuerApi").finish_non_exhaustive()
     }
@@ -37,22 +65,26 @@ impl std::fmt::Debug for Inner {
 
 impl IssuerApi {
     /// The service.
-    pub fn new(
-        keys: Arc<KeyManager>,
-        store: Arc<dyn SessionStore>,
-        policy: Policy,
-        families: FamilyPolicy,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(keys: Arc<KeyManager>, store: Arc<dyn SessionStore>, cfg: IssuerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 keys,
                 store,
-                policy,
-                families,
-                clock,
+                cfg,
+                counters: Arc::default(),
             }),
         }
+    }
+
+    /// The security-event counters.
+    pub fn counters(&self) -> Arc<IssuerCounters> {
+        self.inner.counters.clone()
+    }
+}
+
+impl IssuerCounters {
+    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -77,16 +109,16 @@ impl IssuerService for IssuerApi {
     ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
         let cmd = issue_command(request.into_inner())?;
-        cmd.validate(&me.policy).map_err(from_domain)?;
+        cmd.validate(&me.cfg.policy).map_err(from_domain)?;
         let version = me
             .store
             .subject_version(&cmd.subject)
             .await
             .map_err(from_domain)?;
         let key = me.keys.signing_key().map_err(from_domain)?;
-        let now = me.clock.now();
-        let minted =
-            mint_login(&cmd, &me.policy, &me.families, &key, version, now).map_err(from_domain)?;
+        let now = me.cfg.clock.now();
+        let minted = mint_login(&cmd, &me.cfg.policy, &me.cfg.families, &key, version, now)
+            .map_err(from_domain)?;
         // Durable before the tokens leave: a refresh token the store does not
         // know would be useless.
         me.store
@@ -104,24 +136,33 @@ impl IssuerService for IssuerApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(family_id))]
     async fn refresh(
         &self,
-        _request: Request<RefreshRequest>,
+        request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        Err(unimplemented("Refresh"))
+        crate::refresh::refresh(&self.inner, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
+    #[tracing::instrument(skip_all)]
     async fn issue_purpose_token(
         &self,
-        _request: Request<IssuePurposeTokenRequest>,
+        request: Request<IssuePurposeTokenRequest>,
     ) -> Result<Response<IssuePurposeTokenResponse>, Status> {
-        Err(unimplemented("IssuePurposeToken"))
+        crate::purpose::issue(&self.inner, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
+    #[tracing::instrument(skip_all)]
     async fn redeem_purpose_token(
         &self,
-        _request: Request<RedeemPurposeTokenRequest>,
+        request: Request<RedeemPurposeTokenRequest>,
     ) -> Result<Response<RedeemPurposeTokenResponse>, Status> {
-        Err(unimplemented("RedeemPurposeToken"))
+        crate::purpose::redeem(&self.inner, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -6,6 +6,8 @@
 
 mod issuer;
 mod keys;
+mod purpose;
+mod refresh;
 
-pub use issuer::IssuerApi;
+pub use issuer::{IssuerApi, IssuerConfig, IssuerCounters};
 pub use keys::{KeyApi, KeyManager};

@@ -144,6 +144,7 @@ impl RedisBus {
         view: Arc<MemoryRevocations>,
         store: Arc<dyn RevocationStore>,
         clock: Arc<dyn Clock>,
+        family_margin: i64,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let client = self.client.clone();
@@ -157,7 +158,7 @@ impl RedisBus {
                         .subscribe(&channel)
                         .await
                         .map_err(|e| redis_err(&e))?;
-                    for e in store.in_force(clock.now()).await? {
+                    for e in store.in_force(clock.now(), family_margin).await? {
                         view.apply(&e);
                     }
                     tracing::debug!("following revocations");

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_domain::clock::Clock;
 use tessera_domain::error::DomainError;
-use tessera_domain::issue::FamilyPolicy;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::policy::Policy;
+use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::revocation::MemoryRevocations;
-use tessera_domain::store::{Ping, RevocationBus, RevocationStore};
+use tessera_domain::store::{Housekeeping, Ping, RevocationBus, RevocationStore};
 use tessera_introspection::{IntrospectionApi, RevocationApi, Verifier};
-use tessera_issuer::{IssuerApi, KeyApi, KeyManager};
+use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
 use tessera_proto::v1::issuer_service_server::IssuerServiceServer;
 use tessera_proto::v1::key_service_server::KeyServiceServer;
+use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
 use thiserror::Error;
@@ -127,6 +128,9 @@ impl Application {
         cfg.policy
             .validate()
             .map_err(|e| AppError::Config(e.to_string()))?;
+        cfg.families
+            .validate()
+            .map_err(|e| AppError::Config(e.to_string()))?;
         create_data_dir(&cfg.data_dir)?;
 
         let url = match &cfg.database_url {
@@ -142,6 +146,7 @@ impl Application {
         }
 
         let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
+        let refresh_secret = RefreshSecret::new(&kek.derive("tessera/refresh-successor/v1"));
         let ring = Arc::new(KeyRing::default());
         let keys = Arc::new(KeyManager::new(
             store.clone(),
@@ -152,8 +157,9 @@ impl Application {
         ));
         keys.bootstrap().await?;
 
+        let margin = cfg.policy.family_margin();
         let view = Arc::new(MemoryRevocations::new());
-        for e in store.in_force(cfg.clock.now()).await? {
+        for e in store.in_force(cfg.clock.now(), margin).await? {
             view.apply(&e);
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -165,13 +171,28 @@ impl Application {
                     view.clone(),
                     store.clone(),
                     cfg.clock.clone(),
+                    margin,
                     stop_rx.clone(),
                 ));
                 Arc::new(bus)
             }
             None => Arc::new(LocalBus),
         };
-        tasks.push(purge_view(view.clone(), cfg.clock.clone(), stop_rx));
+        tasks.push(housekeeping(
+            view.clone(),
+            store.clone(),
+            cfg.clock.clone(),
+            margin,
+            stop_rx,
+        ));
+        let listener = TcpListener::bind(cfg.listen).await?;
+        // The issuer talks to the revocation service over gRPC (here: the
+        // same process, through its own port), as it would across processes.
+        let revocations = RevocationServiceClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", listener.local_addr()?))
+                .map_err(|e| AppError::Config(format!("listen: {e}")))?
+                .connect_lazy(),
+        );
 
         let policy = Arc::new(cfg.policy.clone());
         let verifier = Verifier {
@@ -185,9 +206,13 @@ impl Application {
         let issuer = IssuerApi::new(
             keys.clone(),
             store.clone(),
-            cfg.policy,
-            cfg.families,
-            cfg.clock.clone(),
+            IssuerConfig {
+                policy: cfg.policy,
+                families: cfg.families,
+                clock: cfg.clock.clone(),
+                refresh_secret,
+                revocations,
+            },
         );
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -198,7 +223,6 @@ impl Application {
             .set_service_status("", ServingStatus::NotServing)
             .await;
 
-        let listener = TcpListener::bind(cfg.listen).await?;
         Ok(Self {
             listener,
             store,
@@ -327,17 +351,37 @@ async fn watch_store(
     }
 }
 
-/// Drops expired entries from the local view once a minute.
-fn purge_view(
+/// Once a minute: drops expired entries from the local view and purges the
+/// store in bounded batches (1000 rows of each kind per statement, repeated
+/// while a batch comes back full), so neither grows without bound.
+fn housekeeping(
     view: Arc<MemoryRevocations>,
+    store: Arc<SqlStore>,
     clock: Arc<dyn Clock>,
+    family_margin: i64,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    const BATCH: i64 = 1000;
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(60)) => { view.purge(clock.now()); }
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
                 _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            view.purge(now);
+            loop {
+                match store.purge(now, family_margin, BATCH).await {
+                    Ok(n) if n >= BATCH as u64 => {}
+                    Ok(n) => {
+                        tracing::debug!(rows = n, "housekeeping purged");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "housekeeping failed; retrying next round");
+                        break;
+                    }
+                }
             }
         }
     })

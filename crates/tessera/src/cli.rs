@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tessera_domain::clock::SystemClock;
-use tessera_domain::issue::FamilyPolicy;
 use tessera_domain::policy::Policy;
+use tessera_domain::refresh::FamilyPolicy;
 
 /// Tessera: issues, verifies, refreshes and revokes JWTs over gRPC.
 #[derive(Debug, Parser)]
@@ -84,6 +84,16 @@ pub struct ServeArgs {
     /// Extra claim names callers may add to access tokens, comma-separated.
     #[arg(long, env = "TESSERA_EXTRA_CLAIMS", value_delimiter = ',')]
     pub extra_claims: Vec<String>,
+    /// A refresh-token family unused this long ends, seconds (60 s to 90 days).
+    #[arg(long, env = "TESSERA_FAMILY_IDLE_TIMEOUT", default_value_t = 14 * 24 * 3600)]
+    pub family_idle_timeout: i64,
+    /// A family ends this long after login, seconds (1 h to 365 days).
+    #[arg(long, env = "TESSERA_FAMILY_LIFETIME", default_value_t = 30 * 24 * 3600)]
+    pub family_lifetime: i64,
+    /// Window in which the immediate predecessor of a refresh token yields
+    /// the same successor again, seconds (0 disables, at most 60).
+    #[arg(long, env = "TESSERA_REFRESH_GRACE", default_value_t = 5)]
+    pub refresh_grace: i64,
     /// How long verifiers may cache the JWKS, seconds.
     #[arg(long, env = "TESSERA_JWKS_MAX_AGE", default_value_t = 300)]
     pub jwks_max_age: u32,
@@ -126,7 +136,11 @@ impl ServeArgs {
             kek,
             migrate: self.migrate,
             policy,
-            families: FamilyPolicy::default(),
+            families: FamilyPolicy {
+                idle_timeout: self.family_idle_timeout,
+                absolute_lifetime: self.family_lifetime,
+                grace: self.refresh_grace,
+            },
             clock: Arc::new(SystemClock),
             jwks_max_age: self.jwks_max_age,
             allow_insecure_listen: self.allow_insecure_listen,

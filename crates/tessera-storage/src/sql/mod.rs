@@ -2,17 +2,19 @@
 //!
 //! Both engines take the same SQL: `$N` placeholders (sqlx binds `$N` by
 //! number on SQLite too), BIGINT seconds for time, `ON CONFLICT` upserts.
-//! Where they must differ (migrations, row locks) the [`Backend`] says so.
+//! Where they must differ (migrations) the [`Backend`] says so; row locks
+//! are taken by an UPDATE, which locks on both engines.
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
-use tessera_domain::clock::UnixTime;
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::keys::{Algorithm, KeyState};
-use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
-use tessera_domain::store::{KeyStore, NewFamily, Ping, RevocationStore, SessionStore, StoredKey};
+use tessera_domain::store::{KeyStore, Ping, StoredKey};
+
+mod revocations;
+mod sessions;
 
 /// Which engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,157 +183,6 @@ impl KeyStore for SqlStore {
 }
 
 #[async_trait]
-impl SessionStore for SqlStore {
-    async fn subject_version(&self, subject: &str) -> Result<u64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM subjects WHERE subject = $1")
-            .bind(subject)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
-    }
-
-    async fn open_family(&self, f: &NewFamily) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
-        sqlx::query(
-            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&f.family_id)
-        .bind(&f.subject)
-        .bind(&f.audience)
-        .bind(&f.scope)
-        .bind(&f.client_id)
-        .bind(f.created_at)
-        .bind(f.created_at)
-        .bind(f.idle_expires_at)
-        .bind(f.absolute_expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, generation, created_at) VALUES ($1, $2, 0, $3)",
-        )
-        .bind(f.refresh_token_hash.to_vec())
-        .bind(&f.family_id)
-        .bind(f.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
-        tx.commit().await.map_err(store_err)
-    }
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-#[async_trait]
-impl RevocationStore for SqlStore {
-    async fn record(&self, event: &RevocationEvent, now: UnixTime) -> Result<bool> {
-        let q = match event {
-            RevocationEvent::Jti { jti, until } => sqlx::query(
-                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(jti.clone())
-            .bind(*until)
-            .bind(now),
-            RevocationEvent::Family { family_id, .. } => sqlx::query(
-                "UPDATE families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(family_id.clone()),
-            RevocationEvent::Subject {
-                subject,
-                min_version,
-            } => sqlx::query(
-                "INSERT INTO subjects (subject, version) VALUES ($1, $2) \
-                 ON CONFLICT (subject) DO UPDATE SET version = excluded.version \
-                 WHERE subjects.version < excluded.version",
-            )
-            .bind(subject.clone())
-            .bind(to_i64(*min_version)),
-            RevocationEvent::Key { kid } => sqlx::query(
-                "UPDATE signing_keys SET state = 'compromised' WHERE kid = $1 AND state <> 'compromised'",
-            )
-            .bind(kid.clone()),
-        };
-        let done = q.execute(&self.pool).await.map_err(store_err)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2) \
-                  + (SELECT COUNT(*) FROM families WHERE family_id = $3 AND revoked_at IS NOT NULL) \
-                  + (SELECT COUNT(*) FROM subjects WHERE subject = $4 AND version > $5) \
-                  + (SELECT COUNT(*) FROM signing_keys WHERE kid = $6 AND state = 'compromised')",
-        )
-        .bind(q.jti)
-        .bind(now)
-        .bind(q.family_id.unwrap_or(""))
-        .bind(q.subject)
-        .bind(to_i64(q.subject_version))
-        .bind(q.kid)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_err)?;
-        Ok(n > 0)
-    }
-
-    async fn in_force(&self, now: UnixTime) -> Result<Vec<RevocationEvent>> {
-        let mut out = Vec::new();
-        for row in sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
-            out.push(RevocationEvent::Jti {
-                jti: row.try_get(0).map_err(store_err)?,
-                until: row.try_get(1).map_err(store_err)?,
-            });
-        }
-        for row in sqlx::query(
-            "SELECT family_id, absolute_expires_at FROM families \
-             WHERE revoked_at IS NOT NULL AND absolute_expires_at >= $1",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_err)?
-        {
-            out.push(RevocationEvent::Family {
-                family_id: row.try_get(0).map_err(store_err)?,
-                until: row.try_get(1).map_err(store_err)?,
-            });
-        }
-        for row in sqlx::query("SELECT subject, version FROM subjects WHERE version > 0")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
-            let v: i64 = row.try_get(1).map_err(store_err)?;
-            out.push(RevocationEvent::Subject {
-                subject: row.try_get(0).map_err(store_err)?,
-                min_version: u64::try_from(v).unwrap_or(0),
-            });
-        }
-        for row in sqlx::query("SELECT kid FROM signing_keys WHERE state = 'compromised'")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
-            out.push(RevocationEvent::Key {
-                kid: row.try_get(0).map_err(store_err)?,
-            });
-        }
-        Ok(out)
-    }
-}
-
-#[async_trait]
 impl Ping for SqlStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
@@ -340,4 +191,14 @@ impl Ping for SqlStore {
             .map_err(store_err)?;
         Ok(())
     }
+}
+
+/// A u64 for a BIGINT column.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A BIGINT column for a u64.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }

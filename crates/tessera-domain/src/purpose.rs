@@ -1,0 +1,124 @@
+//! Purpose tokens: single-use JWTs for one purpose (email verification,
+//! password reset). Each purpose has its own `typ` and audience, so a purpose
+//! token is never an access token and the other way round.
+
+use crate::claims::{Audience, Claims};
+use crate::clock::UnixTime;
+use crate::error::{DomainError, Result};
+use crate::issue::check_text;
+use crate::keys::SigningKey;
+use crate::kind::TokenKind;
+use crate::policy::Policy;
+use crate::{random_id, sha256};
+
+/// The `aud` of a purpose token: Tessera itself, per purpose.
+pub fn purpose_audience(kind: TokenKind) -> Option<&'static str> {
+    match kind {
+        TokenKind::EmailVerification => Some("urn:tessera:email-verification"),
+        TokenKind::PasswordReset => Some("urn:tessera:password-reset"),
+        TokenKind::Access => None,
+    }
+}
+
+/// The default (and longest) lifetime of a purpose token, seconds.
+pub fn purpose_ttl(kind: TokenKind) -> Option<i64> {
+    match kind {
+        TokenKind::EmailVerification => Some(24 * 3600),
+        TokenKind::PasswordReset => Some(3600),
+        TokenKind::Access => None,
+    }
+}
+
+/// The stored form of a binding value: its SHA-256. (The binding is usually
+/// an email address: it is never put in the token, and the store keeps only
+/// the hash, which is compared on redeem.)
+pub fn binding_hash(binding: &str) -> Option<[u8; 32]> {
+    (!binding.is_empty()).then(|| sha256(binding.as_bytes()))
+}
+
+/// A validated IssuePurposeToken request.
+#[derive(Debug, Clone)]
+pub struct PurposeCommand {
+    /// The subject.
+    pub subject: String,
+    /// EmailVerification or PasswordReset.
+    pub kind: TokenKind,
+    /// The value the token is bound to; empty for none.
+    pub binding: String,
+    /// Requested lifetime; `None` for the purpose's default.
+    pub ttl: Option<i64>,
+}
+
+/// A minted purpose token and what to store about it.
+#[derive(Debug)]
+pub struct MintedPurpose {
+    /// The signed token.
+    pub token: String,
+    /// Its claims.
+    pub claims: Claims,
+    /// The binding's hash, if bound.
+    pub binding_hash: Option<[u8; 32]>,
+}
+
+/// Mints a purpose token.
+pub fn mint_purpose(
+    cmd: &PurposeCommand,
+    policy: &Policy,
+    key: &SigningKey,
+    subject_version: u64,
+    now: UnixTime,
+) -> Result<MintedPurpose> {
+    check_text("subject", &cmd.subject, 255)?;
+    let (Some(aud), Some(max_ttl)) = (purpose_audience(cmd.kind), purpose_ttl(cmd.kind)) else {
+        return Err(DomainError::field(
+            "kind",
+            "must be TOKEN_KIND_EMAIL_VERIFICATION or TOKEN_KIND_PASSWORD_RESET",
+        ));
+    };
+    if cmd.binding.len() > 1024 {
+        return Err(DomainError::field("binding", "at most 1024 bytes"));
+    }
+    let ttl = match cmd.ttl {
+        None => max_ttl,
+        Some(t) if (1..=max_ttl).contains(&t) => t,
+        Some(_) => {
+            return Err(DomainError::field(
+                "ttl",
+                format!("must be between 1 and {max_ttl} seconds for this purpose"),
+            ));
+        }
+    };
+    let claims = Claims {
+        iss: policy.issuer.clone(),
+        sub: cmd.subject.clone(),
+        aud: Audience::One(aud.to_owned()),
+        exp: now + ttl,
+        nbf: now,
+        iat: now,
+        jti: random_id(),
+        sid: None,
+        ver: subject_version,
+        scope: None,
+        client_id: None,
+        extra: Default::default(),
+    };
+    let token = crate::verify::sign(key, cmd.kind, &claims)?;
+    Ok(MintedPurpose {
+        token,
+        claims,
+        binding_hash: binding_hash(&cmd.binding),
+    })
+}
+
+/// What the store answered to a redeem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// Redeemed now, for the first and only time.
+    Redeemed,
+    /// Redeemed before.
+    AlreadyUsed,
+    /// The binding value does not match.
+    BindingMismatch,
+    /// The store does not know the token.
+    Unknown,
+}

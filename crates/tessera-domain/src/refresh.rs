@@ -1,0 +1,227 @@
+//! Refresh-token families (RFC 9700 section 4.14): rotation, the idempotent
+//! grace window, and reuse detection.
+//!
+//! Successors are *derived*, not drawn: the successor of refresh token `t` is
+//! `HMAC-SHA256(secret, t)`. So a retry (or a second tab) that presents the
+//! immediate predecessor within the grace window gets the very same successor
+//! back, while the store still holds only SHA-256 hashes and no raw token. An
+//! attacker without `t` cannot compute the successor; one with `t` is the
+//! holder RFC 9700's grace window already trusts.
+
+use crate::clock::UnixTime;
+use crate::error::{DomainError, Result};
+use crate::{Secret, b64url_encode, random_bytes, sha256};
+use aws_lc_rs::hmac;
+
+/// Refresh-token family lifetimes and the grace window.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyPolicy {
+    /// A family unused this long ends (default 14 days; 1 minute to 90 days).
+    pub idle_timeout: i64,
+    /// A family ends this long after login whatever happens (default 30
+    /// days; 1 hour to 365 days, and at least the idle timeout).
+    pub absolute_lifetime: i64,
+    /// How long after a rotation the immediate predecessor still yields the
+    /// same successor (default 5 s; 0 disables; at most 60 s).
+    pub grace: i64,
+}
+
+impl Default for FamilyPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: 14 * 24 * 3600,
+            absolute_lifetime: 30 * 24 * 3600,
+            grace: 5,
+        }
+    }
+}
+
+impl FamilyPolicy {
+    /// Checks the bounds; the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        if !(60..=90 * 24 * 3600).contains(&self.idle_timeout) {
+            return Err(DomainError::field(
+                "family_idle_timeout",
+                "must be between 60 seconds and 90 days",
+            ));
+        }
+        if !(3600..=365 * 24 * 3600).contains(&self.absolute_lifetime)
+            || self.absolute_lifetime < self.idle_timeout
+        {
+            return Err(DomainError::field(
+                "family_lifetime",
+                "must be between 1 hour and 365 days and at least the idle timeout",
+            ));
+        }
+        if !(0..=60).contains(&self.grace) {
+            return Err(DomainError::field(
+                "refresh_grace",
+                "must be between 0 and 60 seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A raw refresh token: 256 bits, base64url. `Debug` is redacted.
+pub struct RefreshToken(String);
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken([redacted])")
+    }
+}
+
+impl RefreshToken {
+    /// A new random refresh token (the first of a family).
+    pub fn generate() -> Self {
+        Self(b64url_encode(random_bytes(32)))
+    }
+
+    /// A token presented by a caller. Shape only: 43 base64url characters.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 43
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(text.to_owned()))
+    }
+
+    /// The value to hand to the caller, once.
+    pub fn reveal(self) -> String {
+        self.0
+    }
+
+    /// The SHA-256 that is stored instead of the token.
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(self.0.as_bytes())
+    }
+
+    /// The successor this token rotates to (see the module docs).
+    pub fn successor(&self, secret: &RefreshSecret) -> Self {
+        Self(b64url_encode(hmac::sign(&secret.0, self.0.as_bytes())))
+    }
+}
+
+/// The HMAC key that derives successors. Derived from the KEK, so every
+/// instance of a deployment derives the same successors.
+pub struct RefreshSecret(hmac::Key);
+
+impl std::fmt::Debug for RefreshSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshSecret([redacted])")
+    }
+}
+
+impl RefreshSecret {
+    /// The key for `secret` bytes.
+    pub fn new(secret: &Secret) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret.expose()))
+    }
+}
+
+/// A family as stored.
+#[derive(Debug, Clone)]
+pub struct FamilyRecord {
+    /// Family id (`sid`).
+    pub family_id: String,
+    /// Subject.
+    pub subject: String,
+    /// Audience of its access tokens.
+    pub audience: String,
+    /// Scopes, space-joined.
+    pub scope: String,
+    /// OAuth client id, empty when none.
+    pub client_id: String,
+    /// When the refresh token now current stops working if unused.
+    pub idle_expires_at: UnixTime,
+    /// When the family ends at the latest.
+    pub absolute_expires_at: UnixTime,
+}
+
+/// What the store did with a presented refresh token.
+#[derive(Debug, Clone)]
+pub enum RotateOutcome {
+    /// Rotated (or, inside the grace window, the same rotation replayed):
+    /// the successor is current.
+    Rotated {
+        /// The family after the rotation.
+        family: FamilyRecord,
+        /// False when this was a grace-window replay.
+        fresh: bool,
+    },
+    /// No such refresh token.
+    Unknown,
+    /// The family was revoked earlier.
+    Revoked,
+    /// The family passed its idle timeout.
+    IdleExpired,
+    /// The family passed its absolute lifetime.
+    LifetimeExpired,
+    /// A requested scope is not among the family's scopes (nothing rotated).
+    ScopeNotGranted,
+    /// A consumed token was presented outside the grace window: the family
+    /// is now revoked.
+    Reused {
+        /// The family revoked.
+        family: FamilyRecord,
+    },
+}
+
+/// What a rotation asks of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct RotateRequest {
+    /// SHA-256 of the presented token.
+    pub presented: [u8; 32],
+    /// SHA-256 of its derived successor.
+    pub successor: [u8; 32],
+    /// The family rules.
+    pub policy: FamilyPolicy,
+    /// Now.
+    pub now: UnixTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successors_are_deterministic_and_secret_dependent() {
+        let s1 = RefreshSecret::new(&Secret::new(vec![1; 32]));
+        let s2 = RefreshSecret::new(&Secret::new(vec![2; 32]));
+        let t = RefreshToken::generate();
+        assert_eq!(t.successor(&s1).hash(), t.successor(&s1).hash());
+        assert_ne!(t.successor(&s1).hash(), t.successor(&s2).hash());
+        assert_ne!(t.successor(&s1).hash(), t.hash());
+        let next = t.successor(&s1).reveal();
+        assert!(RefreshToken::parse(&next).is_some(), "successors parse");
+        assert!(RefreshToken::parse("short").is_none());
+        assert_eq!(format!("{t:?}"), "RefreshToken([redacted])");
+    }
+
+    #[test]
+    fn family_policy_bounds() {
+        assert!(FamilyPolicy::default().validate().is_ok());
+        for bad in [
+            FamilyPolicy {
+                grace: 61,
+                ..Default::default()
+            },
+            FamilyPolicy {
+                grace: -1,
+                ..Default::default()
+            },
+            FamilyPolicy {
+                idle_timeout: 10,
+                ..Default::default()
+            },
+            FamilyPolicy {
+                absolute_lifetime: 3600,
+                idle_timeout: 7200,
+                grace: 0,
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `IssuePurposeToken` and `RedeemPurposeToken`: single-use tokens for email
+//! verification and password reset.
+
+use crate::issuer::Inner;
+use tessera_domain::kind::TokenKind;
+use tessera_domain::purpose::{
+    PurposeCommand, RedeemOutcome, binding_hash, mint_purpose, purpose_audience,
+};
+use tessera_domain::verify::{Expectation, check_claims, verify_signature};
+use tessera_grpc::{
+    duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,
+};
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{
+    ErrorReason, IssuePurposeTokenRequest, IssuePurposeTokenResponse, RedeemPurposeTokenRequest,
+    RedeemPurposeTokenResponse, RevokeRequest,
+};
+use tonic::{Code, Status};
+
+/// The `kind` field of a purpose request: a purpose, never ACCESS.
+fn purpose_kind(value: i32) -> Result<TokenKind, Status> {
+    let kind = required_enum::<tessera_proto::v1::TokenKind>("kind", value)?;
+    token_kind(kind)
+        .filter(|k| purpose_audience(*k).is_some())
+        .ok_or_else(|| {
+            invalid(
+                "kind",
+                "must be TOKEN_KIND_EMAIL_VERIFICATION or TOKEN_KIND_PASSWORD_RESET",
+            )
+        })
+}
+
+fn invalid_token() -> Status {
+    status(
+        Code::Unauthenticated,
+        ErrorReason::PurposeTokenInvalid,
+        "the purpose token is not valid",
+    )
+}
+
+pub(crate) async fn issue(
+    me: &Inner,
+    r: IssuePurposeTokenRequest,
+) -> Result<IssuePurposeTokenResponse, Status> {
+    let cmd = PurposeCommand {
+        kind: purpose_kind(r.kind)?,
+        ttl: duration_secs("ttl", r.ttl)?,
+        subject: r.subject,
+        binding: r.binding,
+    };
+    let version = me
+        .store
+        .subject_version(&cmd.subject)
+        .await
+        .map_err(from_domain)?;
+    let key = me.keys.signing_key().map_err(from_domain)?;
+    let minted = mint_purpose(&cmd, &me.cfg.policy, &key, version, me.cfg.clock.now())
+        .map_err(from_domain)?;
+    me.store
+        .record_purpose(
+            &minted.claims.jti,
+            &minted.claims.sub,
+            cmd.kind.typ(),
+            minted.binding_hash,
+            minted.claims.exp,
+        )
+        .await
+        .map_err(from_domain)?;
+    Ok(IssuePurposeTokenResponse {
+        token: minted.token,
+        expires_at: Some(timestamp(minted.claims.exp)),
+    })
+}
+
+pub(crate) async fn redeem(
+    me: &Inner,
+    r: RedeemPurposeTokenRequest,
+) -> Result<RedeemPurposeTokenResponse, Status> {
+    if r.token.is_empty() {
+        return Err(invalid("token", "is required"));
+    }
+    if r.token.len() > tessera_domain::policy::MAX_TOKEN_BYTES {
+        return Err(invalid("token", "is larger than 8192 bytes"));
+    }
+    if r.binding.len() > 1024 {
+        return Err(invalid("binding", "at most 1024 bytes"));
+    }
+    let kind = purpose_kind(r.kind)?;
+    let now = me.cfg.clock.now();
+    // Steps 1–4 of Verify with the purpose's audience and `typ`: an access
+    // token (or the other purpose) fails here.
+    let expect = Expectation {
+        audience: purpose_audience(kind).unwrap_or_default(),
+        kind,
+    };
+    let signed = verify_signature(&r.token, &me.keys.key_set(), &me.cfg.policy)
+        .and_then(|s| check_claims(&s, &expect, &me.cfg.policy, now).map(|()| s))
+        .map_err(|f| {
+            tracing::info!(failure = f.as_str(), "purpose token rejected");
+            invalid_token()
+        })?;
+    let outcome = me
+        .store
+        .redeem_purpose(&signed.claims.jti, binding_hash(&r.binding), now)
+        .await
+        .map_err(from_domain)?;
+    match outcome {
+        RedeemOutcome::Redeemed => {}
+        RedeemOutcome::AlreadyUsed => {
+            return Err(status(
+                Code::FailedPrecondition,
+                ErrorReason::PurposeTokenAlreadyUsed,
+                "the purpose token was already redeemed",
+            ));
+        }
+        RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => return Err(invalid_token()),
+    }
+    tracing::info!(target: "tessera::audit", event = "purpose_token_redeemed", kind = kind.typ());
+    let mut revoked_families = 0;
+    if r.revoke_subject_sessions && kind == TokenKind::PasswordReset {
+        // A password reset ends every session: the revocation service bumps
+        // the subject version and revokes its families, everywhere.
+        let mut client = me.cfg.revocations.clone();
+        revoked_families = client
+            .revoke(RevokeRequest {
+                target: Some(Target::Subject(signed.claims.sub.clone())),
+                reason: "password reset".into(),
+            })
+            .await?
+            .into_inner()
+            .revoked;
+    }
+    Ok(RedeemPurposeTokenResponse {
+        subject: signed.claims.sub,
+        revoked_families,
+    })
+}

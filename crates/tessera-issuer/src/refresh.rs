@@ -1,0 +1,142 @@
+//! `Refresh`: rotation with an idempotent grace window and reuse detection.
+
+use crate::issuer::{Inner, IssuerCounters};
+use tessera_domain::issue::access_claims;
+use tessera_domain::kind::TokenKind;
+use tessera_domain::refresh::{RefreshToken, RotateOutcome, RotateRequest};
+use tessera_domain::verify::sign;
+use tessera_grpc::{from_domain, invalid, status, timestamp};
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{ErrorReason, RefreshRequest, RefreshResponse, RevokeRequest};
+use tonic::{Code, Status};
+
+fn unauthenticated(reason: ErrorReason, message: &str) -> Status {
+    status(Code::Unauthenticated, reason, message)
+}
+
+pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResponse, Status> {
+    if r.refresh_token.is_empty() {
+        return Err(invalid("refresh_token", "is required"));
+    }
+    if r.refresh_token.len() > tessera_domain::policy::MAX_TOKEN_BYTES {
+        return Err(invalid("refresh_token", "is larger than 8192 bytes"));
+    }
+    // A token of the wrong shape cannot be one of ours: same answer as an
+    // unknown one, so the error does not tell an attacker anything.
+    let presented = RefreshToken::parse(&r.refresh_token).ok_or_else(|| {
+        unauthenticated(
+            ErrorReason::RefreshTokenInvalid,
+            "the refresh token is not valid",
+        )
+    })?;
+    let successor = presented.successor(&me.cfg.refresh_secret);
+    let now = me.cfg.clock.now();
+    let outcome = me
+        .store
+        .rotate(
+            &RotateRequest {
+                presented: presented.hash(),
+                successor: successor.hash(),
+                policy: me.cfg.families,
+                now,
+            },
+            &r.scopes,
+        )
+        .await
+        .map_err(from_domain)?;
+    let family = match outcome {
+        RotateOutcome::Rotated { family, fresh } => {
+            if !fresh {
+                IssuerCounters::bump(&me.counters.refresh_replays);
+                tracing::info!(family_id = %family.family_id, "refresh replayed inside the grace window");
+            }
+            family
+        }
+        RotateOutcome::Unknown | RotateOutcome::Revoked => {
+            return Err(unauthenticated(
+                ErrorReason::RefreshTokenInvalid,
+                "the refresh token is not valid",
+            ));
+        }
+        RotateOutcome::IdleExpired => {
+            return Err(unauthenticated(
+                ErrorReason::FamilyIdleExpired,
+                "the session expired after being idle",
+            ));
+        }
+        RotateOutcome::LifetimeExpired => {
+            return Err(unauthenticated(
+                ErrorReason::FamilyLifetimeExpired,
+                "the session reached its maximum lifetime",
+            ));
+        }
+        RotateOutcome::ScopeNotGranted => {
+            return Err(invalid(
+                "scopes",
+                "every scope must be one the session was granted",
+            ));
+        }
+        RotateOutcome::Reused { family } => {
+            let total = IssuerCounters::bump(&me.counters.refresh_reuse);
+            tracing::warn!(
+                target: "tessera::audit",
+                event = "refresh_token_reused",
+                family_id = %family.family_id,
+                subject = %family.subject,
+                refresh_reuse_total = total,
+                "refresh token reused: the session is revoked"
+            );
+            // The family is already revoked in the store (the truth). Tell
+            // the revocation service so every instance's view drops the
+            // family's access tokens now; if that fails, views still catch
+            // up from the store when they resubscribe, and STRONG sees it.
+            let mut client = me.cfg.revocations.clone();
+            if let Err(e) = client
+                .revoke(RevokeRequest {
+                    target: Some(Target::FamilyId(family.family_id.clone())),
+                    reason: "refresh token reuse".into(),
+                })
+                .await
+            {
+                tracing::error!(code = ?e.code(), "could not notify the revocation service of a reuse");
+            }
+            return Err(unauthenticated(
+                ErrorReason::RefreshTokenReused,
+                "the refresh token was already used; the session is revoked",
+            ));
+        }
+    };
+    tracing::Span::current().record("family_id", family.family_id.as_str());
+    let version = me
+        .store
+        .subject_version(&family.subject)
+        .await
+        .map_err(from_domain)?;
+    let key = me.keys.signing_key().map_err(from_domain)?;
+    let scope = if r.scopes.is_empty() {
+        family.scope.clone()
+    } else {
+        r.scopes.join(" ")
+    };
+    let claims = access_claims(
+        &me.cfg.policy,
+        &family.subject,
+        &family.audience,
+        &scope,
+        &family.client_id,
+        &family.family_id,
+        version,
+        me.cfg.policy.access_ttl_default,
+        Default::default(),
+        now,
+    );
+    let access_token = sign(&key, TokenKind::Access, &claims).map_err(from_domain)?;
+    Ok(RefreshResponse {
+        access_token,
+        access_token_expires_at: Some(timestamp(claims.exp)),
+        refresh_token: successor.reveal(),
+        refresh_token_expires_at: Some(timestamp(family.idle_expires_at)),
+        family_id: family.family_id,
+        access_token_id: claims.jti,
+    })
+}

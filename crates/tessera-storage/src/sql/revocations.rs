@@ -1,0 +1,202 @@
+//! Durable revocations, the STRONG step 5, and housekeeping.
+
+use super::{SqlStore, store_err, to_i64, to_u64};
+use async_trait::async_trait;
+use sqlx::Row;
+use tessera_domain::clock::UnixTime;
+use tessera_domain::error::Result;
+use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
+use tessera_domain::store::{Housekeeping, RevocationStore};
+
+#[async_trait]
+impl RevocationStore for SqlStore {
+    async fn revoke_jti(&self, jti: &str, until: UnixTime, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<(bool, UnixTime)>> {
+        // The UPDATE waits for (and then excludes) any rotation holding the
+        // family's lock: once it returns, no rotation of this family succeeds.
+        let done = sqlx::query(
+            "UPDATE families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let end: Option<i64> =
+            sqlx::query_scalar("SELECT absolute_expires_at FROM families WHERE family_id = $1")
+                .bind(family_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+        Ok(end.map(|e| (done.rows_affected() > 0, e)))
+    }
+
+    async fn revoke_subject(
+        &self,
+        subject: &str,
+        bump_version: bool,
+        now: UnixTime,
+    ) -> Result<(u64, u64)> {
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        // Writes first (see `rotate` for why that matters on SQLite).
+        let families = sqlx::query(
+            "UPDATE families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(subject)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?
+        .rows_affected();
+        if bump_version {
+            sqlx::query(
+                "INSERT INTO subjects (subject, version) VALUES ($1, 1) \
+                 ON CONFLICT (subject) DO UPDATE SET version = subjects.version + 1",
+            )
+            .bind(subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM subjects WHERE subject = $1")
+                .bind(subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
+        Ok((version.map_or(0, to_u64), families))
+    }
+
+    async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1 AND expires_at >= $2) \
+                  + (SELECT COUNT(*) FROM families WHERE family_id = $3 AND revoked_at IS NOT NULL) \
+                  + (SELECT COUNT(*) FROM subjects WHERE subject = $4 AND version > $5) \
+                  + (SELECT COUNT(*) FROM signing_keys WHERE kid = $6 AND state = 'compromised')",
+        )
+        .bind(q.jti)
+        .bind(now)
+        .bind(q.family_id.unwrap_or(""))
+        .bind(q.subject)
+        .bind(to_i64(q.subject_version))
+        .bind(q.kid)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(n > 0)
+    }
+
+    async fn in_force(&self, now: UnixTime, family_margin: i64) -> Result<Vec<RevocationEvent>> {
+        let mut out = Vec::new();
+        for row in sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?
+        {
+            out.push(RevocationEvent::Jti {
+                jti: row.try_get(0).map_err(store_err)?,
+                until: row.try_get(1).map_err(store_err)?,
+            });
+        }
+        // No token is minted for a family after its revocation, so its entry
+        // matters until revoked_at plus the longest access-token life.
+        for row in sqlx::query(
+            "SELECT family_id, revoked_at FROM families \
+             WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
+        )
+        .bind(now - family_margin)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?
+        {
+            let revoked_at: i64 = row.try_get(1).map_err(store_err)?;
+            out.push(RevocationEvent::Family {
+                family_id: row.try_get(0).map_err(store_err)?,
+                until: revoked_at + family_margin,
+            });
+        }
+        for row in sqlx::query("SELECT subject, version FROM subjects WHERE version > 0")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?
+        {
+            let v: i64 = row.try_get(1).map_err(store_err)?;
+            out.push(RevocationEvent::Subject {
+                subject: row.try_get(0).map_err(store_err)?,
+                min_version: to_u64(v),
+            });
+        }
+        for row in sqlx::query("SELECT kid FROM signing_keys WHERE state = 'compromised'")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?
+        {
+            out.push(RevocationEvent::Key {
+                kid: row.try_get(0).map_err(store_err)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Housekeeping for SqlStore {
+    async fn purge(&self, now: UnixTime, family_margin: i64, batch: i64) -> Result<u64> {
+        let cutoff = now - family_margin;
+        // Families whose refresh tokens can no longer work and whose `sid`
+        // no longer needs denying, with their refresh tokens.
+        let families = "SELECT family_id FROM families \
+             WHERE (revoked_at IS NULL AND idle_expires_at < $1) OR revoked_at < $2 \
+             ORDER BY family_id LIMIT $3";
+        let mut total = 0;
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        for sql in [
+            format!("DELETE FROM refresh_tokens WHERE family_id IN ({families})"),
+            format!("DELETE FROM families WHERE family_id IN ({families})"),
+        ] {
+            total += sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(cutoff)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(store_err)?;
+        for sql in [
+            "DELETE FROM revoked_tokens WHERE jti IN \
+             (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
+            "DELETE FROM purpose_tokens WHERE jti IN \
+             (SELECT jti FROM purpose_tokens WHERE expires_at < $1 LIMIT $2)",
+        ] {
+            total += sqlx::query(sql)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?
+                .rows_affected();
+        }
+        Ok(total)
+    }
+}
