@@ -20,7 +20,9 @@ fn main() {
     let material = KeyMaterial::generate(Algorithm::Es256, "kid").unwrap();
     let key = SigningKey::from_pkcs8("kid", Algorithm::Es256, &material.pkcs8).unwrap();
     let policy = Policy::default();
-    let keys = KeySet::new([VerifyingKey::from_jwk(material.public_jwk.clone(), KeyState::Active).unwrap()]);
+    let keys = KeySet::new([
+        VerifyingKey::from_jwk(material.public_jwk.clone(), KeyState::Active).unwrap(),
+    ]);
     let claims = Claims {
         iss: policy.issuer.clone(),
         sub: "user-123".into(),
