@@ -10,11 +10,26 @@ CREATE TABLE signing_keys (
     sealed_private BLOB NOT NULL,
     kek_id         TEXT NOT NULL,
     created_at     BIGINT NOT NULL,
-    activated_at   BIGINT
+    -- pending keys: when the schedule lets them sign
+    activates_at   BIGINT,
+    activated_at   BIGINT,
+    -- when the key stopped signing (retiring) and left the JWKS (retired,
+    -- compromised)
+    retiring_at    BIGINT,
+    retired_at     BIGINT
 );
 -- At most one key signs at a time, whatever number of instances race to
 -- create the first one.
 CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (state) WHERE state = 'active';
+
+-- Named locks: every change to the key set first updates its row, which
+-- serialises key changes across instances (a row lock on Postgres, the
+-- write lock on SQLite), so each rotation step happens exactly once.
+CREATE TABLE leases (
+    name    TEXT PRIMARY KEY,
+    counter BIGINT NOT NULL
+);
+INSERT INTO leases (name, counter) VALUES ('signing_keys', 0);
 
 -- Subject versions: every token carries `ver`; tokens below the current
 -- version are revoked.

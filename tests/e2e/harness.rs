@@ -8,6 +8,7 @@ use tessera::{Application, Config};
 use tessera_domain::clock::ManualClock;
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::FamilyPolicy;
+use tessera_domain::schedule::KeySchedule;
 use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
@@ -77,6 +78,8 @@ pub struct Deployment {
     pub clock: ManualClock,
     /// Family rules the next `start` uses.
     pub families: FamilyPolicy,
+    /// Key schedule the next `start` uses.
+    pub keys: KeySchedule,
 }
 
 impl Deployment {
@@ -112,6 +115,7 @@ impl Deployment {
             redis_prefix: format!("tessera-test-{id}:"),
             clock: ManualClock::starting_now(),
             families: FamilyPolicy::default(),
+            keys: KeySchedule::default(),
         }
     }
 
@@ -131,7 +135,8 @@ impl Deployment {
             },
             families: self.families,
             clock: Arc::new(self.clock.clone()),
-            jwks_max_age: 300,
+            keys: self.keys,
+            key_tick: Duration::from_millis(100),
             allow_insecure_listen: false,
         }
     }
@@ -153,6 +158,7 @@ impl Deployment {
             .await
             .expect("connect to the app");
         TestApp {
+            addr,
             issuer: IssuerServiceClient::new(channel.clone()),
             keys: KeyServiceClient::new(channel.clone()),
             introspection: IntrospectionServiceClient::new(channel.clone()),
@@ -209,6 +215,7 @@ impl Deployment {
 
 /// A running application and its clients.
 pub struct TestApp {
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub issuer: IssuerServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
@@ -275,6 +282,36 @@ impl TestApp {
             .revoked
     }
 
+    /// A plain HTTP/1.1 GET on the server's port: status line, headers
+    /// (lower-cased names) and body.
+    pub async fn http_get(&self, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
+            self.addr
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
+    }
+
     /// Verify with default consistency; `Ok(())` or the failure.
     pub async fn verify(&mut self, token: &str) -> Result<(), VerifyFailure> {
         outcome(self.verify_with(token, Consistency::Default).await)
@@ -295,6 +332,13 @@ pub fn outcome(r: VerifyResponse) -> Result<(), VerifyFailure> {
         assert!(r.claims.is_none(), "no claims for an invalid token");
         Err(r.failure())
     }
+}
+
+/// The `kid` in a token's header.
+pub fn kid_of(token: &str) -> String {
+    let h = tessera_domain::b64url_decode(token.split('.').next().unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&h).unwrap();
+    v["kid"].as_str().unwrap().to_owned()
 }
 
 /// The ErrorInfo reason of a status.

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod purpose;
 pub mod refresh;
 pub mod revocation;
+pub mod schedule;
 pub mod seal;
 pub mod store;
 pub mod verify;

@@ -26,8 +26,28 @@ pub struct StoredKey {
     pub kek_id: String,
     /// When the key was created.
     pub created_at: UnixTime,
+    /// For a pending key: when the schedule lets it sign.
+    pub activates_at: Option<UnixTime>,
     /// When it started signing.
     pub activated_at: Option<UnixTime>,
+    /// When it stopped signing.
+    pub retiring_at: Option<UnixTime>,
+    /// When it left the JWKS (retired or compromised).
+    pub retired_at: Option<UnixTime>,
+}
+
+impl StoredKey {
+    /// The times the schedule reasons about.
+    pub fn times(&self) -> crate::schedule::KeyTimes {
+        crate::schedule::KeyTimes {
+            kid: self.kid.clone(),
+            state: self.state,
+            created_at: self.created_at,
+            activates_at: self.activates_at,
+            activated_at: self.activated_at,
+            retiring_at: self.retiring_at,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -46,10 +66,22 @@ impl std::fmt::Debug for StoredKey {
 pub trait KeyStore: Send + Sync {
     /// Every key, any state.
     async fn load_keys(&self) -> Result<Vec<StoredKey>>;
-    /// Adds a key. If another instance created the first key concurrently the
-    /// call still succeeds; callers re-read with [`KeyStore::load_keys`].
-    async fn insert_key(&self, key: &StoredKey) -> Result<()>;
+    /// Changes the key set under the key lock, which serialises every key
+    /// change across instances: `plan` sees the keys as they are once the
+    /// lock is held and returns the rows to write (new keys, or existing ones
+    /// with new state and times), demotions before promotions. All in one
+    /// transaction. Returns the rows written.
+    async fn change_keys(&self, plan: &KeyPlan<'_>) -> Result<Vec<StoredKey>>;
+    /// Marks a key compromised (outside the schedule: a kill needs no lock
+    /// ordering); false if it was already, `None` if unknown.
+    async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>>;
+    /// Roughly how many sessions may hold a live token signed by a key that
+    /// signed since `since`: families used since then and not revoked.
+    async fn sessions_used_since(&self, since: UnixTime) -> Result<u64>;
 }
+
+/// A key-change plan: the current keys in, the rows to write out.
+pub type KeyPlan<'a> = dyn Fn(&[StoredKey]) -> Result<Vec<StoredKey>> + Send + Sync + 'a;
 
 /// A new refresh-token family (one login). Holds a hash, never a token.
 #[derive(Debug, Clone)]

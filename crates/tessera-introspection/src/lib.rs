@@ -16,7 +16,7 @@ use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::policy::{MAX_TOKEN_BYTES, Policy};
 use tessera_domain::revocation::MemoryRevocations;
-use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_domain::store::{RevocationBus, Store};
 use tessera_grpc::invalid;
 use tonic::Status;
 
@@ -28,7 +28,7 @@ pub struct Verifier {
     /// The local revocation view.
     pub view: Arc<MemoryRevocations>,
     /// The durable revocations (truth; STRONG reads).
-    pub store: Arc<dyn RevocationStore>,
+    pub store: Arc<dyn Store>,
     /// The fan-out to other instances.
     pub bus: Arc<dyn RevocationBus>,
     /// Token policy.

@@ -95,6 +95,27 @@ impl RevocationApi {
         })
     }
 
+    /// Every token signed by a key: the key is marked compromised (it leaves
+    /// the JWKS; the issuer activates another if it was signing).
+    async fn revoke_key(&self, kid: String, now: UnixTime) -> Result<RevokeResponse, Status> {
+        let Some(newly) = self
+            .v
+            .store
+            .compromise_key(&kid, now)
+            .await
+            .map_err(from_domain)?
+        else {
+            return Ok(RevokeResponse::default());
+        };
+        self.apply(&RevocationEvent::Key { kid }, now).await?;
+        tracing::warn!(target: "tessera::audit", event = "revoke", kind = "key", newly);
+        Ok(RevokeResponse {
+            revoked: u64::from(newly),
+            jti: String::new(),
+            revoked_until: None,
+        })
+    }
+
     /// Every token of a subject: bumps its version and revokes its families.
     async fn revoke_subject(
         &self,
@@ -185,7 +206,10 @@ impl RevocationService for RevocationApi {
                 check_text("subject", &s, 255).map_err(from_domain)?;
                 self.revoke_subject(s, now).await?
             }
-            Some(Target::Kid(_)) => return Err(unimplemented("Revoke by key")),
+            Some(Target::Kid(kid)) => {
+                check_text("kid", &kid, 64).map_err(from_domain)?;
+                self.revoke_key(kid, now).await?
+            }
         };
         Ok(Response::new(response))
     }

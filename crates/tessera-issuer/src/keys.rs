@@ -1,33 +1,39 @@
-//! Signing keys on the issuer side: bootstrapping the first key, opening the
-//! active one, publishing the set, and `KeyService`.
+//! Signing keys on the issuer side: the schedule applied to the store, the
+//! open active key, the published set, and its changes for watchers.
 
 use std::sync::{Arc, RwLock};
-use tessera_domain::clock::Clock;
+use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
-use tessera_domain::keys::{
-    Algorithm, KeyMaterial, KeyRing, KeySet, KeyState, SigningKey, VerifyingKey,
-};
+use tessera_domain::keys::{KeyMaterial, KeyRing, KeySet, KeyState, SigningKey, VerifyingKey};
+use tessera_domain::schedule::{KeySchedule, KeyStep, due_steps, rotate_now};
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
 use tessera_domain::{random_id, sha256};
-use tessera_grpc::unimplemented;
-use tessera_proto::v1::key_service_server::KeyService;
-use tessera_proto::v1::{
-    CompromiseKeyRequest, CompromiseKeyResponse, GetJwksRequest, GetJwksResponse, ListKeysRequest,
-    ListKeysResponse, PublicKey, RetireKeyRequest, RetireKeyResponse, RotateKeysRequest,
-    RotateKeysResponse, SigningAlgorithm, WatchKeysRequest, WatchKeysResponse,
-};
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
 
-/// Owns the keys: the open active signing key and the published set.
+/// The published JWKS document with its validators.
+#[derive(Debug, Clone)]
+pub struct JwksDocument {
+    /// `{"keys":[…]}`.
+    pub json: String,
+    /// A strong ETag of `json`, quoted.
+    pub etag: String,
+    /// Seconds a verifier may cache it.
+    pub max_age: u32,
+}
+
+/// Owns the keys: applies the schedule, opens the active key, publishes the
+/// set into the shared [`KeyRing`] and tells watchers when it changed.
 pub struct KeyManager {
     store: Arc<dyn KeyStore>,
     kek: Kek,
     clock: Arc<dyn Clock>,
     ring: Arc<KeyRing>,
+    schedule: KeySchedule,
     active: RwLock<Option<Arc<SigningKey>>>,
-    /// How long verifiers may cache the JWKS, seconds.
-    jwks_max_age: u32,
+    /// Kid and state of every stored key at the last reload.
+    seen: RwLock<Vec<(String, KeyState)>>,
+    changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -43,46 +49,158 @@ impl KeyManager {
         kek: Kek,
         clock: Arc<dyn Clock>,
         ring: Arc<KeyRing>,
-        jwks_max_age: u32,
+        schedule: KeySchedule,
     ) -> Self {
         Self {
             store,
             kek,
             clock,
             ring,
+            schedule,
             active: RwLock::new(None),
-            jwks_max_age,
+            seen: RwLock::new(Vec::new()),
+            changes: watch::channel(0).0,
         }
     }
 
-    /// Loads the keys; on first start creates an ES256 key, seals it and
-    /// stores it as active. Then opens the active key and publishes the set.
-    pub async fn bootstrap(&self) -> Result<()> {
-        let mut keys = self.store.load_keys().await?;
-        if !keys.iter().any(|k| k.state == KeyState::Active) {
-            let kid = random_id();
-            let material = KeyMaterial::generate(Algorithm::Es256, &kid)?;
-            let now = self.clock.now();
-            self.store
-                .insert_key(&StoredKey {
-                    sealed_private: self.kek.seal(&kid, &material.pkcs8)?,
-                    public_jwk: material.public_jwk.to_string(),
-                    kid,
-                    algorithm: Algorithm::Es256,
-                    state: KeyState::Active,
-                    kek_id: self.kek.id().to_owned(),
-                    created_at: now,
-                    activated_at: Some(now),
-                })
-                .await?;
-            // Re-read: if another instance won the race, its key is the one.
-            keys = self.store.load_keys().await?;
-            tracing::info!("created the first signing key (ES256)");
-        }
-        self.publish(&keys)
+    /// Now, by the manager's clock.
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
-    fn publish(&self, keys: &[StoredKey]) -> Result<()> {
+    /// The schedule in force.
+    pub fn schedule(&self) -> &KeySchedule {
+        &self.schedule
+    }
+
+    /// A new key row: generated, sealed under the KEK.
+    fn new_key(
+        &self,
+        state: KeyState,
+        activates_at: Option<UnixTime>,
+        now: UnixTime,
+    ) -> Result<StoredKey> {
+        let kid = random_id();
+        let alg = self.schedule.algorithm;
+        let material = KeyMaterial::generate(alg, &kid)?;
+        Ok(StoredKey {
+            sealed_private: self.kek.seal(&kid, &material.pkcs8)?,
+            public_jwk: material.public_jwk.to_string(),
+            kid,
+            algorithm: alg,
+            state,
+            kek_id: self.kek.id().to_owned(),
+            created_at: now,
+            activates_at,
+            activated_at: (state == KeyState::Active).then_some(now),
+            retiring_at: None,
+            retired_at: None,
+        })
+    }
+
+    /// The rows that carry out `steps` (demotions before promotions).
+    fn rows_for(
+        &self,
+        keys: &[StoredKey],
+        steps: &[KeyStep],
+        now: UnixTime,
+    ) -> Result<Vec<StoredKey>> {
+        let find = |kid: &str| {
+            keys.iter()
+                .find(|k| k.kid == kid)
+                .cloned()
+                .ok_or_else(|| DomainError::Internal("the schedule named an unknown key".into()))
+        };
+        let mut out = Vec::new();
+        for step in steps {
+            match step {
+                KeyStep::CreateActive => out.push(self.new_key(KeyState::Active, None, now)?),
+                KeyStep::CreatePending { activates_at } => {
+                    out.push(self.new_key(KeyState::Pending, Some(*activates_at), now)?);
+                }
+                KeyStep::Activate { kid, previous } => {
+                    if let Some(p) = previous {
+                        let mut k = find(p)?;
+                        k.state = KeyState::Retiring;
+                        k.retiring_at = Some(now);
+                        out.push(k);
+                    }
+                    let mut k = find(kid)?;
+                    k.state = KeyState::Active;
+                    k.activated_at = Some(now);
+                    out.push(k);
+                }
+                KeyStep::Retire { kid } => {
+                    let mut k = find(kid)?;
+                    k.state = KeyState::Retired;
+                    k.retired_at = Some(now);
+                    out.push(k);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies whatever the schedule says is due now (exactly once across
+    /// instances: the plan runs under the store's key lock), then reloads.
+    /// Returns the keys that changed.
+    pub async fn tick(&self) -> Result<Vec<StoredKey>> {
+        let now = self.clock.now();
+        let changed = self
+            .store
+            .change_keys(&|keys: &[StoredKey]| {
+                let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
+                self.rows_for(keys, &due_steps(&times, &self.schedule, now), now)
+            })
+            .await?;
+        for k in &changed {
+            tracing::info!(target: "tessera::audit", event = "key_state", kid = %k.kid, state = k.state.as_str());
+        }
+        self.reload().await?;
+        Ok(changed)
+    }
+
+    /// On-demand rotation: publishes the next key, due as soon as the
+    /// schedule allows (`publish_ahead` from now); if one is already
+    /// published, activates it once that much time has passed since its
+    /// publication. Returns the keys that changed.
+    pub async fn rotate(&self) -> Result<Vec<StoredKey>> {
+        let now = self.clock.now();
+        let changed = self
+            .store
+            .change_keys(&|keys: &[StoredKey]| {
+                let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
+                match rotate_now(&times, &self.schedule, now) {
+                    KeyStep::Activate { kid, .. } => {
+                        // Bring it forward, but never before it has been
+                        // published for `publish_ahead`: the tick activates it.
+                        let mut k =
+                            keys.iter().find(|k| k.kid == kid).cloned().ok_or_else(|| {
+                                DomainError::Internal("pending key vanished".into())
+                            })?;
+                        let due = (k.created_at + self.schedule.publish_ahead).max(now);
+                        if k.activates_at.is_some_and(|a| a <= due) {
+                            return Ok(Vec::new());
+                        }
+                        k.activates_at = Some(due);
+                        Ok(vec![k])
+                    }
+                    step => self.rows_for(keys, &[step], now),
+                }
+            })
+            .await?;
+        self.tick().await?;
+        Ok(changed)
+    }
+
+    /// Loads the keys; if the set changed, opens the active key and
+    /// publishes the new set.
+    pub async fn reload(&self) -> Result<()> {
+        let keys = self.store.load_keys().await?;
+        let seen: Vec<_> = keys.iter().map(|k| (k.kid.clone(), k.state)).collect();
+        if *self.seen.read().unwrap_or_else(|p| p.into_inner()) == seen {
+            return Ok(());
+        }
         let active = keys
             .iter()
             .find(|k| k.state == KeyState::Active)
@@ -97,7 +215,41 @@ impl KeyManager {
         }
         self.ring.replace(KeySet::new(published));
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(signer));
+        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = seen;
+        self.changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Loads or creates the keys at start.
+    pub async fn bootstrap(&self) -> Result<()> {
+        self.tick().await.map(|_| ())
+    }
+
+    /// Kills a key: unpublished at once; if it was signing, the next key
+    /// signs at once. `None` for an unknown kid; `Some(false)` if it was
+    /// already compromised.
+    pub async fn compromise(&self, kid: &str) -> Result<Option<bool>> {
+        let now = self.clock.now();
+        let found = self.store.compromise_key(kid, now).await?;
+        if found == Some(true) {
+            tracing::warn!(target: "tessera::audit", event = "key_compromised", kid = %kid);
+            // With no active key the schedule activates the pending one (or
+            // creates one) at once: a kill must not wait for caches.
+            self.tick().await?;
+        }
+        Ok(found)
+    }
+
+    /// Every stored key, newest first.
+    pub async fn list(&self) -> Result<Vec<StoredKey>> {
+        self.store.load_keys().await
+    }
+
+    /// Roughly how many sessions hold a live token signed by a key that
+    /// signed from `activated_at` (sessions used since then, within the
+    /// longest access-token life).
+    pub async fn affected_sessions(&self, since: UnixTime) -> Result<u64> {
+        self.store.sessions_used_since(since).await
     }
 
     /// The key that signs now.
@@ -113,109 +265,26 @@ impl KeyManager {
     pub fn key_set(&self) -> Arc<KeySet> {
         self.ring.current()
     }
-}
 
-/// `KeyService` over a [`KeyManager`].
-#[derive(Debug, Clone)]
-pub struct KeyApi {
-    keys: Arc<KeyManager>,
-}
-
-impl KeyApi {
-    /// The service.
-    pub fn new(keys: Arc<KeyManager>) -> Self {
-        Self { keys }
+    /// A receiver that changes whenever the published set does.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
-}
 
-fn algorithm(a: Algorithm) -> SigningAlgorithm {
-    match a {
-        Algorithm::Es256 => SigningAlgorithm::Es256,
-        Algorithm::EdDsa => SigningAlgorithm::Eddsa,
-    }
-}
-
-fn state(s: KeyState) -> tessera_proto::v1::KeyState {
-    use tessera_proto::v1::KeyState as P;
-    match s {
-        KeyState::Pending => P::Pending,
-        KeyState::Active => P::Active,
-        KeyState::Retiring => P::Retiring,
-        KeyState::Retired => P::Retired,
-        KeyState::Compromised => P::Compromised,
-    }
-}
-
-#[tonic::async_trait]
-impl KeyService for KeyApi {
-    #[tracing::instrument(skip_all)]
-    async fn get_jwks(
-        &self,
-        _request: Request<GetJwksRequest>,
-    ) -> Result<Response<GetJwksResponse>, Status> {
-        let set = self.keys.key_set();
-        let jwks_json = set.jwks().to_string();
+    /// The JWKS document of the published set.
+    pub fn jwks(&self) -> JwksDocument {
+        let json = self.key_set().jwks().to_string();
         let etag = format!(
             "\"{}\"",
-            sha256(jwks_json.as_bytes())[..12]
+            sha256(json.as_bytes())[..12]
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let keys = set
-            .keys()
-            .iter()
-            .map(|k| PublicKey {
-                kid: k.kid().to_owned(),
-                algorithm: algorithm(k.algorithm()).into(),
-                state: state(k.state()).into(),
-                jwk_json: k.jwk().to_string(),
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(GetJwksResponse {
-            jwks_json,
-            keys,
+        JwksDocument {
+            json,
             etag,
-            max_age_seconds: self.keys.jwks_max_age,
-        }))
-    }
-
-    type WatchKeysStream =
-        tokio_stream::wrappers::ReceiverStream<Result<WatchKeysResponse, Status>>;
-
-    async fn watch_keys(
-        &self,
-        _request: Request<WatchKeysRequest>,
-    ) -> Result<Response<Self::WatchKeysStream>, Status> {
-        Err(unimplemented("WatchKeys"))
-    }
-
-    async fn list_keys(
-        &self,
-        _request: Request<ListKeysRequest>,
-    ) -> Result<Response<ListKeysResponse>, Status> {
-        Err(unimplemented("ListKeys"))
-    }
-
-    async fn rotate_keys(
-        &self,
-        _request: Request<RotateKeysRequest>,
-    ) -> Result<Response<RotateKeysResponse>, Status> {
-        Err(unimplemented("RotateKeys"))
-    }
-
-    async fn retire_key(
-        &self,
-        _request: Request<RetireKeyRequest>,
-    ) -> Result<Response<RetireKeyResponse>, Status> {
-        Err(unimplemented("RetireKey"))
-    }
-
-    async fn compromise_key(
-        &self,
-        _request: Request<CompromiseKeyRequest>,
-    ) -> Result<Response<CompromiseKeyResponse>, Status> {
-        Err(unimplemented("CompromiseKey"))
+            max_age: u32::try_from(self.schedule.jwks_max_age).unwrap_or(0),
+        }
     }
 }

@@ -5,9 +5,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod issuer;
+mod key_api;
 mod keys;
 mod purpose;
 mod refresh;
 
 pub use issuer::{IssuerApi, IssuerConfig, IssuerCounters};
-pub use keys::{KeyApi, KeyManager};
+pub use key_api::KeyApi;
+pub use keys::{JwksDocument, KeyManager};

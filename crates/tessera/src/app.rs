@@ -9,9 +9,12 @@ use std::time::Duration;
 use tessera_domain::clock::Clock;
 use tessera_domain::error::DomainError;
 use tessera_domain::keys::KeyRing;
+use tessera_domain::kind::TokenKind;
 use tessera_domain::policy::Policy;
+use tessera_domain::purpose::purpose_ttl;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::revocation::MemoryRevocations;
+use tessera_domain::schedule::KeySchedule;
 use tessera_domain::store::{Housekeeping, Ping, RevocationBus, RevocationStore};
 use tessera_introspection::{IntrospectionApi, RevocationApi, Verifier};
 use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
@@ -51,8 +54,11 @@ pub struct Config {
     pub families: FamilyPolicy,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// JWKS cache lifetime for verifiers, seconds.
-    pub jwks_max_age: u32,
+    /// The key-rotation schedule (and the JWKS cache lifetime).
+    pub keys: KeySchedule,
+    /// How often each instance applies the schedule and reloads the key set
+    /// other instances may have changed.
+    pub key_tick: Duration,
     /// Allow plain TCP on a non-loopback address.
     pub allow_insecure_listen: bool,
 }
@@ -90,7 +96,8 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     store: Arc<SqlStore>,
-    keys: Arc<KeyManager>,
+    key_api: KeyApi,
+    http: axum::Router,
     verifier: Verifier,
     issuer: IssuerApi,
     health: HealthReporter,
@@ -131,6 +138,16 @@ impl Application {
         cfg.families
             .validate()
             .map_err(|e| AppError::Config(e.to_string()))?;
+        // Keys sign access tokens and purpose tokens: the longest of them
+        // bounds how long a key stays published after it stops signing.
+        let longest_token = cfg
+            .policy
+            .access_ttl_max
+            .max(purpose_ttl(TokenKind::EmailVerification).unwrap_or(0))
+            .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0));
+        cfg.keys
+            .validate(longest_token, cfg.policy.clock_skew)
+            .map_err(|e| AppError::Config(e.to_string()))?;
         create_data_dir(&cfg.data_dir)?;
 
         let url = match &cfg.database_url {
@@ -153,7 +170,7 @@ impl Application {
             kek,
             cfg.clock.clone(),
             ring.clone(),
-            cfg.jwks_max_age,
+            cfg.keys,
         ));
         keys.bootstrap().await?;
 
@@ -183,8 +200,9 @@ impl Application {
             store.clone(),
             cfg.clock.clone(),
             margin,
-            stop_rx,
+            stop_rx.clone(),
         ));
+        tasks.push(key_ticks(keys.clone(), cfg.key_tick, stop_rx));
         let listener = TcpListener::bind(cfg.listen).await?;
         // The issuer talks to the revocation service over gRPC (here: the
         // same process, through its own port), as it would across processes.
@@ -203,6 +221,16 @@ impl Application {
             policy,
             clock: cfg.clock.clone(),
         };
+        let key_api = KeyApi::new(keys.clone(), revocations.clone(), cfg.policy.access_ttl_max);
+        let http = crate::http::routes(
+            keys.clone(),
+            cfg.policy.issuer.clone(),
+            cfg.policy
+                .allowed_algorithms
+                .iter()
+                .map(|a| a.name())
+                .collect(),
+        );
         let issuer = IssuerApi::new(
             keys.clone(),
             store.clone(),
@@ -226,7 +254,8 @@ impl Application {
         Ok(Self {
             listener,
             store,
-            keys,
+            key_api,
+            http,
             verifier,
             issuer,
             health,
@@ -249,7 +278,8 @@ impl Application {
         let Self {
             listener,
             store,
-            keys,
+            key_api,
+            http,
             verifier,
             issuer,
             health,
@@ -280,16 +310,24 @@ impl Application {
                 set_all(&health, ServingStatus::NotServing).await;
             }
         };
-        let result = tonic::transport::Server::builder()
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(IssuerServiceServer::new(issuer))
-            .add_service(KeyServiceServer::new(KeyApi::new(keys)))
+            .add_service(KeyServiceServer::new(key_api))
             .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
                 verifier.clone(),
             )))
-            .add_service(RevocationServiceServer::new(RevocationApi::new(verifier)))
+            .add_service(RevocationServiceServer::new(RevocationApi::new(verifier)));
+        let mut routes = routes.routes();
+        let grpc = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = grpc.merge(http);
+        let result = tonic::transport::Server::builder()
+            // HTTP/1.1 too, for the JWKS endpoints.
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 shutting_down,
@@ -349,6 +387,26 @@ async fn watch_store(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Applies the key schedule every `every` (and picks up what other
+/// instances changed).
+fn key_ticks(
+    keys: Arc<KeyManager>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = keys.tick().await {
+                tracing::warn!(error = %e, "key schedule tick failed; retrying");
+            }
+        }
+    })
 }
 
 /// Once a minute: drops expired entries from the local view and purges the

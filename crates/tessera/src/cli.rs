@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tessera_domain::clock::SystemClock;
+use tessera_domain::keys::Algorithm;
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::FamilyPolicy;
+use tessera_domain::schedule::KeySchedule;
 
 /// Tessera: issues, verifies, refreshes and revokes JWTs over gRPC.
 #[derive(Debug, Parser)]
@@ -96,7 +98,21 @@ pub struct ServeArgs {
     pub refresh_grace: i64,
     /// How long verifiers may cache the JWKS, seconds.
     #[arg(long, env = "TESSERA_JWKS_MAX_AGE", default_value_t = 300)]
-    pub jwks_max_age: u32,
+    pub jwks_max_age: i64,
+    /// Algorithm of new signing keys: ES256 or EdDSA.
+    #[arg(long, env = "TESSERA_KEY_ALGORITHM", default_value = "ES256")]
+    pub key_algorithm: String,
+    /// How long a key signs before the next takes over, seconds.
+    #[arg(long, env = "TESSERA_KEY_ROTATION_PERIOD", default_value_t = 30 * 24 * 3600)]
+    pub key_rotation_period: i64,
+    /// How long a new key is published before it signs, seconds (at least
+    /// the JWKS cache lifetime plus 60).
+    #[arg(long, env = "TESSERA_KEY_PUBLISH_AHEAD", default_value_t = 3600)]
+    pub key_publish_ahead: i64,
+    /// How long a key stays published after it stops signing, seconds (at
+    /// least the longest token lifetime plus the clock skew).
+    #[arg(long, env = "TESSERA_KEY_RETIRE_AFTER", default_value_t = 25 * 3600)]
+    pub key_retire_after: i64,
     /// Allow plain TCP on a non-loopback address (put TLS in front of it).
     #[arg(long, env = "TESSERA_ALLOW_INSECURE_LISTEN")]
     pub allow_insecure_listen: bool,
@@ -142,7 +158,15 @@ impl ServeArgs {
                 grace: self.refresh_grace,
             },
             clock: Arc::new(SystemClock),
-            jwks_max_age: self.jwks_max_age,
+            keys: KeySchedule {
+                algorithm: Algorithm::from_name(&self.key_algorithm)
+                    .ok_or("key_algorithm: must be ES256 or EdDSA")?,
+                rotation_period: self.key_rotation_period,
+                publish_ahead: self.key_publish_ahead,
+                retire_after: self.key_retire_after,
+                jwks_max_age: self.jwks_max_age,
+            },
+            key_tick: std::time::Duration::from_secs(5),
             allow_insecure_listen: self.allow_insecure_listen,
         })
     }

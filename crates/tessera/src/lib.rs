@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod http;
 pub mod kek;
 
 pub use app::{AppError, Application, Config};

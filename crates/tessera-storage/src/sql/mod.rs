@@ -6,13 +6,13 @@
 //! are taken by an UPDATE, which locks on both engines.
 
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use std::time::Duration;
 use tessera_domain::error::{DomainError, Result};
-use tessera_domain::keys::{Algorithm, KeyState};
-use tessera_domain::store::{KeyStore, Ping, StoredKey};
+use tessera_domain::store::Ping;
 
+mod keys;
 mod revocations;
 mod sessions;
 
@@ -126,59 +126,6 @@ impl SqlStore {
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-fn key_from_row(row: &AnyRow) -> Result<StoredKey> {
-    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(store_err);
-    let alg = get_s("algorithm")?;
-    let state = get_s("state")?;
-    Ok(StoredKey {
-        kid: get_s("kid")?,
-        algorithm: Algorithm::from_name(&alg)
-            .ok_or_else(|| DomainError::Internal("stored key has an unknown algorithm".into()))?,
-        state: KeyState::parse(&state)
-            .ok_or_else(|| DomainError::Internal("stored key has an unknown state".into()))?,
-        public_jwk: get_s("public_jwk")?,
-        sealed_private: row.try_get("sealed_private").map_err(store_err)?,
-        kek_id: get_s("kek_id")?,
-        created_at: row.try_get("created_at").map_err(store_err)?,
-        activated_at: row.try_get("activated_at").map_err(store_err)?,
-    })
-}
-
-#[async_trait]
-impl KeyStore for SqlStore {
-    async fn load_keys(&self) -> Result<Vec<StoredKey>> {
-        let rows = sqlx::query(
-            "SELECT kid, algorithm, state, public_jwk, sealed_private, kek_id, created_at, activated_at \
-             FROM signing_keys ORDER BY created_at DESC, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_err)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn insert_key(&self, k: &StoredKey) -> Result<()> {
-        // DO NOTHING also covers the one-active-key index: a racing instance
-        // that created the first key wins, and the caller re-reads.
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, state, public_jwk, sealed_private, kek_id, created_at, activated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(&k.kid)
-        .bind(k.algorithm.name())
-        .bind(k.state.as_str())
-        .bind(&k.public_jwk)
-        .bind(&k.sealed_private)
-        .bind(&k.kek_id)
-        .bind(k.created_at)
-        .bind(k.activated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(store_err)?;
-        Ok(())
     }
 }
 

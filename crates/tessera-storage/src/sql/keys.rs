@@ -1,0 +1,121 @@
+//! Signing keys: load, change under the key lock, compromise.
+
+use super::{SqlStore, store_err, to_u64};
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tessera_domain::clock::UnixTime;
+use tessera_domain::error::{DomainError, Result};
+use tessera_domain::keys::{Algorithm, KeyState};
+use tessera_domain::store::{KeyPlan, KeyStore, StoredKey};
+
+const COLUMNS: &str = "kid, algorithm, state, public_jwk, sealed_private, kek_id, created_at, \
+                       activates_at, activated_at, retiring_at, retired_at";
+
+fn key_from_row(row: &AnyRow) -> Result<StoredKey> {
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(store_err);
+    let int = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(store_err);
+    Ok(StoredKey {
+        kid: text("kid")?,
+        algorithm: Algorithm::from_name(&text("algorithm")?)
+            .ok_or_else(|| DomainError::Internal("stored key has an unknown algorithm".into()))?,
+        state: KeyState::parse(&text("state")?)
+            .ok_or_else(|| DomainError::Internal("stored key has an unknown state".into()))?,
+        public_jwk: text("public_jwk")?,
+        sealed_private: row.try_get("sealed_private").map_err(store_err)?,
+        kek_id: text("kek_id")?,
+        created_at: row.try_get("created_at").map_err(store_err)?,
+        activates_at: int("activates_at")?,
+        activated_at: int("activated_at")?,
+        retiring_at: int("retiring_at")?,
+        retired_at: int("retired_at")?,
+    })
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn load_keys(&self) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn change_keys(&self, plan: &KeyPlan<'_>) -> Result<Vec<StoredKey>> {
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        // The key lock: a write before any read (see `rotate`).
+        sqlx::query("UPDATE leases SET counter = counter + 1 WHERE name = 'signing_keys'")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid"
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        let keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+        let changes = plan(&keys)?;
+        for k in &changes {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO signing_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (kid) DO UPDATE SET state = excluded.state, \
+                 activates_at = excluded.activates_at, activated_at = excluded.activated_at, \
+                 retiring_at = excluded.retiring_at, retired_at = excluded.retired_at, \
+                 sealed_private = excluded.sealed_private, kek_id = excluded.kek_id"
+            )))
+            .bind(&k.kid)
+            .bind(k.algorithm.name())
+            .bind(k.state.as_str())
+            .bind(&k.public_jwk)
+            .bind(&k.sealed_private)
+            .bind(&k.kek_id)
+            .bind(k.created_at)
+            .bind(k.activates_at)
+            .bind(k.activated_at)
+            .bind(k.retiring_at)
+            .bind(k.retired_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(changes)
+    }
+
+    async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET state = 'compromised', retired_at = $1 \
+             WHERE kid = $2 AND state <> 'compromised'",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        if done.rows_affected() > 0 {
+            return Ok(Some(true));
+        }
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE kid = $1")
+                .bind(kid)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+        Ok(exists.map(|_| false))
+    }
+
+    async fn sessions_used_since(&self, since: UnixTime) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM families WHERE last_used_at >= $1 AND revoked_at IS NULL",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(to_u64(n))
+    }
+}
