@@ -85,3 +85,11 @@ CREATE TABLE purpose_tokens (
     redeemed_at  BIGINT
 );
 CREATE INDEX purpose_tokens_expires_at ON purpose_tokens (expires_at);
+
+-- Service secrets other than signing keys (the refresh-successor HMAC key),
+-- sealed under the KEK like private keys, so a KEK change never changes them.
+CREATE TABLE secrets (
+    name   TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    kek_id TEXT NOT NULL
+);

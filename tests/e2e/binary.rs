@@ -78,6 +78,37 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
         .into_inner();
     assert!(!issued.access_token.is_empty());
 
+    // The key commands of the CLI, against the running server.
+    let keys = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .args(["--endpoint", &format!("http://{addr}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let listed = keys(&["list"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "KEY_STATE_ACTIVE");
+    let rotated = keys(&["rotate"]);
+    assert_eq!(rotated[0]["state"], "KEY_STATE_PENDING");
+    let pending = rotated[0]["kid"].as_str().unwrap().to_owned();
+    let killed = keys(&["compromise", &pending, "--reason", "drill"]);
+    assert_eq!(killed[0]["compromised"], pending.as_str());
+    assert_eq!(killed[0]["estimate"], true);
+    let states: Vec<_> = keys(&["list"]).iter().map(|k| k["state"].clone()).collect();
+    assert!(states.contains(&serde_json::json!("KEY_STATE_COMPROMISED")));
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

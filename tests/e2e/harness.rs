@@ -127,6 +127,7 @@ impl Deployment {
             redis_url: (self.backend == Backend::Distributed).then(redis_url),
             redis_prefix: self.redis_prefix.clone(),
             kek: KekSource::DataDir,
+            previous_kek: None,
             migrate: true,
             policy: Policy {
                 issuer: ISSUER.into(),
@@ -143,30 +144,10 @@ impl Deployment {
 
     /// Starts an application on this deployment.
     pub async fn start(&self) -> TestApp {
-        let app = Application::build(self.config())
-            .await
-            .expect("build the app");
-        let addr = app.local_addr();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(app.run(async {
-            let _ = rx.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect to the app");
-        TestApp {
-            addr,
-            issuer: IssuerServiceClient::new(channel.clone()),
-            keys: KeyServiceClient::new(channel.clone()),
-            introspection: IntrospectionServiceClient::new(channel.clone()),
-            revocation: RevocationServiceClient::new(channel.clone()),
-            channel,
-            stop: Some(tx),
-            handle: Some(handle),
-        }
+        let (mut app, stop, handle) = start_config(self.config()).await;
+        app.stop = Some(stop);
+        app.handle = Some(handle);
+        app
     }
 
     /// The deployment clock's now.
@@ -211,6 +192,39 @@ impl Deployment {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Starts an application from `cfg`; the caller owns its stop switch.
+pub async fn start_config(
+    cfg: Config,
+) -> (
+    TestApp,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tessera::AppError>>,
+) {
+    let app = Application::build(cfg).await.expect("build the app");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the app");
+    let app = TestApp {
+        addr,
+        issuer: IssuerServiceClient::new(channel.clone()),
+        keys: KeyServiceClient::new(channel.clone()),
+        introspection: IntrospectionServiceClient::new(channel.clone()),
+        revocation: RevocationServiceClient::new(channel.clone()),
+        channel,
+        stop: None,
+        handle: None,
+    };
+    (app, tx, handle)
 }
 
 /// A running application and its clients.

@@ -525,3 +525,78 @@ async fn unsafe_schedules_are_refused_at_start() {
     }
     d.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_move_to_a_new_kek_without_downtime() {
+    use tessera::kek::KekSource;
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut app = d.start().await;
+    let before = app.issue("mia").await;
+    let old_kek = d.data_dir.join("kek");
+    let new_kek = d.data_dir.join("kek.new");
+    std::fs::write(
+        &new_kek,
+        tessera_domain::b64url_encode(tessera_domain::seal::Kek::generate_bytes().expose()),
+    )
+    .unwrap();
+    app.stop().await;
+
+    // The new instance runs with the new KEK and the old one as previous.
+    let start_with = |kek: &std::path::Path, previous: Option<&std::path::Path>| {
+        let mut cfg = d.config();
+        cfg.kek = KekSource::File(kek.to_owned());
+        cfg.previous_kek = previous.map(|p| KekSource::File(p.to_owned()));
+        cfg
+    };
+    let (mut app, stop, handle) = start(start_with(&new_kek, Some(&old_kek))).await;
+    assert_eq!(app.verify(&before.access_token).await, Ok(()));
+    // While it serves, the real binary rewraps the stored keys.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["keys", "rewrap", "--data-dir"])
+        .arg(&d.data_dir)
+        .arg("--old-kek-file")
+        .arg(&old_kek)
+        .arg("--new-kek-file")
+        .arg(&new_kek)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rewrapped"], 2, "one key and the refresh secret");
+    let refreshed = app.refresh(&before.refresh_token).await.unwrap();
+    assert_eq!(app.verify(&refreshed.access_token).await, Ok(()));
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+
+    // Afterwards the new KEK alone opens everything; the old one nothing.
+    let (mut app, stop, handle) = start(start_with(&new_kek, None)).await;
+    assert_eq!(app.verify(&refreshed.access_token).await, Ok(()));
+    // The same successor secret: a grace replay still lands on the chain.
+    let again = app.refresh(&before.refresh_token).await.unwrap();
+    assert_eq!(again.refresh_token, refreshed.refresh_token);
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+    let err = tessera::Application::build(start_with(&old_kek, None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("internal error") || err.to_string().contains("sealed"),
+        "{err}"
+    );
+    d.cleanup().await;
+}
+
+/// Starts an app from a config (for tests that change the KEK).
+async fn start(
+    cfg: tessera::Config,
+) -> (
+    TestApp,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tessera::AppError>>,
+) {
+    crate::harness::start_config(cfg).await
+}

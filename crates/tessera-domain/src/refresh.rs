@@ -103,8 +103,9 @@ impl RefreshToken {
     }
 }
 
-/// The HMAC key that derives successors. Derived from the KEK, so every
-/// instance of a deployment derives the same successors.
+/// The HMAC key that derives successors: 32 random bytes stored sealed
+/// beside the signing keys, the same for every instance of a deployment and
+/// unchanged by a KEK rewrap.
 pub struct RefreshSecret(hmac::Key);
 
 impl std::fmt::Debug for RefreshSecret {

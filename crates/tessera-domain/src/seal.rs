@@ -14,7 +14,6 @@ pub const KEK_LEN: usize = 32;
 pub struct Kek {
     id: String,
     key: RandomizedNonceKey,
-    derive: aws_lc_rs::hmac::Key,
 }
 
 impl fmt::Debug for Kek {
@@ -40,8 +39,7 @@ impl Kek {
             .map_err(|_| DomainError::KeyMaterial("KEK rejected".into()))?;
         let digest = sha256(bytes.expose());
         let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes.expose());
-        Ok(Self { id, key, derive })
+        Ok(Self { id, key })
     }
 
     /// 32 fresh random bytes for a new KEK.
@@ -52,16 +50,6 @@ impl Kek {
     /// The KEK's fingerprint id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// A secret for one purpose, derived from the KEK (HMAC-SHA256 of the
-    /// label), so every instance sharing the KEK derives the same one.
-    pub fn derive(&self, label: &str) -> Secret {
-        Secret::new(
-            aws_lc_rs::hmac::sign(&self.derive, label.as_bytes())
-                .as_ref()
-                .to_vec(),
-        )
     }
 
     /// Seals `plaintext`, binding it to `kid`.

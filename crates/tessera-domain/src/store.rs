@@ -75,6 +75,17 @@ pub trait KeyStore: Send + Sync {
     /// Marks a key compromised (outside the schedule: a kill needs no lock
     /// ordering); false if it was already, `None` if unknown.
     async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>>;
+    /// A sealed service secret and the id of the KEK that sealed it.
+    async fn load_secret(&self, name: &str) -> Result<Option<(Vec<u8>, String)>>;
+    /// Stores a sealed secret: inserts it if absent (a racing instance's
+    /// first one wins), or replaces it when `replace` is set (rewrap).
+    async fn store_secret(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        kek_id: &str,
+        replace: bool,
+    ) -> Result<()>;
     /// Roughly how many sessions may hold a live token signed by a key that
     /// signed since `since`: families used since then and not revoked.
     async fn sessions_used_since(&self, since: UnixTime) -> Result<u64>;

@@ -27,6 +27,8 @@ pub struct JwksDocument {
 pub struct KeyManager {
     store: Arc<dyn KeyStore>,
     kek: Kek,
+    /// The KEK being replaced, during a rewrap: opens, never seals.
+    previous_kek: Option<Kek>,
     clock: Arc<dyn Clock>,
     ring: Arc<KeyRing>,
     schedule: KeySchedule,
@@ -54,12 +56,52 @@ impl KeyManager {
         Self {
             store,
             kek,
+            previous_kek: None,
             clock,
             ring,
             schedule,
             active: RwLock::new(None),
             seen: RwLock::new(Vec::new()),
             changes: watch::channel(0).0,
+        }
+    }
+
+    /// Also opens keys sealed under `previous` (while a rewrap to the
+    /// current KEK is under way: instances run with both, then the rewrap
+    /// re-seals every row, then `previous` can go).
+    pub fn with_previous_kek(mut self, previous: Option<Kek>) -> Self {
+        self.previous_kek = previous;
+        self
+    }
+
+    fn open(&self, k: &StoredKey) -> Result<tessera_domain::Secret> {
+        match &self.previous_kek {
+            Some(p) if p.id() == k.kek_id && self.kek.id() != k.kek_id => {
+                p.open(&k.kid, &k.sealed_private)
+            }
+            _ => self.kek.open(&k.kid, &k.sealed_private),
+        }
+    }
+
+    /// The named service secret (32 random bytes), created and stored
+    /// sealed on first use; the same for every instance of a deployment and
+    /// unchanged by a KEK rewrap.
+    pub async fn service_secret(&self, name: &str) -> Result<tessera_domain::Secret> {
+        if self.store.load_secret(name).await?.is_none() {
+            let fresh = tessera_domain::Secret::new(tessera_domain::random_bytes(32));
+            let sealed = self.kek.seal(name, &fresh)?;
+            self.store
+                .store_secret(name, &sealed, self.kek.id(), false)
+                .await?;
+        }
+        let (sealed, kek_id) = self
+            .store
+            .load_secret(name)
+            .await?
+            .ok_or_else(|| DomainError::Internal("a stored secret vanished".into()))?;
+        match &self.previous_kek {
+            Some(p) if p.id() == kek_id && self.kek.id() != kek_id => p.open(name, &sealed),
+            _ => self.kek.open(name, &sealed),
         }
     }
 
@@ -205,7 +247,7 @@ impl KeyManager {
             .iter()
             .find(|k| k.state == KeyState::Active)
             .ok_or(DomainError::NoSigningKey)?;
-        let pkcs8 = self.kek.open(&active.kid, &active.sealed_private)?;
+        let pkcs8 = self.open(active)?;
         let signer = SigningKey::from_pkcs8(&active.kid, active.algorithm, &pkcs8)?;
         let mut published = Vec::new();
         for k in keys.iter().filter(|k| k.state.is_published()) {
@@ -287,4 +329,45 @@ impl KeyManager {
             max_age: u32::try_from(self.schedule.jwks_max_age).unwrap_or(0),
         }
     }
+}
+
+/// The service secrets kept beside the keys.
+pub const SECRET_NAMES: &[&str] = &[REFRESH_SECRET];
+
+/// The HMAC key that derives refresh-token successors.
+pub const REFRESH_SECRET: &str = "refresh-successor";
+
+/// Re-seals every private key (and service secret) sealed under `old` with `new`, under the key
+/// lock, in one transaction. Returns how many keys moved. Running instances
+/// keep working if they were started with `new` as their KEK and `old` as the
+/// previous one; keys already under `new` are left alone, so a rerun is a
+/// no-op.
+pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek) -> Result<usize> {
+    let moved = store
+        .change_keys(&|keys: &[StoredKey]| {
+            let mut out = Vec::new();
+            for k in keys.iter().filter(|k| k.kek_id == old.id()) {
+                let plain = old.open(&k.kid, &k.sealed_private)?;
+                let mut k = k.clone();
+                k.sealed_private = new.seal(&k.kid, &plain)?;
+                k.kek_id = new.id().to_owned();
+                out.push(k);
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut total = moved.len();
+    for name in SECRET_NAMES {
+        if let Some((sealed, kek_id)) = store.load_secret(name).await?
+            && kek_id == old.id()
+        {
+            let plain = old.open(name, &sealed)?;
+            store
+                .store_secret(name, &new.seal(name, &plain)?, new.id(), true)
+                .await?;
+            total += 1;
+        }
+    }
+    tracing::info!(target: "tessera::audit", event = "keys_rewrapped", sealed_items = total);
+    Ok(total)
 }

@@ -12,4 +12,4 @@ mod refresh;
 
 pub use issuer::{IssuerApi, IssuerConfig, IssuerCounters};
 pub use key_api::KeyApi;
-pub use keys::{JwksDocument, KeyManager};
+pub use keys::{JwksDocument, KeyManager, REFRESH_SECRET, rewrap};

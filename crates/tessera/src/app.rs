@@ -46,6 +46,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// Where the KEK comes from.
     pub kek: KekSource,
+    /// The KEK being replaced, while a rewrap is under way.
+    pub previous_kek: Option<KekSource>,
     /// Run migrations on start (always done for the embedded SQLite store).
     pub migrate: bool,
     /// Token policy.
@@ -163,16 +165,24 @@ impl Application {
         }
 
         let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
-        let refresh_secret = RefreshSecret::new(&kek.derive("tessera/refresh-successor/v1"));
+        let previous_kek = match &cfg.previous_kek {
+            Some(source) => Some(kek::load(source, &cfg.data_dir).map_err(AppError::Config)?),
+            None => None,
+        };
         let ring = Arc::new(KeyRing::default());
-        let keys = Arc::new(KeyManager::new(
-            store.clone(),
-            kek,
-            cfg.clock.clone(),
-            ring.clone(),
-            cfg.keys,
-        ));
+        let keys = Arc::new(
+            KeyManager::new(
+                store.clone(),
+                kek,
+                cfg.clock.clone(),
+                ring.clone(),
+                cfg.keys,
+            )
+            .with_previous_kek(previous_kek),
+        );
         keys.bootstrap().await?;
+        let refresh_secret =
+            RefreshSecret::new(&keys.service_secret(tessera_issuer::REFRESH_SECRET).await?);
 
         let margin = cfg.policy.family_margin();
         let view = Arc::new(MemoryRevocations::new());

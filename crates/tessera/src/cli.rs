@@ -32,6 +32,9 @@ pub enum Command {
         #[arg(long, env = "TESSERA_DATABASE_URL")]
         database_url: String,
     },
+    /// Administer signing keys.
+    #[command(subcommand)]
+    Keys(crate::keys_cli::KeysCommand),
     /// Exit 0 when the server at ENDPOINT reports SERVING, 1 otherwise.
     Healthcheck {
         /// The server, e.g. http://127.0.0.1:50051.
@@ -68,6 +71,10 @@ pub struct ServeArgs {
     /// the data directory.
     #[arg(long, env = "TESSERA_KEK_FILE")]
     pub kek_file: Option<PathBuf>,
+    /// File with the previous KEK, while `tessera keys rewrap` moves the
+    /// keys to the current one (or TESSERA_KEK_PREVIOUS).
+    #[arg(long, env = "TESSERA_PREVIOUS_KEK_FILE")]
+    pub previous_kek_file: Option<PathBuf>,
     /// The `iss` of every token. Default: http://<listen>.
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
@@ -143,7 +150,18 @@ impl ServeArgs {
             extra_claims_allowlist: self.extra_claims,
             ..Policy::default()
         };
+        let previous_kek = match (
+            std::env::var("TESSERA_KEK_PREVIOUS").ok(),
+            self.previous_kek_file,
+        ) {
+            (Some(v), _) => Some(KekSource::Value(
+                parse_kek(&v).map_err(|e| format!("TESSERA_KEK_PREVIOUS: {e}"))?,
+            )),
+            (None, Some(p)) => Some(KekSource::File(p)),
+            (None, None) => None,
+        };
         Ok(Config {
+            previous_kek,
             listen: self.listen,
             data_dir: self.data_dir,
             database_url: self.database_url,

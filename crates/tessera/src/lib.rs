@@ -11,5 +11,6 @@ pub mod app;
 pub mod cli;
 pub mod http;
 pub mod kek;
+pub mod keys_cli;
 
 pub use app::{AppError, Application, Config};

@@ -90,6 +90,7 @@ async fn main() -> ExitCode {
         }
         .await
         .map_err(|e| e.to_string()),
+        Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
         Command::Healthcheck { endpoint } => {
             if healthcheck(endpoint).await {
                 println!("SERVING");

@@ -108,6 +108,44 @@ impl KeyStore for SqlStore {
         Ok(exists.map(|_| false))
     }
 
+    async fn load_secret(&self, name: &str) -> Result<Option<(Vec<u8>, String)>> {
+        let row = sqlx::query("SELECT sealed, kek_id FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        row.map(|r| {
+            Ok((
+                r.try_get(0).map_err(store_err)?,
+                r.try_get(1).map_err(store_err)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn store_secret(
+        &self,
+        name: &str,
+        sealed: &[u8],
+        kek_id: &str,
+        replace: bool,
+    ) -> Result<()> {
+        let sql = if replace {
+            "INSERT INTO secrets (name, sealed, kek_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, kek_id = excluded.kek_id"
+        } else {
+            "INSERT INTO secrets (name, sealed, kek_id) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING"
+        };
+        sqlx::query(sql)
+            .bind(name)
+            .bind(sealed.to_vec())
+            .bind(kek_id)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
     async fn sessions_used_since(&self, since: UnixTime) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM families WHERE last_used_at >= $1 AND revoked_at IS NULL",

@@ -1,0 +1,158 @@
+//! `tessera keys …`: list, rotate and kill keys on a running server (over
+//! gRPC), and rewrap the stored keys under a new KEK (on the database).
+
+use crate::kek::{KekSource, load};
+use clap::Subcommand;
+use std::path::PathBuf;
+use tessera_proto::v1::key_service_client::KeyServiceClient;
+use tessera_proto::v1::{CompromiseKeyRequest, ListKeysRequest, PublicKey, RotateKeysRequest};
+
+/// `tessera keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List every key, newest first.
+    List {
+        /// The server.
+        #[arg(
+            long,
+            env = "TESSERA_ENDPOINT",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        endpoint: String,
+    },
+    /// Rotate now: publish the next key (it signs once verifiers' caches can
+    /// know it), or bring a published one forward.
+    Rotate {
+        /// The server.
+        #[arg(
+            long,
+            env = "TESSERA_ENDPOINT",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        endpoint: String,
+    },
+    /// Kill a key at once: unpublished, its tokens rejected everywhere, and
+    /// if it was signing another key signs from now on.
+    Compromise {
+        /// The key id.
+        kid: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The server.
+        #[arg(
+            long,
+            env = "TESSERA_ENDPOINT",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        endpoint: String,
+    },
+    /// Re-seal every stored private key under a new KEK. Start the servers
+    /// with the new KEK and TESSERA_KEK_PREVIOUS set to the old one first;
+    /// they keep serving throughout.
+    Rewrap {
+        /// Database URL; default: the SQLite store in --data-dir.
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Data directory of the embedded store (and its generated KEK).
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
+        data_dir: PathBuf,
+        /// File with the KEK the keys are sealed under now.
+        #[arg(long)]
+        old_kek_file: PathBuf,
+        /// File with the KEK to seal them under.
+        #[arg(long)]
+        new_kek_file: PathBuf,
+    },
+}
+
+fn print_key(k: &PublicKey) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "kid": k.kid,
+            "state": k.state().as_str_name(),
+            "algorithm": k.algorithm().as_str_name(),
+            "created_at": k.created_at.map(|t| t.seconds),
+            "activates_at": k.activates_at.map(|t| t.seconds),
+            "retires_at": k.retires_at.map(|t| t.seconds),
+        })
+    );
+}
+
+async fn client(endpoint: String) -> Result<KeyServiceClient<tonic::transport::Channel>, String> {
+    KeyServiceClient::connect(endpoint)
+        .await
+        .map_err(|e| format!("cannot reach the server: {e}"))
+}
+
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
+/// Runs a `keys` subcommand.
+pub async fn run(cmd: KeysCommand) -> Result<(), String> {
+    match cmd {
+        KeysCommand::List { endpoint } => {
+            let keys = client(endpoint)
+                .await?
+                .list_keys(ListKeysRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .keys;
+            keys.iter().for_each(print_key);
+        }
+        KeysCommand::Rotate { endpoint } => {
+            let changed = client(endpoint)
+                .await?
+                .rotate_keys(RotateKeysRequest::default())
+                .await
+                .map_err(status)?
+                .into_inner()
+                .changed;
+            changed.iter().for_each(print_key);
+        }
+        KeysCommand::Compromise {
+            kid,
+            reason,
+            endpoint,
+        } => {
+            let r = client(endpoint)
+                .await?
+                .compromise_key(CompromiseKeyRequest { kid, reason })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "compromised": r.key.as_ref().map(|k| k.kid.clone()),
+                    "new_active_key": r.new_active_key.as_ref().map(|k| k.kid.clone()),
+                    "affected_sessions": r.affected_tokens,
+                    "estimate": r.estimate,
+                })
+            );
+        }
+        KeysCommand::Rewrap {
+            database_url,
+            data_dir,
+            old_kek_file,
+            new_kek_file,
+        } => {
+            let old = load(&KekSource::File(old_kek_file), &data_dir)?;
+            let new = load(&KekSource::File(new_kek_file), &data_dir)?;
+            let url = database_url
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
+            let store = tessera_storage::SqlStore::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let moved = tessera_issuer::rewrap(&store, &old, &new)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            println!("{}", serde_json::json!({ "rewrapped": moved }));
+        }
+    }
+    Ok(())
+}
