@@ -600,3 +600,36 @@ async fn start(
 ) {
     crate::harness::start_config(cfg).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_signs_verifies_and_publishes() {
+    use tessera_domain::keys::Algorithm;
+    for alg in [
+        Algorithm::Es256,
+        Algorithm::EdDsa,
+        Algorithm::Rs256,
+        Algorithm::Ps256,
+    ] {
+        let mut d = Deployment::new(Backend::Embedded).await;
+        d.keys.algorithm = alg;
+        let mut app = d.start().await;
+        let t = app.issue("nina").await.access_token;
+        assert_eq!(app.verify(&t).await, Ok(()), "{alg:?}");
+        let jwks = app
+            .keys
+            .get_jwks(GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks.jwks_json).unwrap();
+        let header = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!(format!("{:?}", header.alg), alg.name());
+        let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&kid_of(&t)).unwrap()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.set_audience(&[crate::harness::AUDIENCE]);
+        jsonwebtoken::decode::<serde_json::Value>(&t, &key, &v)
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        app.stop().await;
+        d.cleanup().await;
+    }
+}

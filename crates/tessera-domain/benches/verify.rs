@@ -53,6 +53,8 @@ fn benches(c: &mut Criterion) {
         let jalg = match alg {
             Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
             Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Ps256 => jsonwebtoken::Algorithm::PS256,
         };
         // A view with some entries, none matching, as in production.
         let view = MemoryRevocations::new();

@@ -9,7 +9,9 @@
 use crate::error::{DomainError, Result};
 use crate::kind::TokenKind;
 use crate::{Secret, b64url_encode};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
 };
@@ -26,6 +28,10 @@ pub enum Algorithm {
     Es256,
     /// Ed25519.
     EdDsa,
+    /// RSASSA-PKCS1-v1_5 SHA-256, 2048-bit modulus.
+    Rs256,
+    /// RSASSA-PSS SHA-256, 2048-bit modulus.
+    Ps256,
 }
 
 impl Algorithm {
@@ -34,6 +40,8 @@ impl Algorithm {
         match self {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
+            Self::Ps256 => "PS256",
         }
     }
 
@@ -42,6 +50,8 @@ impl Algorithm {
         match name {
             "ES256" => Some(Self::Es256),
             "EdDSA" => Some(Self::EdDsa),
+            "RS256" => Some(Self::Rs256),
+            "PS256" => Some(Self::Ps256),
             _ => None,
         }
     }
@@ -50,6 +60,8 @@ impl Algorithm {
         match self {
             Self::Es256 => jsonwebtoken::Algorithm::ES256,
             Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Ps256 => jsonwebtoken::Algorithm::PS256,
         }
     }
 }
@@ -123,6 +135,15 @@ impl KeyMaterial {
                 .map_err(|_| DomainError::KeyMaterial("Ed25519 key generation failed".into()))?
                 .as_ref()
                 .to_vec(),
+            // RFC 7518 section 3.3 asks for at least 2048 bits.
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let pair = RsaKeyPair::generate(KeySize::Rsa2048)
+                    .map_err(|_| DomainError::KeyMaterial("RSA key generation failed".into()))?;
+                AsDer::<Pkcs8V1Der<'_>>::as_der(&pair)
+                    .map_err(|_| DomainError::KeyMaterial("RSA key encoding failed".into()))?
+                    .as_ref()
+                    .to_vec()
+            }
         };
         let pkcs8 = Secret::new(pkcs8);
         let public_jwk = public_jwk(alg, kid, &pkcs8)?;
@@ -151,6 +172,14 @@ fn public_jwk(alg: Algorithm, kid: &str, pkcs8: &Secret) -> Result<Value> {
             json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(pair.public_key().as_ref()),
                    "kid": kid, "alg": alg.name(), "use": "sig"})
         }
+        Algorithm::Rs256 | Algorithm::Ps256 => {
+            let pair = RsaKeyPair::from_pkcs8(pkcs8.expose()).map_err(|_| bad(()))?;
+            let public = pair.public_key();
+            json!({"kty": "RSA",
+                   "n": b64url_encode(public.modulus().big_endian_without_leading_zero()),
+                   "e": b64url_encode(public.exponent().big_endian_without_leading_zero()),
+                   "kid": kid, "alg": alg.name(), "use": "sig"})
+        }
     })
 }
 
@@ -158,6 +187,7 @@ fn public_jwk(alg: Algorithm, kid: &str, pkcs8: &Secret) -> Result<Value> {
 enum Parsed {
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    Rsa(RsaKeyPair, &'static dyn aws_lc_rs::signature::RsaEncoding),
 }
 
 /// A parsed private key that signs. Never printed: `Debug` shows the kid only.
@@ -192,6 +222,19 @@ impl SigningKey {
             Algorithm::EdDsa => Parsed::Ed(
                 Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.expose()).map_err(|_| bad(()))?,
             ),
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let pair = RsaKeyPair::from_pkcs8(pkcs8.expose()).map_err(|_| bad(()))?;
+                if pair.public_modulus_len() < 256 {
+                    return Err(DomainError::KeyMaterial(
+                        "RSA keys must have at least 2048 bits".into(),
+                    ));
+                }
+                let padding: &'static dyn aws_lc_rs::signature::RsaEncoding = match alg {
+                    Algorithm::Ps256 => &aws_lc_rs::signature::RSA_PSS_SHA256,
+                    _ => &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                };
+                Parsed::Rsa(pair, padding)
+            }
         };
         let header = |kind: TokenKind| {
             b64url_encode(json!({"alg": alg.name(), "typ": kind.typ(), "kid": kid}).to_string())
@@ -237,6 +280,12 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| DomainError::Internal("signing failed".into())),
             Parsed::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            Parsed::Rsa(k, padding) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(*padding, &self.rng, message, &mut sig)
+                    .map_err(|_| DomainError::Internal("signing failed".into()))?;
+                Ok(sig)
+            }
         }
     }
 }
@@ -276,6 +325,14 @@ impl VerifyingKey {
             ),
             Algorithm::EdDsa => {
                 DecodingKey::from_ed_components(&text("x").ok_or_else(|| bad("no x"))?)
+            }
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let n = text("n").ok_or_else(|| bad("no n"))?;
+                // At least 2048 bits: 256 bytes, 342 base64url characters.
+                if n.len() < 342 {
+                    return Err(bad("RSA modulus under 2048 bits"));
+                }
+                DecodingKey::from_rsa_components(&n, &text("e").ok_or_else(|| bad("no e"))?)
             }
         }
         .map_err(|_| bad("bad coordinates"))?;
@@ -378,7 +435,12 @@ mod tests {
 
     #[test]
     fn every_algorithm_signs_and_verifies() {
-        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
+        for alg in [
+            Algorithm::Es256,
+            Algorithm::EdDsa,
+            Algorithm::Rs256,
+            Algorithm::Ps256,
+        ] {
             let m = KeyMaterial::generate(alg, "k1").unwrap();
             let s = SigningKey::from_pkcs8("k1", alg, &m.pkcs8).unwrap();
             let v = VerifyingKey::from_jwk(m.public_jwk.clone(), KeyState::Active).unwrap();

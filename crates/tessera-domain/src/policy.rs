@@ -34,7 +34,12 @@ impl Default for Policy {
             access_ttl_min: 1,
             access_ttl_max: 60 * 60,
             clock_skew: 30,
-            allowed_algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
+            allowed_algorithms: vec![
+                Algorithm::Es256,
+                Algorithm::EdDsa,
+                Algorithm::Rs256,
+                Algorithm::Ps256,
+            ],
             extra_claims_allowlist: Vec::new(),
         }
     }

@@ -52,6 +52,8 @@ fn algorithm(a: Algorithm) -> SigningAlgorithm {
     match a {
         Algorithm::Es256 => SigningAlgorithm::Es256,
         Algorithm::EdDsa => SigningAlgorithm::Eddsa,
+        Algorithm::Rs256 => SigningAlgorithm::Rs256,
+        Algorithm::Ps256 => SigningAlgorithm::Ps256,
     }
 }
 

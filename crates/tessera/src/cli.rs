@@ -106,7 +106,7 @@ pub struct ServeArgs {
     /// How long verifiers may cache the JWKS, seconds.
     #[arg(long, env = "TESSERA_JWKS_MAX_AGE", default_value_t = 300)]
     pub jwks_max_age: i64,
-    /// Algorithm of new signing keys: ES256 or EdDSA.
+    /// Algorithm of new signing keys: ES256, EdDSA, RS256 or PS256.
     #[arg(long, env = "TESSERA_KEY_ALGORITHM", default_value = "ES256")]
     pub key_algorithm: String,
     /// How long a key signs before the next takes over, seconds.
@@ -178,7 +178,7 @@ impl ServeArgs {
             clock: Arc::new(SystemClock),
             keys: KeySchedule {
                 algorithm: Algorithm::from_name(&self.key_algorithm)
-                    .ok_or("key_algorithm: must be ES256 or EdDSA")?,
+                    .ok_or("key_algorithm: must be ES256, EdDSA, RS256 or PS256")?,
                 rotation_period: self.key_rotation_period,
                 publish_ahead: self.key_publish_ahead,
                 retire_after: self.key_retire_after,
