@@ -13,4 +13,12 @@ psql "$TESSERA_TEST_DATABASE_URL" -Atqc \
         psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
     done
 
+# Every test app logs here; afterwards the logs are searched for the key
+# material the tests' deployments held.
+scan_dir=$(mktemp -d)
+trap 'rm -rf "$scan_dir"' EXIT
+export TESSERA_TEST_LOG="$scan_dir/logs" TESSERA_TEST_SECRETS="$scan_dir/secrets"
 cargo test --workspace --locked "$@"
+if [ $# -eq 0 ]; then
+    scripts/scan-logs.sh "$TESSERA_TEST_LOG" "$TESSERA_TEST_SECRETS"
+fi

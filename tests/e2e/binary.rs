@@ -134,6 +134,18 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
     assert!(!logs.contains(&issued.refresh_token));
     let kek = std::fs::read_to_string(dir.join("kek")).unwrap();
     assert!(!logs.contains(kek.trim()));
+    // Into the suite-wide log scan too.
+    if let Ok(path) = std::env::var("TESSERA_TEST_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap();
+        f.write_all(logs.as_bytes()).unwrap();
+    }
+    let url = format!("sqlite://{}", dir.join("tessera.db").display());
+    crate::harness::record_secrets(&crate::harness::key_material(&dir, &url).await);
     assert!(!healthcheck(&addr), "nothing serves after the stop");
     let _ = std::fs::remove_dir_all(&dir);
 }

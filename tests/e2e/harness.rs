@@ -82,9 +82,71 @@ pub struct Deployment {
     pub keys: KeySchedule,
 }
 
+/// With `TESSERA_TEST_LOG` set, every app's logs (DEBUG and up) go to that
+/// file, which `scripts/test.sh` then searches for key material.
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(path) = std::env::var("TESSERA_TEST_LOG") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open TESSERA_TEST_LOG");
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+    });
+}
+
+/// Appends secrets the logs must never contain to `TESSERA_TEST_SECRETS`,
+/// one per line.
+pub fn record_secrets(secrets: &[String]) {
+    use std::io::Write;
+    if let Ok(path) = std::env::var("TESSERA_TEST_SECRETS") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open TESSERA_TEST_SECRETS");
+        for s in secrets {
+            writeln!(f, "{s}").unwrap();
+        }
+    }
+}
+
+/// The KEK of a data directory and every private key of its store, in the
+/// encodings a leak would most likely take.
+pub async fn key_material(data_dir: &std::path::Path, store_url: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use tessera_domain::store::KeyStore;
+    let Ok(kek_text) = std::fs::read_to_string(data_dir.join("kek")) else {
+        return Vec::new();
+    };
+    let mut out = vec![kek_text.trim().to_owned()];
+    let kek = tessera::kek::load(&KekSource::DataDir, data_dir).unwrap();
+    let store = tessera_storage::SqlStore::connect(store_url).await.unwrap();
+    for k in store.load_keys().await.unwrap() {
+        if k.kek_id != kek.id() {
+            continue;
+        }
+        let pkcs8 = kek.open(&k.kid, &k.sealed_private).unwrap();
+        let bytes = pkcs8.expose();
+        out.push(tessera_domain::b64url_encode(bytes));
+        out.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        out.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    store.close().await;
+    out
+}
+
 impl Deployment {
     /// A fresh deployment: new data dir; for Postgres a new database.
     pub async fn new(backend: Backend) -> Self {
+        init_logs();
         let id = hex_id();
         let data_dir = std::env::temp_dir().join(format!("tessera-test-{id}"));
         let (database_url, database_name) = match backend {
@@ -177,8 +239,12 @@ impl Deployment {
             .unwrap()
     }
 
-    /// Drops the database and the data directory.
+    /// Drops the database and the data directory (first recording its key
+    /// material for the log scan).
     pub async fn cleanup(self) {
+        if std::env::var("TESSERA_TEST_SECRETS").is_ok() {
+            record_secrets(&key_material(&self.data_dir, &self.store_url()).await);
+        }
         if let Some(name) = &self.database_name {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_database_url())
                 .await
