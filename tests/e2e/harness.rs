@@ -183,6 +183,10 @@ impl Deployment {
 
     pub fn config(&self) -> Config {
         Config {
+            role: tessera::Role::All,
+            issuer_endpoint: None,
+            revocation_endpoint: None,
+            unknown_kid_refetch: Duration::from_secs(10),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
@@ -270,6 +274,7 @@ pub async fn start_config(
 ) {
     let app = Application::build(cfg).await.expect("build the app");
     let addr = app.local_addr();
+    let follower = app.key_fetches();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -287,6 +292,7 @@ pub async fn start_config(
         introspection: IntrospectionServiceClient::new(channel.clone()),
         revocation: RevocationServiceClient::new(channel.clone()),
         channel,
+        follower,
         stop: None,
         handle: None,
     };
@@ -297,6 +303,8 @@ pub async fn start_config(
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
+    /// In the introspection role: its key follower.
+    pub follower: Option<Arc<tessera_introspection::KeyFollower>>,
     pub issuer: IssuerServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
     pub introspection: IntrospectionServiceClient<Channel>,
@@ -395,6 +403,14 @@ impl TestApp {
     /// Verify with default consistency; `Ok(())` or the failure.
     pub async fn verify(&mut self, token: &str) -> Result<(), VerifyFailure> {
         outcome(self.verify_with(token, Consistency::Default).await)
+    }
+
+    /// Calls Issue on this server; the status code (for role checks).
+    pub async fn verify_with_issuer_missing(&mut self) -> tonic::Code {
+        self.issuer
+            .issue(IssueRequest::default())
+            .await
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok)
     }
 
     /// Verify with STRONG consistency.

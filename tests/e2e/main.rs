@@ -14,4 +14,5 @@ mod input;
 mod keys;
 mod lifecycle;
 mod purpose;
+mod roles;
 mod tokens;

@@ -127,6 +127,9 @@ impl IntrospectionService for IntrospectionApi {
         } else {
             verify(cmd.token, &keys, &v.policy, &expect, &v.view, now)
         };
+        if let (Err(Failure::UnknownKey), Some(f)) = (&outcome, &v.follower) {
+            f.unknown_kid();
+        }
         let span = tracing::Span::current();
         Ok(Response::new(match outcome {
             Ok(s) => {

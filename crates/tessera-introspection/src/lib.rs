@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod follow;
 mod introspect;
 mod revoke;
 
+pub use follow::KeyFollower;
 pub use introspect::IntrospectionApi;
 pub use revoke::RevocationApi;
 
@@ -35,6 +37,9 @@ pub struct Verifier {
     pub policy: Arc<Policy>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// In a separate introspection service: told of unknown kids, so it can
+    /// refetch the key set (rate-limited).
+    pub follower: Option<Arc<KeyFollower>>,
 }
 
 impl std::fmt::Debug for Verifier {

@@ -1,6 +1,7 @@
 //! Wiring: stores, keys, services, health and reflection on one port.
 
 use crate::kek::{self, KekSource};
+use crate::tasks::{housekeeping, key_ticks, set_all, watch_store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,11 +16,12 @@ use tessera_domain::purpose::purpose_ttl;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::revocation::MemoryRevocations;
 use tessera_domain::schedule::KeySchedule;
-use tessera_domain::store::{Housekeeping, Ping, RevocationBus, RevocationStore};
-use tessera_introspection::{IntrospectionApi, RevocationApi, Verifier};
+use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_introspection::{IntrospectionApi, KeyFollower, RevocationApi, Verifier};
 use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
 use tessera_proto::v1::issuer_service_server::IssuerServiceServer;
+use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::key_service_server::KeyServiceServer;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
@@ -27,13 +29,36 @@ use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// Which services one process serves. The services always talk to each
+/// other over gRPC, so splitting them changes only addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every service on one port (the embedded default).
+    All,
+    /// `IssuerService`, `KeyService` and the HTTP JWKS.
+    Issuer,
+    /// `IntrospectionService` and `RevocationService`.
+    Introspection,
+}
 
 /// Everything the application needs; built from flags and environment by
 /// [`crate::cli`], or directly by tests (port 0, a manual clock).
 #[derive(Clone)]
 pub struct Config {
+    /// Which services this process serves.
+    pub role: Role,
+    /// With `Role::Introspection`: the issuer to learn keys from.
+    pub issuer_endpoint: Option<String>,
+    /// With `Role::Issuer`: the revocation service to report reuse and
+    /// compromise to.
+    pub revocation_endpoint: Option<String>,
+    /// With `Role::Introspection`: the least time between two key-set
+    /// refetches caused by unknown kids.
+    pub unknown_kid_refetch: Duration,
     /// Listen address.
     pub listen: SocketAddr,
     /// Data directory (SQLite file, generated KEK).
@@ -98,10 +123,9 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     store: Arc<SqlStore>,
-    key_api: KeyApi,
-    http: axum::Router,
-    verifier: Verifier,
-    issuer: IssuerApi,
+    routes: tonic::service::Routes,
+    services: Vec<&'static str>,
+    follower: Option<Arc<KeyFollower>>,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -113,6 +137,7 @@ impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("addr", &self.listener.local_addr().ok())
+            .field("services", &self.services)
             .finish_non_exhaustive()
     }
 }
@@ -126,8 +151,15 @@ fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
         .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
 }
 
+fn lazy_channel(url: &str, setting: &str) -> Result<Channel, AppError> {
+    Endpoint::from_shared(url.to_owned())
+        .map(|e| e.connect_lazy())
+        .map_err(|e| AppError::Config(format!("{setting}: {e}")))
+}
+
 impl Application {
-    /// Opens the stores, loads or creates the keys, and binds the listener.
+    /// Opens the stores, loads or creates the keys (or learns them from the
+    /// issuer), and binds the listener.
     pub async fn build(cfg: Config) -> Result<Self, AppError> {
         if !cfg.listen.ip().is_loopback() && !cfg.allow_insecure_listen {
             return Err(AppError::Config(
@@ -164,94 +196,156 @@ impl Application {
             store.migrate().await?;
         }
 
-        let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
-        let previous_kek = match &cfg.previous_kek {
-            Some(source) => Some(kek::load(source, &cfg.data_dir).map_err(AppError::Config)?),
-            None => None,
-        };
-        let ring = Arc::new(KeyRing::default());
-        let keys = Arc::new(
-            KeyManager::new(
-                store.clone(),
-                kek,
-                cfg.clock.clone(),
-                ring.clone(),
-                cfg.keys,
-            )
-            .with_previous_kek(previous_kek),
-        );
-        keys.bootstrap().await?;
-        let refresh_secret =
-            RefreshSecret::new(&keys.service_secret(tessera_issuer::REFRESH_SECRET).await?);
-
-        let margin = cfg.policy.family_margin();
-        let view = Arc::new(MemoryRevocations::new());
-        for e in store.in_force(cfg.clock.now(), margin).await? {
-            view.apply(&e);
-        }
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
-            Some(u) => {
-                let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
-                tasks.push(bus.follow(
-                    view.clone(),
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let own = format!("http://{}", listener.local_addr()?);
+        let mut routes = tonic::service::Routes::builder();
+        let mut services = vec![""];
+        let mut http = None;
+        let ring = Arc::new(KeyRing::default());
+        let margin = cfg.policy.family_margin();
+
+        if cfg.role != Role::Introspection {
+            // The issuer talks to the revocation service over gRPC (in the
+            // `all` role: the same process, through its own port).
+            let revocation_url = match (cfg.role, &cfg.revocation_endpoint) {
+                (Role::All, _) => own.clone(),
+                (_, Some(u)) => u.clone(),
+                (_, None) => {
+                    return Err(AppError::Config(
+                        "revocation_endpoint: required with --role issuer".into(),
+                    ));
+                }
+            };
+            let revocations =
+                RevocationServiceClient::new(lazy_channel(&revocation_url, "revocation_endpoint")?);
+            let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
+            let previous_kek = match &cfg.previous_kek {
+                Some(source) => Some(kek::load(source, &cfg.data_dir).map_err(AppError::Config)?),
+                None => None,
+            };
+            let keys = Arc::new(
+                KeyManager::new(
                     store.clone(),
+                    kek,
                     cfg.clock.clone(),
-                    margin,
-                    stop_rx.clone(),
-                ));
-                Arc::new(bus)
+                    ring.clone(),
+                    cfg.keys,
+                )
+                .with_previous_kek(previous_kek),
+            );
+            keys.bootstrap().await?;
+            let refresh_secret =
+                RefreshSecret::new(&keys.service_secret(tessera_issuer::REFRESH_SECRET).await?);
+            tasks.push(key_ticks(keys.clone(), cfg.key_tick, stop_rx.clone()));
+            http = Some(crate::http::routes(
+                keys.clone(),
+                cfg.policy.issuer.clone(),
+                cfg.policy
+                    .allowed_algorithms
+                    .iter()
+                    .map(|a| a.name())
+                    .collect(),
+            ));
+            let key_api = KeyApi::new(keys.clone(), revocations.clone(), cfg.policy.access_ttl_max);
+            let issuer = IssuerApi::new(
+                keys,
+                store.clone(),
+                IssuerConfig {
+                    policy: cfg.policy.clone(),
+                    families: cfg.families,
+                    clock: cfg.clock.clone(),
+                    refresh_secret,
+                    revocations,
+                },
+            );
+            routes
+                .add_service(IssuerServiceServer::new(issuer))
+                .add_service(KeyServiceServer::new(key_api));
+            services.extend(["tessera.v1.IssuerService", "tessera.v1.KeyService"]);
+        }
+
+        let view = Arc::new(MemoryRevocations::new());
+        let mut follower = None;
+        if cfg.role != Role::Issuer {
+            for e in store.in_force(cfg.clock.now(), margin).await? {
+                view.apply(&e);
             }
-            None => Arc::new(LocalBus),
-        };
+            let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
+                Some(u) => {
+                    let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
+                    tasks.push(bus.follow(
+                        view.clone(),
+                        store.clone(),
+                        cfg.clock.clone(),
+                        margin,
+                        stop_rx.clone(),
+                    ));
+                    Arc::new(bus)
+                }
+                None => Arc::new(LocalBus),
+            };
+            if cfg.role == Role::Introspection {
+                let url = cfg.issuer_endpoint.clone().ok_or_else(|| {
+                    AppError::Config("issuer_endpoint: required with --role introspection".into())
+                })?;
+                let f = Arc::new(KeyFollower::new(
+                    KeyServiceClient::new(lazy_channel(&url, "issuer_endpoint")?),
+                    ring.clone(),
+                    view.clone(),
+                    cfg.unknown_kid_refetch,
+                ));
+                // Without keys nothing verifies: the issuer must answer now.
+                let mut fetched = f.fetch().await;
+                for _ in 0..20 {
+                    if fetched.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    fetched = f.fetch().await;
+                }
+                fetched.map_err(|e| {
+                    AppError::Config(format!(
+                        "issuer_endpoint: the issuer did not answer GetJwks ({:?})",
+                        e.code()
+                    ))
+                })?;
+                tasks.push(f.clone().follow(stop_rx.clone()));
+                follower = Some(f);
+            }
+            let verifier = Verifier {
+                keys: ring,
+                view: view.clone(),
+                store: store.clone(),
+                bus,
+                policy: Arc::new(cfg.policy.clone()),
+                clock: cfg.clock.clone(),
+                follower: follower.clone(),
+            };
+            routes
+                .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
+                    verifier.clone(),
+                )))
+                .add_service(RevocationServiceServer::new(RevocationApi::new(verifier)));
+            services.extend([
+                "tessera.v1.IntrospectionService",
+                "tessera.v1.RevocationService",
+            ]);
+        }
         tasks.push(housekeeping(
-            view.clone(),
+            view,
             store.clone(),
             cfg.clock.clone(),
             margin,
-            stop_rx.clone(),
+            stop_rx,
         ));
-        tasks.push(key_ticks(keys.clone(), cfg.key_tick, stop_rx));
-        let listener = TcpListener::bind(cfg.listen).await?;
-        // The issuer talks to the revocation service over gRPC (here: the
-        // same process, through its own port), as it would across processes.
-        let revocations = RevocationServiceClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{}", listener.local_addr()?))
-                .map_err(|e| AppError::Config(format!("listen: {e}")))?
-                .connect_lazy(),
-        );
 
-        let policy = Arc::new(cfg.policy.clone());
-        let verifier = Verifier {
-            keys: ring,
-            view,
-            store: store.clone(),
-            bus,
-            policy,
-            clock: cfg.clock.clone(),
-        };
-        let key_api = KeyApi::new(keys.clone(), revocations.clone(), cfg.policy.access_ttl_max);
-        let http = crate::http::routes(
-            keys.clone(),
-            cfg.policy.issuer.clone(),
-            cfg.policy
-                .allowed_algorithms
-                .iter()
-                .map(|a| a.name())
-                .collect(),
-        );
-        let issuer = IssuerApi::new(
-            keys.clone(),
-            store.clone(),
-            IssuerConfig {
-                policy: cfg.policy,
-                families: cfg.families,
-                clock: cfg.clock.clone(),
-                refresh_secret,
-                revocations,
-            },
-        );
+        let mut routes = routes.routes();
+        if let Some(http) = http {
+            let grpc = std::mem::take(routes.axum_router_mut());
+            *routes.axum_router_mut() = grpc.merge(http);
+        }
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -260,14 +354,12 @@ impl Application {
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-
         Ok(Self {
             listener,
             store,
-            key_api,
-            http,
-            verifier,
-            issuer,
+            routes,
+            services,
+            follower,
             health,
             health_service,
             stop,
@@ -282,20 +374,25 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// In the introspection role: how many times the key set was fetched
+    /// with `GetJwks` (start and unknown-kid refetches).
+    pub fn key_fetches(&self) -> Option<Arc<KeyFollower>> {
+        self.follower.clone()
+    }
+
     /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new
     /// connections are refused and in-flight calls finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AppError> {
         let Self {
             listener,
             store,
-            key_api,
-            http,
-            verifier,
-            issuer,
+            mut routes,
+            services,
             health,
             health_service,
             stop,
             tasks,
+            ..
         } = self;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
@@ -308,8 +405,17 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| AppError::Server(e.to_string()))?;
+        routes = routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
 
-        let monitor = tokio::spawn(watch_store(store.clone(), health.clone(), stop.subscribe()));
+        let monitor = tokio::spawn(watch_store(
+            store.clone(),
+            health.clone(),
+            services.clone(),
+            stop.subscribe(),
+        ));
         let shutting_down = {
             let health = health.clone();
             let stop = stop.clone();
@@ -317,23 +423,9 @@ impl Application {
                 shutdown.await;
                 tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
                 let _ = stop.send(true);
-                set_all(&health, ServingStatus::NotServing).await;
+                set_all(&health, &services, ServingStatus::NotServing).await;
             }
         };
-        let mut routes = tonic::service::Routes::builder();
-        routes
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(IssuerServiceServer::new(issuer))
-            .add_service(KeyServiceServer::new(key_api))
-            .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
-                verifier.clone(),
-            )))
-            .add_service(RevocationServiceServer::new(RevocationApi::new(verifier)));
-        let mut routes = routes.routes();
-        let grpc = std::mem::take(routes.axum_router_mut());
-        *routes.axum_router_mut() = grpc.merge(http);
         let result = tonic::transport::Server::builder()
             // HTTP/1.1 too, for the JWKS endpoints.
             .accept_http1(true)
@@ -352,105 +444,4 @@ impl Application {
         store.close().await;
         result
     }
-}
-
-const SERVICES: &[&str] = &[
-    "",
-    "tessera.v1.IssuerService",
-    "tessera.v1.KeyService",
-    "tessera.v1.IntrospectionService",
-    "tessera.v1.RevocationService",
-];
-
-async fn set_all(health: &HealthReporter, status: ServingStatus) {
-    for s in SERVICES {
-        health.set_service_status(*s, status).await;
-    }
-}
-
-/// SERVING while the store answers, NOT_SERVING while it does not.
-async fn watch_store(
-    store: Arc<SqlStore>,
-    health: HealthReporter,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last = None;
-    loop {
-        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if *stop.borrow() {
-            return;
-        }
-        if last != Some(ok) {
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                tracing::warn!("store not answering: NOT_SERVING");
-                ServingStatus::NotServing
-            };
-            set_all(&health, status).await;
-            last = Some(ok);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Applies the key schedule every `every` (and picks up what other
-/// instances changed).
-fn key_ticks(
-    keys: Arc<KeyManager>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            if let Err(e) = keys.tick().await {
-                tracing::warn!(error = %e, "key schedule tick failed; retrying");
-            }
-        }
-    })
-}
-
-/// Once a minute: drops expired entries from the local view and purges the
-/// store in bounded batches (1000 rows of each kind per statement, repeated
-/// while a batch comes back full), so neither grows without bound.
-fn housekeeping(
-    view: Arc<MemoryRevocations>,
-    store: Arc<SqlStore>,
-    clock: Arc<dyn Clock>,
-    family_margin: i64,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    const BATCH: i64 = 1000;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let now = clock.now();
-            view.purge(now);
-            loop {
-                match store.purge(now, family_margin, BATCH).await {
-                    Ok(n) if n >= BATCH as u64 => {}
-                    Ok(n) => {
-                        tracing::debug!(rows = n, "housekeeping purged");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "housekeeping failed; retrying next round");
-                        break;
-                    }
-                }
-            }
-        }
-    })
 }

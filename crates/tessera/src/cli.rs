@@ -50,6 +50,21 @@ pub enum Command {
 /// `tessera serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Which services to serve: all (default), issuer or introspection.
+    #[arg(long, env = "TESSERA_ROLE", value_enum, default_value = "all")]
+    pub role: crate::app::Role,
+    /// With --role introspection: the issuer to learn keys from (GetJwks,
+    /// then the WatchKeys stream).
+    #[arg(long, env = "TESSERA_ISSUER_ENDPOINT")]
+    pub issuer_endpoint: Option<String>,
+    /// With --role issuer: the revocation service to report refresh-token
+    /// reuse, password resets and key compromise to.
+    #[arg(long, env = "TESSERA_REVOCATION_ENDPOINT")]
+    pub revocation_endpoint: Option<String>,
+    /// With --role introspection: least seconds between two key-set
+    /// refetches caused by tokens with unknown kids.
+    #[arg(long, env = "TESSERA_UNKNOWN_KID_REFETCH", default_value_t = 10)]
+    pub unknown_kid_refetch: u64,
     /// Address to listen on (plain TCP: loopback only unless
     /// --allow-insecure-listen).
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
@@ -161,6 +176,10 @@ impl ServeArgs {
             (None, None) => None,
         };
         Ok(Config {
+            role: self.role,
+            issuer_endpoint: self.issuer_endpoint,
+            revocation_endpoint: self.revocation_endpoint,
+            unknown_kid_refetch: std::time::Duration::from_secs(self.unknown_kid_refetch),
             previous_kek,
             listen: self.listen,
             data_dir: self.data_dir,

@@ -12,5 +12,6 @@ pub mod cli;
 pub mod http;
 pub mod kek;
 pub mod keys_cli;
+mod tasks;
 
-pub use app::{AppError, Application, Config};
+pub use app::{AppError, Application, Config, Role};

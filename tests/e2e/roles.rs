@@ -1,0 +1,122 @@
+//! The issuer and the introspection service as separate processes (here:
+//! separate applications), talking gRPC only: keys pushed by `WatchKeys`,
+//! unknown kids refetched at a bounded rate, revocations reported over gRPC.
+
+use crate::harness::{Backend, Deployment, TestApp, kid_of, start_config};
+use std::time::{Duration, Instant};
+use tessera::Role;
+use tessera_proto::v1::{CompromiseKeyRequest, VerifyFailure};
+use tonic::Code;
+
+async fn verified_within(app: &mut TestApp, token: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if app.verify(token).await.is_ok() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not verified within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
+    let d = Deployment::new(Backend::Distributed).await;
+    // The issuer must name the revocation service before it exists.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = d.config();
+    cfg.role = Role::Issuer;
+    cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let (mut issuer, istop, ihandle) = start_config(cfg).await;
+    let mut cfg = d.config();
+    cfg.role = Role::Introspection;
+    cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.issuer_endpoint = Some(format!("http://{}", issuer.addr));
+    let (mut verifier, vstop, vhandle) = start_config(cfg).await;
+
+    let t1 = issuer.issue("olga").await;
+    assert_eq!(verifier.verify(&t1.access_token).await, Ok(()));
+    // Each process serves its own services only.
+    let s = verifier.verify_with_issuer_missing().await;
+    assert_eq!(s, Code::Unimplemented);
+    let s = issuer
+        .introspection
+        .verify(tessera_proto::v1::VerifyRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unimplemented);
+
+    // Kill the signing key on the issuer: the next key reaches the verifier
+    // through WatchKeys, the killed one is rejected.
+    let r = issuer
+        .keys
+        .compromise_key(CompromiseKeyRequest {
+            kid: kid_of(&t1.access_token),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t2 = issuer.issue("olga").await.access_token;
+    assert_eq!(kid_of(&t2), r.new_active_key.unwrap().kid);
+    let took = verified_within(&mut verifier, &t2, Duration::from_secs(1)).await;
+    let follower = verifier.follower.clone().unwrap();
+    let before = follower.fetches();
+    println!("a key published by the issuer verified in the introspection service after {took:?}");
+    let old = verifier.verify(&t1.access_token).await;
+    assert!(
+        matches!(old, Err(VerifyFailure::Revoked | VerifyFailure::UnknownKey)),
+        "{old:?}"
+    );
+
+    // Unknown kids (the killed key's, then random ones): one refetch, then
+    // none for the rest of the interval (10 s here).
+    let (h, p) = {
+        let mut parts = t2.split('.');
+        (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+        )
+    };
+    let _ = h;
+    for i in 0..50 {
+        let header =
+            serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": format!("random-{i}")});
+        let forged = format!(
+            "{}.{p}.AAAA",
+            tessera_domain::b64url_encode(header.to_string())
+        );
+        assert_eq!(
+            verifier.verify(&forged).await,
+            Err(VerifyFailure::UnknownKey)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refetches = follower.fetches() - before;
+    println!("51 tokens with unknown kids caused {refetches} key-set refetch(es)");
+    assert_eq!(refetches, 1);
+
+    // Reuse caught on the issuer reaches the verifier over gRPC.
+    // (A killed key does not end sessions: t1's family refreshes onto the
+    // new key.)
+    let s1 = issuer.refresh(&t1.refresh_token).await.unwrap();
+    assert_eq!(kid_of(&s1.access_token), kid_of(&t2));
+    let fresh = issuer.issue("olga").await;
+    let next = issuer.refresh(&fresh.refresh_token).await.unwrap();
+    d.clock.advance(60);
+    assert!(issuer.refresh(&fresh.refresh_token).await.is_err());
+    assert_eq!(
+        verifier.verify(&next.access_token).await,
+        Err(VerifyFailure::Revoked)
+    );
+
+    let _ = vstop.send(());
+    vhandle.await.unwrap().unwrap();
+    let _ = istop.send(());
+    ihandle.await.unwrap().unwrap();
+    d.cleanup().await;
+}
