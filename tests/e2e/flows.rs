@@ -1,7 +1,7 @@
 //! The main flows: Issue → Verify → Revoke, revocation by jti, restart
 //! persistence, the JWKS, and the RPCs that answer UNIMPLEMENTED for now.
 
-use crate::harness::{AUDIENCE, Backend, ISSUER, on_both_backends, spawn_app};
+use crate::harness::{AUDIENCE, Backend, ISSUER, decode_with_jwks, on_both_backends, spawn_app};
 use serde_json::Value;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{GetJwksRequest, JtiTarget, RevokeRequest, VerifyFailure};
@@ -161,19 +161,12 @@ async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
 
     // A third party verifies with nothing but the JWKS.
     let issued = app.issue("user-4").await;
-    let header = jsonwebtoken::decode_header(&issued.access_token).unwrap();
-    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    v.set_audience(&[AUDIENCE]);
-    v.set_issuer(&[ISSUER]);
-    let data = jsonwebtoken::decode::<Value>(&issued.access_token, &key, &v).unwrap();
-    assert_eq!(data.claims["sub"], "user-4");
+    let claims = decode_with_jwks(&jwks.jwks_json, &issued.access_token);
+    assert_eq!(claims["sub"], "user-4");
     for claim in [
         "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "ver", "scope",
     ] {
-        assert!(data.claims.get(claim).is_some(), "RFC 9068 claim {claim}");
+        assert!(claims.get(claim).is_some(), "RFC 9068 claim {claim}");
     }
     app.stop().await;
     d.cleanup().await;

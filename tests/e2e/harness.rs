@@ -402,7 +402,7 @@ impl TestApp {
 
     /// Verify with default consistency; `Ok(())` or the failure.
     pub async fn verify(&mut self, token: &str) -> Result<(), VerifyFailure> {
-        outcome(self.verify_with(token, Consistency::Default).await)
+        verify_token(&mut self.introspection, token).await
     }
 
     /// Calls Issue on this server; the status code (for role checks).
@@ -417,6 +417,56 @@ impl TestApp {
     pub async fn verify_strong(&mut self, token: &str) -> Result<(), VerifyFailure> {
         outcome(self.verify_with(token, Consistency::Strong).await)
     }
+}
+
+/// An access token for `subject` from `client` (for use where the app is
+/// borrowed elsewhere).
+pub async fn issue_token(client: &mut IssuerServiceClient<Channel>, subject: &str) -> String {
+    client
+        .issue(IssueRequest {
+            subject: subject.into(),
+            audience: AUDIENCE.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("Issue")
+        .into_inner()
+        .access_token
+}
+
+/// Verify with default consistency through `client`.
+pub async fn verify_token(
+    client: &mut IntrospectionServiceClient<Channel>,
+    token: &str,
+) -> Result<(), VerifyFailure> {
+    let r = client
+        .verify(VerifyRequest {
+            token: token.into(),
+            expected_audience: AUDIENCE.into(),
+            expected_kind: TokenKind::Access.into(),
+            consistency: Consistency::Default.into(),
+        })
+        .await
+        .expect("Verify")
+        .into_inner();
+    outcome(r)
+}
+
+/// A token checked by jsonwebtoken with nothing but our JWKS document, as a
+/// third party would; its claims.
+pub fn decode_with_jwks(jwks_json: &str, token: &str) -> serde_json::Value {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(jwks_json).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(set.find(header.kid.as_deref().unwrap()).unwrap())
+            .unwrap();
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[AUDIENCE]);
+    v.set_issuer(&[ISSUER]);
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .unwrap()
+        .claims
 }
 
 pub fn outcome(r: VerifyResponse) -> Result<(), VerifyFailure> {

@@ -11,6 +11,7 @@ mod binary;
 mod distributed;
 mod flows;
 mod input;
+mod key_safety;
 mod keys;
 mod lifecycle;
 mod purpose;

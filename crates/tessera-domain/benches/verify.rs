@@ -8,8 +8,9 @@
 //! `cargo bench -p tessera-domain --bench verify`; figures in BENCHMARKS.md.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod common;
 use std::hint::black_box;
-use tessera_domain::claims::{Audience, Claims};
 use tessera_domain::keys::{Algorithm, KeyMaterial, KeySet, KeyState, SigningKey, VerifyingKey};
 use tessera_domain::kind::TokenKind;
 use tessera_domain::policy::Policy;
@@ -17,23 +18,6 @@ use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::verify::{Expectation, sign, verify};
 
 const NOW: i64 = 1_800_000_000;
-
-fn claims(policy: &Policy) -> Claims {
-    Claims {
-        iss: policy.issuer.clone(),
-        sub: "user-123".into(),
-        aud: Audience::One("orders-api".into()),
-        exp: NOW + 900,
-        nbf: NOW,
-        iat: NOW,
-        jti: "FZZtUCA9x8Nf8E9IGsj1UQ".into(),
-        sid: Some("r3PV3BLdiFATdZgdtauzww".into()),
-        ver: 0,
-        scope: Some("orders:read orders:write".into()),
-        client_id: None,
-        extra: Default::default(),
-    }
-}
 
 fn benches(c: &mut Criterion) {
     for alg in [Algorithm::Es256, Algorithm::EdDsa] {
@@ -44,7 +28,7 @@ fn benches(c: &mut Criterion) {
             KeySet::new([
                 VerifyingKey::from_jwk(material.public_jwk.clone(), KeyState::Active).unwrap(),
             ]);
-        let c0 = claims(&policy);
+        let c0 = common::claims(&policy, NOW);
         let token = sign(&key, TokenKind::Access, &c0).unwrap();
         let (input, sig) = token.rsplit_once('.').unwrap();
         let jwk: jsonwebtoken::jwk::Jwk =

@@ -5,7 +5,9 @@
 //! Usage: `cost <bare_verify|pipeline|bare_sign|tessera_sign|setup> <iterations>`.
 
 use std::hint::black_box;
-use tessera_domain::claims::{Audience, Claims};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
 use tessera_domain::keys::{Algorithm, KeyMaterial, KeySet, KeyState, SigningKey, VerifyingKey};
 use tessera_domain::kind::TokenKind;
 use tessera_domain::policy::Policy;
@@ -23,20 +25,7 @@ fn main() {
     let keys = KeySet::new([
         VerifyingKey::from_jwk(material.public_jwk.clone(), KeyState::Active).unwrap(),
     ]);
-    let claims = Claims {
-        iss: policy.issuer.clone(),
-        sub: "user-123".into(),
-        aud: Audience::One("orders-api".into()),
-        exp: now + 900,
-        nbf: now,
-        iat: now,
-        jti: "FZZtUCA9x8Nf8E9IGsj1UQ".into(),
-        sid: Some("r3PV3BLdiFATdZgdtauzww".into()),
-        ver: 0,
-        scope: Some("orders:read orders:write".into()),
-        client_id: None,
-        extra: Default::default(),
-    };
+    let claims = common::claims(&policy, now);
     let token = sign(&key, TokenKind::Access, &claims).unwrap();
     let (input, sig) = token.rsplit_once('.').unwrap();
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(material.public_jwk).unwrap();
