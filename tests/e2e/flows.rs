@@ -15,6 +15,7 @@ on_both_backends!(
     jwks_verifies_our_tokens_with_jsonwebtoken,
     later_rpcs_answer_unimplemented,
     health_reports_serving_for_every_service,
+    graceful_shutdown_ends_open_streams,
 );
 
 async fn issue_verify_revoke(backend: Backend) {
@@ -216,5 +217,28 @@ async fn health_reports_serving_for_every_service(backend: Backend) {
         assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
     app.stop().await;
+    d.cleanup().await;
+}
+
+async fn graceful_shutdown_ends_open_streams(backend: Backend) {
+    let (d, mut app) = spawn_app(backend).await;
+    let mut stream = app
+        .keys
+        .watch_keys(tessera_proto::v1::WatchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.keys.len(), 1, "the current set comes first");
+    // Shutdown must not wait forever on the open stream. (The bound is a
+    // liveness check, not a speed target.)
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("graceful shutdown completed with a stream open");
+    let end = stream.message().await;
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the stream ended: {end:?}"
+    );
     d.cleanup().await;
 }

@@ -25,6 +25,8 @@ pub struct KeyApi {
     revocations: RevocationServiceClient<Channel>,
     /// The longest access-token life: the window of the compromise estimate.
     token_window: i64,
+    /// Turns true when the server shuts down: ends the WatchKeys streams.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for KeyApi {
@@ -39,11 +41,13 @@ impl KeyApi {
         keys: Arc<KeyManager>,
         revocations: RevocationServiceClient<Channel>,
         token_window: i64,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             keys,
             revocations,
             token_window,
+            shutdown,
         }
     }
 }
@@ -131,6 +135,7 @@ impl KeyService for KeyApi {
     ) -> Result<Response<Self::WatchKeysStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut changes = self.keys.watch();
+        let mut shutdown = self.shutdown.clone();
         let me = self.clone();
         tokio::spawn(async move {
             let mut known: Vec<String> = Vec::new();
@@ -154,8 +159,14 @@ impl KeyService for KeyApi {
                     etag: me.keys.jwks().etag,
                     compromised_kids,
                 };
-                if tx.send(Ok(msg)).await.is_err() || changes.changed().await.is_err() {
+                if tx.send(Ok(msg)).await.is_err() {
                     return;
+                }
+                // Ends with the server: graceful shutdown waits for every
+                // open stream, and this one would otherwise never end.
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
                 }
             }
         });

@@ -248,7 +248,12 @@ impl Application {
                     .map(|a| a.name())
                     .collect(),
             ));
-            let key_api = KeyApi::new(keys.clone(), revocations.clone(), cfg.policy.access_ttl_max);
+            let key_api = KeyApi::new(
+                keys.clone(),
+                revocations.clone(),
+                cfg.policy.access_ttl_max,
+                stop_rx.clone(),
+            );
             let issuer = IssuerApi::new(
                 keys,
                 store.clone(),
