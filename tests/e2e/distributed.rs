@@ -133,3 +133,86 @@ async fn a_reused_refresh_token_is_revoked_on_every_instance() {
     b.stop().await;
     d.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_store_and_errors_stay_clean() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let d = Deployment::new(Backend::Distributed).await;
+    let mut app = d.start().await;
+    let issued = app.issue("store-down").await;
+    let health = HealthClient::new(app.channel.clone());
+    let status = || {
+        let mut h = health.clone();
+        async move {
+            h.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
+        }
+    };
+    let wait_for = |want: ServingStatus| {
+        let status = status.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                if status().await == want {
+                    return;
+                }
+                assert!(start.elapsed() < Duration::from_secs(15), "never {want:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(ServingStatus::Serving).await;
+
+    // Take the database away: no new connections, existing ones killed.
+    let name = d.database_name.clone().unwrap();
+    let admin = crate::harness::admin_database_url();
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    let sql = |s: String| sqlx::query(sqlx::AssertSqlSafe(s));
+    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    wait_for(ServingStatus::NotServing).await;
+
+    // Calls that need the store fail UNAVAILABLE, with a clean message.
+    let err = app
+        .issuer
+        .issue(tessera_proto::v1::IssueRequest {
+            subject: "x".into(),
+            audience: crate::harness::AUDIENCE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        crate::harness::reason(&err),
+        "ERROR_REASON_STORE_UNAVAILABLE"
+    );
+    for leak in ["SELECT", "INSERT", "postgres", &name] {
+        assert!(!err.message().contains(leak), "{}", err.message());
+    }
+    // Verify with DEFAULT consistency needs no store and keeps answering.
+    assert_eq!(app.verify(&issued.access_token).await, Ok(()));
+
+    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    wait_for(ServingStatus::Serving).await;
+    assert!(app.refresh(&issued.refresh_token).await.is_ok());
+    app.stop().await;
+    d.cleanup().await;
+}
