@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 mod convert;
+pub mod metrics;
 pub use convert::{duration_secs, json_to_struct, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.

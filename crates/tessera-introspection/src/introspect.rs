@@ -127,6 +127,7 @@ impl IntrospectionService for IntrospectionApi {
         } else {
             verify(cmd.token, &keys, &v.policy, &expect, &v.view, now)
         };
+        v.metrics.verify(outcome.as_ref().err().copied());
         if let (Err(Failure::UnknownKey), Some(f)) = (&outcome, &v.follower) {
             f.unknown_kid();
         }

@@ -40,6 +40,8 @@ pub struct Verifier {
     /// In a separate introspection service: told of unknown kids, so it can
     /// refetch the key set (rate-limited).
     pub follower: Option<Arc<KeyFollower>>,
+    /// Counters.
+    pub metrics: Arc<tessera_grpc::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Verifier {

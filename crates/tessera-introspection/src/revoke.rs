@@ -6,6 +6,7 @@ use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
+use tessera_grpc::metrics::RevokedKind;
 use tessera_grpc::{from_domain, invalid, timestamp, unimplemented};
 use tessera_proto::v1::revocation_service_server::RevocationService;
 use tessera_proto::v1::revoke_request::Target;
@@ -58,6 +59,9 @@ impl RevocationApi {
         )
         .await?;
         tracing::info!(target: "tessera::audit", event = "revoke", kind = "jti", newly);
+        if newly {
+            self.v.metrics.revoked(RevokedKind::Token);
+        }
         Ok(RevokeResponse {
             revoked: u64::from(newly),
             jti,
@@ -88,6 +92,9 @@ impl RevocationApi {
         self.apply(&RevocationEvent::Family { family_id, until }, now)
             .await?;
         tracing::info!(target: "tessera::audit", event = "revoke", kind = "family", newly);
+        if newly {
+            self.v.metrics.revoked(RevokedKind::Family);
+        }
         Ok(RevokeResponse {
             revoked: u64::from(newly),
             jti: String::new(),
@@ -109,6 +116,9 @@ impl RevocationApi {
         };
         self.apply(&RevocationEvent::Key { kid }, now).await?;
         tracing::warn!(target: "tessera::audit", event = "revoke", kind = "key", newly);
+        if newly {
+            self.v.metrics.revoked(RevokedKind::Key);
+        }
         Ok(RevokeResponse {
             revoked: u64::from(newly),
             jti: String::new(),
@@ -137,6 +147,7 @@ impl RevocationApi {
         )
         .await?;
         tracing::info!(target: "tessera::audit", event = "revoke", kind = "subject", families);
+        self.v.metrics.revoked(RevokedKind::Subject);
         Ok(RevokeResponse {
             revoked: families,
             jti: String::new(),

@@ -4,12 +4,12 @@
 
 use crate::keys::KeyManager;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tessera_domain::clock::Clock;
 use tessera_domain::issue::{IssueCommand, mint_login};
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::SessionStore;
+use tessera_grpc::metrics::Metrics;
 use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
@@ -33,15 +33,8 @@ pub struct IssuerConfig {
     /// The revocation service, over gRPC: told about reused refresh tokens
     /// and password resets that end every session.
     pub revocations: RevocationServiceClient<Channel>,
-}
-
-/// Counters of security events, for the audit log and metrics.
-#[derive(Debug, Default)]
-pub struct IssuerCounters {
-    /// Refresh tokens presented again outside the grace window.
-    pub refresh_reuse: AtomicU64,
-    /// Grace-window replays (a retry or a second tab).
-    pub refresh_replays: AtomicU64,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `IssuerService`.
@@ -54,7 +47,6 @@ pub(crate) struct Inner {
     pub(crate) keys: Arc<KeyManager>,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) cfg: IssuerConfig,
-    pub(crate) counters: Arc<IssuerCounters>,
 }
 
 impl std::fmt::Debug for IssuerApi {
@@ -67,24 +59,8 @@ impl IssuerApi {
     /// The service.
     pub fn new(keys: Arc<KeyManager>, store: Arc<dyn SessionStore>, cfg: IssuerConfig) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                keys,
-                store,
-                cfg,
-                counters: Arc::default(),
-            }),
+            inner: Arc::new(Inner { keys, store, cfg }),
         }
-    }
-
-    /// The security-event counters.
-    pub fn counters(&self) -> Arc<IssuerCounters> {
-        self.inner.counters.clone()
-    }
-}
-
-impl IssuerCounters {
-    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
-        counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -126,6 +102,7 @@ impl IssuerService for IssuerApi {
             .await
             .map_err(from_domain)?;
         tracing::Span::current().record("family_id", minted.family.family_id.as_str());
+        me.cfg.metrics.issued();
         Ok(Response::new(IssueResponse {
             access_token: minted.access_token,
             access_token_expires_at: Some(timestamp(minted.claims.exp)),

@@ -27,6 +27,8 @@ pub struct KeyApi {
     token_window: i64,
     /// Turns true when the server shuts down: ends the WatchKeys streams.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Counters.
+    metrics: Arc<tessera_grpc::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for KeyApi {
@@ -42,12 +44,14 @@ impl KeyApi {
         revocations: RevocationServiceClient<Channel>,
         token_window: i64,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        metrics: Arc<tessera_grpc::metrics::Metrics>,
     ) -> Self {
         Self {
             keys,
             revocations,
             token_window,
             shutdown,
+            metrics,
         }
     }
 }
@@ -292,6 +296,7 @@ impl KeyService for KeyApi {
             }
             None => 0,
         };
+        self.metrics.key_compromised();
         tracing::warn!(
             target: "tessera::audit",
             event = "key_compromised",

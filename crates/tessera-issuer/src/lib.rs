@@ -10,6 +10,6 @@ mod keys;
 mod purpose;
 mod refresh;
 
-pub use issuer::{IssuerApi, IssuerConfig, IssuerCounters};
+pub use issuer::{IssuerApi, IssuerConfig};
 pub use key_api::KeyApi;
 pub use keys::{JwksDocument, KeyManager, REFRESH_SECRET, rewrap};

@@ -116,6 +116,7 @@ pub(crate) async fn redeem(
         RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => return Err(invalid_token()),
     }
     tracing::info!(target: "tessera::audit", event = "purpose_token_redeemed", kind = kind.typ());
+    me.cfg.metrics.purpose_redeemed();
     let mut revoked_families = 0;
     if r.revoke_subject_sessions && kind == TokenKind::PasswordReset {
         // A password reset ends every session: the revocation service bumps

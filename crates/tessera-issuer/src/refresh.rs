@@ -1,6 +1,6 @@
 //! `Refresh`: rotation with an idempotent grace window and reuse detection.
 
-use crate::issuer::{Inner, IssuerCounters};
+use crate::issuer::Inner;
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::refresh::{RefreshToken, RotateOutcome, RotateRequest};
@@ -46,8 +46,8 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
         .map_err(from_domain)?;
     let family = match outcome {
         RotateOutcome::Rotated { family, fresh } => {
+            me.cfg.metrics.refreshed(!fresh);
             if !fresh {
-                IssuerCounters::bump(&me.counters.refresh_replays);
                 tracing::info!(family_id = %family.family_id, "refresh replayed inside the grace window");
             }
             family
@@ -77,7 +77,7 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
             ));
         }
         RotateOutcome::Reused { family } => {
-            let total = IssuerCounters::bump(&me.counters.refresh_reuse);
+            let total = me.cfg.metrics.refresh_reused();
             tracing::warn!(
                 target: "tessera::audit",
                 event = "refresh_token_reused",

@@ -17,6 +17,7 @@ use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::revocation::MemoryRevocations;
 use tessera_domain::schedule::KeySchedule;
 use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_grpc::metrics::Metrics;
 use tessera_introspection::{IntrospectionApi, KeyFollower, RevocationApi, Verifier};
 use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
@@ -205,6 +206,7 @@ impl Application {
         let mut http = None;
         let ring = Arc::new(KeyRing::default());
         let margin = cfg.policy.family_margin();
+        let metrics = Arc::new(Metrics::default());
 
         if cfg.role != Role::Introspection {
             // The issuer talks to the revocation service over gRPC (in the
@@ -253,6 +255,7 @@ impl Application {
                 revocations.clone(),
                 cfg.policy.access_ttl_max,
                 stop_rx.clone(),
+                metrics.clone(),
             );
             let issuer = IssuerApi::new(
                 keys,
@@ -263,6 +266,7 @@ impl Application {
                     clock: cfg.clock.clone(),
                     refresh_secret,
                     revocations,
+                    metrics: metrics.clone(),
                 },
             );
             routes
@@ -327,6 +331,7 @@ impl Application {
                 policy: Arc::new(cfg.policy.clone()),
                 clock: cfg.clock.clone(),
                 follower: follower.clone(),
+                metrics: metrics.clone(),
             };
             routes
                 .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
@@ -347,10 +352,12 @@ impl Application {
         ));
 
         let mut routes = routes.routes();
+        let mut extra = crate::http::metrics(metrics);
         if let Some(http) = http {
-            let grpc = std::mem::take(routes.axum_router_mut());
-            *routes.axum_router_mut() = grpc.merge(http);
+            extra = extra.merge(http);
         }
+        let grpc = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = grpc.merge(extra);
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),

@@ -1,7 +1,7 @@
 //! The JWKS over HTTP, on the gRPC port (HTTP/1.1 and HTTP/2 both accepted):
 //! `GET /.well-known/jwks.json` and `GET /.well-known/openid-configuration`,
 //! with `Cache-Control: max-age` from the key schedule and an `ETag`
-//! (`If-None-Match` answers 304).
+//! (`If-None-Match` answers 304); and `GET /metrics`.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,23 @@ pub fn routes(
     axum::Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(config))
+}
+
+/// `GET /metrics`: every counter, Prometheus text format. Served on the
+/// gRPC port in every role.
+pub fn metrics(metrics: Arc<tessera_grpc::metrics::Metrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    m.render(),
+                )
+            }
+        }),
+    )
 }
 
 fn jwks_response(keys: &KeyManager, headers: &HeaderMap) -> Response {
