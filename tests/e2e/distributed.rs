@@ -153,7 +153,6 @@ async fn health_follows_the_store_and_errors_stay_clean() {
         }
     };
     let wait_for = |want: ServingStatus| {
-        let status = status;
         async move {
             let start = Instant::now();
             loop {
