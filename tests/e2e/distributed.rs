@@ -152,16 +152,14 @@ async fn health_follows_the_store_and_errors_stay_clean() {
             .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
         }
     };
-    let wait_for = |want: ServingStatus| {
-        async move {
-            let start = Instant::now();
-            loop {
-                if status().await == want {
-                    return;
-                }
-                assert!(start.elapsed() < Duration::from_secs(15), "never {want:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let wait_for = |want: ServingStatus| async move {
+        let start = Instant::now();
+        loop {
+            if status().await == want {
+                return;
             }
+            assert!(start.elapsed() < Duration::from_secs(15), "never {want:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     wait_for(ServingStatus::Serving).await;
@@ -214,4 +212,47 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     assert!(app.refresh(&issued.refresh_token).await.is_ok());
     app.stop().await;
     d.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_every_instances_revocations() {
+    let d = Deployment::new(Backend::Distributed).await;
+    let mut a = d.start().await;
+    let mut b = d.start().await;
+    let mut events = b
+        .revocation
+        .watch_revocations(tessera_proto::v1::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = a.issue("watched").await;
+    a.revoke(Target::Token(issued.access_token.clone())).await;
+    a.revoke(Target::Subject("watched".into())).await;
+    let jti = next_event(&mut events).await;
+    assert_eq!(jti.jti, issued.access_token_id);
+    assert_eq!(
+        jti.revoked_until.unwrap().seconds,
+        issued.access_token_expires_at.unwrap().seconds + 30
+    );
+    let subject = next_event(&mut events).await;
+    assert_eq!(subject.subject, "watched");
+    assert_eq!(subject.min_subject_version, 1);
+    a.stop().await;
+    b.stop().await;
+    let end = events.message().await;
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the stream ends with the server"
+    );
+    d.cleanup().await;
+}
+
+async fn next_event(
+    events: &mut tonic::Streaming<tessera_proto::v1::WatchRevocationsResponse>,
+) -> tessera_proto::v1::WatchRevocationsResponse {
+    tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .unwrap()
 }

@@ -5,15 +5,12 @@ use crate::harness::{AUDIENCE, Backend, ISSUER, decode_with_jwks, on_both_backen
 use serde_json::Value;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{GetJwksRequest, JtiTarget, RevokeRequest, VerifyFailure};
-use tonic::Code;
-use tonic_types::StatusExt;
 
 on_both_backends!(
     issue_verify_revoke,
     revoke_by_jti_is_idempotent,
     a_token_issued_before_a_restart_verifies_after_it,
     jwks_verifies_our_tokens_with_jsonwebtoken,
-    later_rpcs_answer_unimplemented,
     health_reports_serving_for_every_service,
     graceful_shutdown_ends_open_streams,
 );
@@ -169,22 +166,6 @@ async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
     ] {
         assert!(claims.get(claim).is_some(), "RFC 9068 claim {claim}");
     }
-    app.stop().await;
-    d.cleanup().await;
-}
-
-async fn later_rpcs_answer_unimplemented(backend: Backend) {
-    let (d, mut app) = spawn_app(backend).await;
-    let s = app
-        .revocation
-        .watch_revocations(tessera_proto::v1::WatchRevocationsRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(s.code(), Code::Unimplemented);
-    assert_eq!(
-        s.get_error_details().error_info().unwrap().reason,
-        "ERROR_REASON_NOT_IMPLEMENTED"
-    );
     app.stop().await;
     d.cleanup().await;
 }

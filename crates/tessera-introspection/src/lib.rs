@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::policy::{MAX_TOKEN_BYTES, Policy};
-use tessera_domain::revocation::MemoryRevocations;
+use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::{RevocationBus, Store};
 use tessera_grpc::invalid;
 use tonic::Status;
@@ -42,6 +42,19 @@ pub struct Verifier {
     pub follower: Option<Arc<KeyFollower>>,
     /// Counters.
     pub metrics: Arc<tessera_grpc::metrics::Metrics>,
+    /// Every revocation this instance applies, for `WatchRevocations`.
+    pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
+    /// Turns true when the server shuts down: ends open streams.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Verifier {
+    /// Applies a revocation to the local view and tells the watchers.
+    pub fn apply(&self, event: &RevocationEvent) {
+        self.view.apply(event);
+        // No watcher is not an error.
+        let _ = self.feed.send(event.clone());
+    }
 }
 
 impl std::fmt::Debug for Verifier {

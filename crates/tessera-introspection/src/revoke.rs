@@ -7,7 +7,7 @@ use tessera_domain::issue::check_text;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
 use tessera_grpc::metrics::RevokedKind;
-use tessera_grpc::{from_domain, invalid, timestamp, unimplemented};
+use tessera_grpc::{from_domain, invalid, timestamp};
 use tessera_proto::v1::revocation_service_server::RevocationService;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
@@ -32,7 +32,7 @@ impl RevocationApi {
 
     /// Durable first, then the local view, then the fan-out.
     async fn apply(&self, event: &RevocationEvent, now: UnixTime) -> Result<(), Status> {
-        self.v.view.apply(event);
+        self.v.apply(event);
         self.v.bus.publish(event, now).await.map_err(from_domain)
     }
 
@@ -228,10 +228,70 @@ impl RevocationService for RevocationApi {
     type WatchRevocationsStream =
         tokio_stream::wrappers::ReceiverStream<Result<WatchRevocationsResponse, Status>>;
 
+    /// Every revocation this instance applies from now on (its own and, in
+    /// the distributed mode, every other instance's through Redis). An event
+    /// may come more than once (after a reconnect the view is refilled from
+    /// the store); applying one twice is harmless. A watcher that falls
+    /// behind by more than 1024 events gets ABORTED and resubscribes.
+    #[tracing::instrument(skip_all)]
     async fn watch_revocations(
         &self,
         _request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(unimplemented("WatchRevocations"))
+        let mut events = self.v.feed.subscribe();
+        let mut shutdown = self.v.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = tx.closed() => return,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let msg = match event {
+                    Ok(e) => Ok(watch_message(e)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        Err(Status::aborted(
+                            "the watcher fell behind; resubscribe and re-read what it needs",
+                        ))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let stop = msg.is_err();
+                if tx.send(msg).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+fn watch_message(e: RevocationEvent) -> WatchRevocationsResponse {
+    match e {
+        RevocationEvent::Jti { jti, until } => WatchRevocationsResponse {
+            jti,
+            revoked_until: Some(timestamp(until)),
+            ..Default::default()
+        },
+        RevocationEvent::Family { family_id, until } => WatchRevocationsResponse {
+            family_id,
+            revoked_until: Some(timestamp(until)),
+            ..Default::default()
+        },
+        RevocationEvent::Subject {
+            subject,
+            min_version,
+        } => WatchRevocationsResponse {
+            subject,
+            min_subject_version: min_version,
+            ..Default::default()
+        },
+        RevocationEvent::Key { kid } => WatchRevocationsResponse {
+            kid,
+            ..Default::default()
+        },
     }
 }

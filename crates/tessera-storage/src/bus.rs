@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
-use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
+use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::store::{RevocationBus, RevocationStore};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -135,13 +135,13 @@ impl RedisBus {
         format!("{}revocations", self.prefix)
     }
 
-    /// Keeps `view` current until `shutdown` turns true: subscribes, reloads
+    /// Keeps a view current until `shutdown` turns true: subscribes, reloads
     /// what is in force from the durable `store` (so nothing published while
-    /// unsubscribed is missed), then applies each message. Reconnects with
-    /// backoff (0.1 s doubling to 5 s).
+    /// unsubscribed is missed), then hands each message to `apply`.
+    /// Reconnects with backoff (0.1 s doubling to 5 s).
     pub fn follow(
         &self,
-        view: Arc<MemoryRevocations>,
+        apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
         store: Arc<dyn RevocationStore>,
         clock: Arc<dyn Clock>,
         family_margin: i64,
@@ -159,14 +159,14 @@ impl RedisBus {
                         .await
                         .map_err(|e| redis_err(&e))?;
                     for e in store.in_force(clock.now(), family_margin).await? {
-                        view.apply(&e);
+                        apply(&e);
                     }
                     tracing::debug!("following revocations");
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let payload: String = msg.get_payload().unwrap_or_default();
                         match decode(&payload) {
-                            Some(e) => view.apply(&e),
+                            Some(e) => apply(&e),
                             None => tracing::warn!("ignored an unreadable revocation message"),
                         }
                     }

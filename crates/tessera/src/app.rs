@@ -276,6 +276,7 @@ impl Application {
         }
 
         let view = Arc::new(MemoryRevocations::new());
+        let (feed, _) = tokio::sync::broadcast::channel(1024);
         let mut follower = None;
         if cfg.role != Role::Issuer {
             for e in store.in_force(cfg.clock.now(), margin).await? {
@@ -284,8 +285,13 @@ impl Application {
             let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
                 Some(u) => {
                     let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
+                    let (view, feed) = (view.clone(), feed.clone());
+                    let apply = move |e: &tessera_domain::revocation::RevocationEvent| {
+                        view.apply(e);
+                        let _ = feed.send(e.clone());
+                    };
                     tasks.push(bus.follow(
-                        view.clone(),
+                        Arc::new(apply),
                         store.clone(),
                         cfg.clock.clone(),
                         margin,
@@ -332,6 +338,8 @@ impl Application {
                 clock: cfg.clock.clone(),
                 follower: follower.clone(),
                 metrics: metrics.clone(),
+                feed,
+                shutdown: stop_rx.clone(),
             };
             routes
                 .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
