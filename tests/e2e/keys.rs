@@ -19,7 +19,8 @@ on_both_backends!(
     rotation_under_verify_load_fails_nothing,
 );
 
-/// Polls `check` every 20 ms for up to 5 s.
+/// Polls `check` every 20 ms for up to 20 s (a liveness bound, not a speed
+/// target).
 pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -27,7 +28,7 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(5), "never: {what}");
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -234,7 +235,7 @@ async fn rotation_under_verify_load_fails_nothing(backend: Backend) {
         .collect();
     eventually("the load runs", || {
         let calls = calls.clone();
-        async move { calls.load(Ordering::Relaxed) > 20 }
+        async move { calls.load(Ordering::Relaxed) > 200 }
     })
     .await;
     let before = calls.load(Ordering::Relaxed);
@@ -256,7 +257,7 @@ async fn rotation_under_verify_load_fails_nothing(backend: Backend) {
     let switched = calls.load(Ordering::Relaxed);
     eventually("the load runs on after the switch", || {
         let calls = calls.clone();
-        async move { calls.load(Ordering::Relaxed) > switched + 20 }
+        async move { calls.load(Ordering::Relaxed) > switched + 400 }
     })
     .await;
     stop.store(true, Ordering::Relaxed);
