@@ -256,3 +256,33 @@ async fn next_event(
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_database_is_refused_with_the_fix_named() {
+    let d = Deployment::new(Backend::Distributed).await;
+    let mut cfg = d.config();
+    cfg.migrate = false;
+    let err = tessera::Application::build(cfg.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("tessera migrate"), "{err}");
+    assert!(
+        !err.to_string().contains("postgres://"),
+        "no URL in errors: {err}"
+    );
+    // The fix, with the real binary.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "migrate",
+            "--database-url",
+            d.database_url.as_deref().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = tessera::Application::build(cfg).await.unwrap();
+    drop(app);
+    d.cleanup().await;
+}

@@ -49,15 +49,6 @@ pub fn invalid(field: &str, description: impl Into<String>) -> Status {
     )
 }
 
-/// UNIMPLEMENTED for an RPC that a later release implements.
-pub fn unimplemented(rpc: &str) -> Status {
-    status(
-        Code::Unimplemented,
-        ErrorReason::NotImplemented,
-        format!("{rpc} is not implemented by this server yet"),
-    )
-}
-
 /// Maps a domain error to its status: the one place this happens.
 pub fn from_domain(e: DomainError) -> Status {
     match e {

@@ -195,6 +195,10 @@ impl Application {
         // migrates a database that newer instances are using.
         if store.backend() == Backend::Sqlite || cfg.migrate {
             store.migrate().await?;
+        } else if !store.is_migrated().await? {
+            return Err(AppError::Config(
+                "database_url: the database has no Tessera schema, or an older one; run `tessera migrate --database-url …` (or serve with --migrate)".into(),
+            ));
         }
 
         let (stop, stop_rx) = watch::channel(false);

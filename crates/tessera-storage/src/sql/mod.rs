@@ -118,6 +118,25 @@ impl SqlStore {
         })
     }
 
+    /// True when every migration of this binary has been applied.
+    pub async fn is_migrated(&self) -> Result<bool> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table: nothing applied.
+                Err(sqlx::Error::Database(_)) => return Ok(false),
+                Err(e) => return Err(store_err(e)),
+            };
+        Ok(migrator.iter().all(|m| applied.contains(&m.version)))
+    }
+
     /// The engine in use.
     pub fn backend(&self) -> Backend {
         self.backend
