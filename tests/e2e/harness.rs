@@ -80,6 +80,8 @@ pub struct Deployment {
     pub families: FamilyPolicy,
     /// Key schedule the next `start` uses.
     pub keys: KeySchedule,
+    /// How often started apps apply the key schedule.
+    pub key_tick: Duration,
 }
 
 /// With `TESSERA_TEST_LOG` set, every app's logs (DEBUG and up) go to that
@@ -178,6 +180,7 @@ impl Deployment {
             clock: ManualClock::starting_now(),
             families: FamilyPolicy::default(),
             keys: KeySchedule::default(),
+            key_tick: Duration::from_millis(100),
         }
     }
 
@@ -203,7 +206,7 @@ impl Deployment {
             families: self.families,
             clock: Arc::new(self.clock.clone()),
             keys: self.keys,
-            key_tick: Duration::from_millis(100),
+            key_tick: self.key_tick,
             allow_insecure_listen: false,
         }
     }

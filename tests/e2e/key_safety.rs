@@ -134,6 +134,14 @@ async fn a_compromised_key_fails_everywhere_within_a_second() {
     );
     let t3 = a.issue("lee").await.access_token;
     assert_eq!(kid_of(&t3), k3);
+    // B stops signing with the killed key too (on the kill's event, or at
+    // its next schedule tick at the latest).
+    eventually("B signs with the new key", || {
+        let mut ib = b.issuer.clone();
+        let k3 = k3.clone();
+        async move { kid_of(&issue_token(&mut ib, "lee").await) == k3 }
+    })
+    .await;
     eventually("B verifies the new key's tokens", || {
         let mut i = b.introspection.clone();
         let t3 = t3.clone();

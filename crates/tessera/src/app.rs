@@ -208,6 +208,7 @@ impl Application {
         let mut routes = tonic::service::Routes::builder();
         let mut services = vec![""];
         let mut http = None;
+        let mut key_manager = None;
         let ring = Arc::new(KeyRing::default());
         let margin = cfg.policy.family_margin();
         let metrics = Arc::new(Metrics::default());
@@ -242,6 +243,7 @@ impl Application {
                 .with_previous_kek(previous_kek),
             );
             keys.bootstrap().await?;
+            key_manager = Some(keys.clone());
             let refresh_secret =
                 RefreshSecret::new(&keys.service_secret(tessera_issuer::REFRESH_SECRET).await?);
             tasks.push(key_ticks(keys.clone(), cfg.key_tick, stop_rx.clone()));
@@ -289,10 +291,22 @@ impl Application {
             let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
                 Some(u) => {
                     let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
-                    let (view, feed) = (view.clone(), feed.clone());
+                    let (view, feed, keys) = (view.clone(), feed.clone(), key_manager.clone());
                     let apply = move |e: &tessera_domain::revocation::RevocationEvent| {
                         view.apply(e);
                         let _ = feed.send(e.clone());
+                        // A key killed on another instance: stop signing with
+                        // it now rather than at the next schedule tick.
+                        if let (tessera_domain::revocation::RevocationEvent::Key { .. }, Some(k)) =
+                            (e, &keys)
+                        {
+                            let k = k.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = k.tick().await {
+                                    tracing::warn!(error = %e, "key reload after a kill failed");
+                                }
+                            });
+                        }
                     };
                     tasks.push(bus.follow(
                         Arc::new(apply),
