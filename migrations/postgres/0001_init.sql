@@ -49,6 +49,9 @@ CREATE TABLE families (
     last_used_at        BIGINT NOT NULL,
     idle_expires_at     BIGINT NOT NULL,
     absolute_expires_at BIGINT NOT NULL,
+    -- the subject version at login: a family below the current version was
+    -- revoked with its subject, whenever its row was written
+    subject_version     BIGINT NOT NULL,
     revoked_at          BIGINT
 );
 CREATE INDEX families_subject ON families (subject);

@@ -246,6 +246,16 @@ impl Deployment {
             .unwrap()
     }
 
+    /// Runs one statement with one text argument on the deployment's own
+    /// database (to set up states only a race would otherwise produce).
+    pub async fn execute(&self, sql: &'static str, arg: &str) {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.store_url())
+            .await
+            .unwrap();
+        sqlx::query(sql).bind(arg).execute(&mut conn).await.unwrap();
+    }
+
     /// Drops the database and the data directory (first recording its key
     /// material for the log scan).
     pub async fn cleanup(self) {

@@ -124,8 +124,12 @@ async fn a_whole_rotation_cycle_on_the_injected_clock(backend: Backend) {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason(&err), "ERROR_REASON_KEY_STATE_INVALID");
 
-    // retire_after later the old key leaves the JWKS by itself.
-    d.clock.advance(s.retire_after);
+    // One second before retire_after the old key is still published...
+    d.clock.advance(s.retire_after - 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(jwks_kids(&mut app).await.contains(&k1), "unpublished early");
+    // ...and on time it leaves the JWKS by itself.
+    d.clock.advance(1);
     eventually("the old key is unpublished", || {
         let mut keys = app.keys.clone();
         let k2 = k2.clone();

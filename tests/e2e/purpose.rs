@@ -13,6 +13,7 @@ on_both_backends!(
     purpose_token_lifetimes_end_on_the_second,
     purpose_and_access_tokens_never_cross,
     a_password_reset_can_end_every_session,
+    a_revoked_purpose_token_does_not_redeem,
 );
 
 fn issue_req(subject: &str, kind: TokenKind, binding: &str) -> IssuePurposeTokenRequest {
@@ -219,6 +220,46 @@ async fn a_password_reset_can_end_every_session(backend: Backend) {
         );
         assert!(app.refresh(&t.refresh_token).await.is_err());
     }
+    app.stop().await;
+    d.cleanup().await;
+}
+
+async fn a_revoked_purpose_token_does_not_redeem(backend: Backend) {
+    let (d, mut app) = spawn_app(backend).await;
+    let mint = |app: &mut crate::harness::TestApp| {
+        let mut issuer = app.issuer.clone();
+        async move {
+            issuer
+                .issue_purpose_token(issue_req("otto", TokenKind::PasswordReset, ""))
+                .await
+                .unwrap()
+                .into_inner()
+                .token
+        }
+    };
+    // Revoked by token.
+    let t = mint(&mut app).await;
+    app.revoke(tessera_proto::v1::revoke_request::Target::Token(t.clone()))
+        .await;
+    let s = app
+        .issuer
+        .redeem_purpose_token(redeem_req(&t, TokenKind::PasswordReset, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "ERROR_REASON_PURPOSE_TOKEN_INVALID");
+    // Outstanding tokens of a subject that was revoked (a reset redeemed
+    // with revoke_subject_sessions does that) no longer redeem.
+    let first = mint(&mut app).await;
+    let second = mint(&mut app).await;
+    let mut req = redeem_req(&first, TokenKind::PasswordReset, "");
+    req.revoke_subject_sessions = true;
+    app.issuer.redeem_purpose_token(req).await.unwrap();
+    let s = app
+        .issuer
+        .redeem_purpose_token(redeem_req(&second, TokenKind::PasswordReset, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "ERROR_REASON_PURPOSE_TOKEN_INVALID");
     app.stop().await;
     d.cleanup().await;
 }

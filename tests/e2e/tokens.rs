@@ -136,6 +136,17 @@ async fn hs256_signed_with_the_public_key(backend: Backend) {
             Err(VerifyFailure::AlgorithmNotAllowed)
         );
     }
+    // An allowed algorithm that is not the named key's own is refused too
+    // (an RS256 or EdDSA header on our ES256 kid).
+    for alg in ["RS256", "EdDSA", "PS256"] {
+        h["alg"] = json!(alg);
+        let forged = format!("{}.{}.AAAA", enc(&h), enc(&p));
+        assert_eq!(
+            app.verify(&forged).await,
+            Err(VerifyFailure::AlgorithmNotAllowed),
+            "{alg}"
+        );
+    }
     app.stop().await;
     d.cleanup().await;
 }

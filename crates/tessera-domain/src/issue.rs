@@ -174,6 +174,7 @@ pub fn mint_login(
         created_at: now,
         idle_expires_at: (now + families.idle_timeout).min(absolute),
         absolute_expires_at: absolute,
+        subject_version,
     };
     Ok(Minted {
         access_token,

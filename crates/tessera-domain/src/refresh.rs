@@ -138,6 +138,9 @@ pub struct FamilyRecord {
     pub idle_expires_at: UnixTime,
     /// When the family ends at the latest.
     pub absolute_expires_at: UnixTime,
+    /// The subject's version (equal to the family's; a family behind its
+    /// subject is revoked).
+    pub subject_version: u64,
 }
 
 /// What the store did with a presented refresh token.

@@ -14,8 +14,9 @@ use crate::clock::UnixTime;
 use crate::error::{DomainError, Result};
 use crate::keys::{Algorithm, KeyState};
 
-/// Slack added to the JWKS cache lifetime: clock differences and the time a
-/// verifier takes to refetch.
+/// Slack added to the JWKS cache lifetime (clock differences, the time a
+/// verifier takes to refetch) and to the retire time (other instances
+/// applying the schedule a tick later).
 pub const PUBLISH_MARGIN: i64 = 60;
 
 /// The rotation schedule.
@@ -66,12 +67,14 @@ impl KeySchedule {
                 ),
             ));
         }
-        let need = longest_token + clock_skew;
+        // The margin also covers other instances still signing with the key
+        // until their next schedule tick.
+        let need = longest_token + clock_skew + PUBLISH_MARGIN;
         if self.retire_after < need {
             return Err(DomainError::field(
                 "key_retire_after",
                 format!(
-                    "a key must stay published for the longest token it signed plus the clock skew ({need} s)"
+                    "a key must stay published for the longest token it signed plus the clock skew plus {PUBLISH_MARGIN} s ({need} s)"
                 ),
             ));
         }
@@ -174,7 +177,11 @@ pub fn due_steps(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> Vec<KeySt
 /// What an on-demand rotation should do: publish a next key due as soon as
 /// safe, or bring the existing pending key forward to that moment.
 pub fn rotate_now(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> KeyStep {
-    match keys.iter().find(|k| k.state == KeyState::Pending) {
+    let pending = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Pending)
+        .min_by_key(|k| k.activates_at.unwrap_or(UnixTime::MAX));
+    match pending {
         Some(p) => KeyStep::Activate {
             kid: p.kid.clone(),
             previous: keys

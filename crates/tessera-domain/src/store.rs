@@ -115,6 +115,8 @@ pub struct NewFamily {
     pub idle_expires_at: UnixTime,
     /// When it ends at the latest (absolute lifetime).
     pub absolute_expires_at: UnixTime,
+    /// The subject's version at login.
+    pub subject_version: u64,
 }
 
 /// Durable sessions: families, refresh tokens, subject versions and

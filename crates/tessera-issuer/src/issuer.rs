@@ -8,7 +8,7 @@ use tessera_domain::clock::Clock;
 use tessera_domain::issue::{IssueCommand, mint_login};
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
-use tessera_domain::store::SessionStore;
+use tessera_domain::store::Store;
 use tessera_grpc::metrics::Metrics;
 use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
@@ -45,7 +45,7 @@ pub struct IssuerApi {
 
 pub(crate) struct Inner {
     pub(crate) keys: Arc<KeyManager>,
-    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) cfg: IssuerConfig,
 }
 
@@ -57,7 +57,7 @@ impl std::fmt::Debug for IssuerApi {
 
 impl IssuerApi {
     /// The service.
-    pub fn new(keys: Arc<KeyManager>, store: Arc<dyn SessionStore>, cfg: IssuerConfig) -> Self {
+    pub fn new(keys: Arc<KeyManager>, store: Arc<dyn Store>, cfg: IssuerConfig) -> Self {
         Self {
             inner: Arc::new(Inner { keys, store, cfg }),
         }

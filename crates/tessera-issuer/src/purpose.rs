@@ -99,6 +99,18 @@ pub(crate) async fn redeem(
             tracing::info!(failure = f.as_str(), "purpose token rejected");
             invalid_token()
         })?;
+    // Step 5 too, against the store: a revoked token, a token of a revoked
+    // subject (a password reset ends the others) or of a killed key does
+    // not redeem.
+    if me
+        .store
+        .is_revoked(&signed.revocation_query(), now)
+        .await
+        .map_err(from_domain)?
+    {
+        tracing::info!("revoked purpose token presented");
+        return Err(invalid_token());
+    }
     let outcome = me
         .store
         .redeem_purpose(&signed.claims.jti, binding_hash(&r.binding), now)

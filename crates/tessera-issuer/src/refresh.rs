@@ -107,11 +107,7 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
         }
     };
     tracing::Span::current().record("family_id", family.family_id.as_str());
-    let version = me
-        .store
-        .subject_version(&family.subject)
-        .await
-        .map_err(from_domain)?;
+    let version = family.subject_version;
     let key = me.keys.signing_key().map_err(from_domain)?;
     let scope = if r.scopes.is_empty() {
         family.scope.clone()

@@ -65,7 +65,8 @@ impl KeyStore for SqlStore {
                  ON CONFLICT (kid) DO UPDATE SET state = excluded.state, \
                  activates_at = excluded.activates_at, activated_at = excluded.activated_at, \
                  retiring_at = excluded.retiring_at, retired_at = excluded.retired_at, \
-                 sealed_private = excluded.sealed_private, kek_id = excluded.kek_id"
+                 sealed_private = excluded.sealed_private, kek_id = excluded.kek_id \
+                 WHERE signing_keys.state <> 'compromised' OR excluded.state = 'compromised'"
             )))
             .bind(&k.kid)
             .bind(k.algorithm.name())
@@ -87,15 +88,23 @@ impl KeyStore for SqlStore {
     }
 
     async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>> {
+        // Under the key lock, so no schedule step planned from an older read
+        // can write the key back to another state.
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        sqlx::query("UPDATE leases SET counter = counter + 1 WHERE name = 'signing_keys'")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
         let done = sqlx::query(
             "UPDATE signing_keys SET state = 'compromised', retired_at = $1 \
              WHERE kid = $2 AND state <> 'compromised'",
         )
         .bind(now)
         .bind(kid)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
         if done.rows_affected() > 0 {
             return Ok(Some(true));
         }

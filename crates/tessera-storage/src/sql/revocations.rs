@@ -167,22 +167,18 @@ impl Housekeeping for SqlStore {
         let families = "SELECT family_id FROM families \
              WHERE (revoked_at IS NULL AND idle_expires_at < $1) OR revoked_at < $2 \
              ORDER BY family_id LIMIT $3";
-        let mut total = 0;
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
-        for sql in [
-            format!("DELETE FROM refresh_tokens WHERE family_id IN ({families})"),
-            format!("DELETE FROM families WHERE family_id IN ({families})"),
-        ] {
-            total += sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(cutoff)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(store_err)?;
+        // One statement: refresh tokens go with their family (ON DELETE
+        // CASCADE), so no second statement can pick a different batch.
+        let mut total = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM families WHERE family_id IN ({families})"
+        )))
+        .bind(cutoff)
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?
+        .rows_affected();
         for sql in [
             "DELETE FROM revoked_tokens WHERE jti IN \
              (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",

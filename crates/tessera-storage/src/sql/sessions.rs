@@ -1,6 +1,6 @@
 //! Families, refresh-token rotation, subject versions and purpose tokens.
 
-use super::{SqlStore, store_err, to_u64};
+use super::{SqlStore, store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use sqlx::Row;
 use tessera_domain::clock::UnixTime;
@@ -23,8 +23,8 @@ impl SessionStore for SqlStore {
     async fn open_family(&self, f: &NewFamily) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
         sqlx::query(
-            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&f.family_id)
         .bind(&f.subject)
@@ -35,6 +35,7 @@ impl SessionStore for SqlStore {
         .bind(f.created_at)
         .bind(f.idle_expires_at)
         .bind(f.absolute_expires_at)
+        .bind(to_i64(f.subject_version))
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
@@ -72,7 +73,9 @@ impl SessionStore for SqlStore {
         }
         let row = sqlx::query(
             "SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id, f.idle_expires_at, \
-                    f.absolute_expires_at, f.revoked_at, t.consumed_at, t.successor_hash, t.generation \
+                    f.absolute_expires_at, f.revoked_at, t.consumed_at, t.successor_hash, t.generation, \
+                    f.subject_version, \
+                    COALESCE((SELECT s.version FROM subjects s WHERE s.subject = f.subject), 0) \
              FROM refresh_tokens t JOIN families f ON f.family_id = t.family_id \
              WHERE t.token_hash = $1",
         )
@@ -88,23 +91,22 @@ impl SessionStore for SqlStore {
             client_id: row.try_get(4).map_err(store_err)?,
             idle_expires_at: row.try_get(5).map_err(store_err)?,
             absolute_expires_at: row.try_get(6).map_err(store_err)?,
+            subject_version: to_u64(row.try_get(11).map_err(store_err)?),
         };
+        let current_version: i64 = row.try_get(12).map_err(store_err)?;
         let revoked_at: Option<i64> = row.try_get(7).map_err(store_err)?;
         let consumed_at: Option<i64> = row.try_get(8).map_err(store_err)?;
         let successor: Option<Vec<u8>> = row.try_get(9).map_err(store_err)?;
         let generation: i64 = row.try_get(10).map_err(store_err)?;
 
-        let early = if revoked_at.is_some() {
+        // A family opened under an older subject version was revoked with its
+        // subject, even if its row was written after that revocation.
+        let early = if revoked_at.is_some() || to_u64(current_version) > family.subject_version {
             Some(RotateOutcome::Revoked)
         } else if now >= family.absolute_expires_at {
             Some(RotateOutcome::LifetimeExpired)
         } else if now >= family.idle_expires_at {
             Some(RotateOutcome::IdleExpired)
-        } else if !scopes
-            .iter()
-            .all(|s| family.scope.split(' ').any(|g| g == s))
-        {
-            Some(RotateOutcome::ScopeNotGranted)
         } else {
             None
         };
@@ -112,8 +114,17 @@ impl SessionStore for SqlStore {
             tx.rollback().await.map_err(store_err)?;
             return Ok(outcome);
         }
+        // Reuse is judged before the scopes, so a stolen, consumed token
+        // cannot probe without revoking its family.
+        let scope_granted = scopes
+            .iter()
+            .all(|s| family.scope.split(' ').any(|g| g == s));
 
         let Some(consumed_at) = consumed_at else {
+            if !scope_granted {
+                tx.rollback().await.map_err(store_err)?;
+                return Ok(RotateOutcome::ScopeNotGranted);
+            }
             // The current token: consume it and make its successor current.
             let idle = (now + req.policy.idle_timeout).min(family.absolute_expires_at);
             sqlx::query(
@@ -170,6 +181,9 @@ impl SessionStore for SqlStore {
         let grace = req.policy.grace;
         if successor_current && grace > 0 && now - consumed_at <= grace {
             tx.commit().await.map_err(store_err)?;
+            if !scope_granted {
+                return Ok(RotateOutcome::ScopeNotGranted);
+            }
             return Ok(RotateOutcome::Rotated {
                 family,
                 fresh: false,
