@@ -37,6 +37,13 @@ async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
     cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
     cfg.issuer_endpoint = Some(format!("http://{}", issuer.addr));
     let (mut verifier, vstop, vhandle) = start_config(cfg).await;
+    // A second issuer that applies its schedule only hourly: what it learns
+    // of a kill, it learns from the event.
+    let mut cfg = d.config();
+    cfg.role = Role::Issuer;
+    cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));
+    cfg.key_tick = Duration::from_secs(3600);
+    let (mut issuer2, i2stop, i2handle) = start_config(cfg).await;
 
     let t1 = issuer.issue("olga").await;
     assert_eq!(verifier.verify(&t1.access_token).await, Ok(()));
@@ -64,6 +71,21 @@ async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
     let t2 = issuer.issue("olga").await.access_token;
     assert_eq!(kid_of(&t2), r.new_active_key.unwrap().kid);
     let took = verified_within(&mut verifier, &t2, Duration::from_secs(1)).await;
+    let start = Instant::now();
+    loop {
+        if kid_of(&issuer2.issue("olga").await.access_token) == kid_of(&t2) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the other issuer still signs with the killed key"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "the other issuer stopped signing with the killed key after {:?}",
+        start.elapsed()
+    );
     let follower = verifier.follower.clone().unwrap();
     let before = follower.fetches();
     println!("a key published by the issuer verified in the introspection service after {took:?}");
@@ -116,6 +138,8 @@ async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
 
     let _ = vstop.send(());
     vhandle.await.unwrap().unwrap();
+    let _ = i2stop.send(());
+    i2handle.await.unwrap().unwrap();
     let _ = istop.send(());
     ihandle.await.unwrap().unwrap();
     d.cleanup().await;

@@ -152,6 +152,19 @@ fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
         .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
 }
 
+/// A key killed on another instance: stop signing with it now rather than at
+/// the next schedule tick.
+fn reload_on_kill(keys: Option<&Arc<KeyManager>>, e: &tessera_domain::revocation::RevocationEvent) {
+    if let (tessera_domain::revocation::RevocationEvent::Key { .. }, Some(k)) = (e, keys) {
+        let k = k.clone();
+        tokio::spawn(async move {
+            if let Err(e) = k.tick().await {
+                tracing::warn!(error = %e, "key reload after a kill failed");
+            }
+        });
+    }
+}
+
 fn lazy_channel(url: &str, setting: &str) -> Result<Channel, AppError> {
     Endpoint::from_shared(url.to_owned())
         .map(|e| e.connect_lazy())
@@ -295,18 +308,7 @@ impl Application {
                     let apply = move |e: &tessera_domain::revocation::RevocationEvent| {
                         view.apply(e);
                         let _ = feed.send(e.clone());
-                        // A key killed on another instance: stop signing with
-                        // it now rather than at the next schedule tick.
-                        if let (tessera_domain::revocation::RevocationEvent::Key { .. }, Some(k)) =
-                            (e, &keys)
-                        {
-                            let k = k.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = k.tick().await {
-                                    tracing::warn!(error = %e, "key reload after a kill failed");
-                                }
-                            });
-                        }
+                        reload_on_kill(keys.as_ref(), e);
                     };
                     tasks.push(bus.follow(
                         Arc::new(apply),
@@ -368,6 +370,22 @@ impl Application {
                 "tessera.v1.IntrospectionService",
                 "tessera.v1.RevocationService",
             ]);
+        }
+        if let (Role::Issuer, Some(u), Some(keys)) = (cfg.role, &cfg.redis_url, &key_manager) {
+            // An issuer-only instance has no revocation view, but it must
+            // still stop signing with a key killed elsewhere at once.
+            let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;
+            let keys = keys.clone();
+            let apply = move |e: &tessera_domain::revocation::RevocationEvent| {
+                reload_on_kill(Some(&keys), e)
+            };
+            tasks.push(bus.follow(
+                Arc::new(apply),
+                store.clone(),
+                cfg.clock.clone(),
+                margin,
+                stop_rx.clone(),
+            ));
         }
         tasks.push(housekeeping(
             view,
