@@ -49,8 +49,14 @@ pub(crate) async fn states(app: &mut TestApp) -> Vec<(String, KeyState)> {
 }
 
 pub(crate) async fn jwks_kids(app: &mut TestApp) -> Vec<String> {
-    let mut kids: Vec<String> = app
-        .keys
+    published_kids(&mut app.keys).await
+}
+
+/// The kids of the published set, sorted.
+async fn published_kids(
+    client: &mut tessera_proto::v1::key_service_client::KeyServiceClient<tonic::transport::Channel>,
+) -> Vec<String> {
+    let mut kids: Vec<String> = client
         .get_jwks(GetJwksRequest {})
         .await
         .unwrap()
@@ -133,18 +139,7 @@ async fn a_whole_rotation_cycle_on_the_injected_clock(backend: Backend) {
     eventually("the old key is unpublished", || {
         let mut keys = app.keys.clone();
         let k2 = k2.clone();
-        async move {
-            let kids: Vec<String> = keys
-                .get_jwks(GetJwksRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .keys
-                .into_iter()
-                .map(|k| k.kid)
-                .collect();
-            kids == [k2]
-        }
+        async move { published_kids(&mut keys).await == [k2] }
     })
     .await;
     let st = states(&mut app).await;
