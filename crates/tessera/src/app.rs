@@ -1,21 +1,17 @@
 //! Wiring: stores, keys, services, health and reflection on one port.
 
-use crate::kek::{self, KekSource};
+use crate::config::{AppError, Config, Role};
+use crate::kek;
 use crate::tasks::{housekeeping, key_ticks, set_all, watch_store};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_domain::clock::Clock;
-use tessera_domain::error::DomainError;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::policy::Policy;
 use tessera_domain::purpose::purpose_ttl;
-use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
+use tessera_domain::refresh::RefreshSecret;
 use tessera_domain::revocation::MemoryRevocations;
-use tessera_domain::schedule::KeySchedule;
 use tessera_domain::store::{RevocationBus, RevocationStore};
 use tessera_grpc::metrics::Metrics;
 use tessera_introspection::{IntrospectionApi, KeyFollower, RevocationApi, Verifier};
@@ -27,98 +23,11 @@ use tessera_proto::v1::key_service_server::KeyServiceServer;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
-use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-
-/// Which services one process serves. The services always talk to each
-/// other over gRPC, so splitting them changes only addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Every service on one port (the embedded default).
-    All,
-    /// `IssuerService`, `KeyService` and the HTTP JWKS.
-    Issuer,
-    /// `IntrospectionService` and `RevocationService`.
-    Introspection,
-}
-
-/// Everything the application needs; built from flags and environment by
-/// [`crate::cli`], or directly by tests (port 0, a manual clock).
-#[derive(Clone)]
-pub struct Config {
-    /// Which services this process serves.
-    pub role: Role,
-    /// With `Role::Introspection`: the issuer to learn keys from.
-    pub issuer_endpoint: Option<String>,
-    /// With `Role::Issuer`: the revocation service to report reuse and
-    /// compromise to.
-    pub revocation_endpoint: Option<String>,
-    /// With `Role::Introspection`: the least time between two key-set
-    /// refetches caused by unknown kids.
-    pub unknown_kid_refetch: Duration,
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// Data directory (SQLite file, generated KEK).
-    pub data_dir: PathBuf,
-    /// Postgres (or SQLite) URL; `None` means SQLite in the data directory.
-    pub database_url: Option<String>,
-    /// Redis URL; `None` means the in-process bus.
-    pub redis_url: Option<String>,
-    /// Prefix of Redis keys and channels.
-    pub redis_prefix: String,
-    /// Where the KEK comes from.
-    pub kek: KekSource,
-    /// The KEK being replaced, while a rewrap is under way.
-    pub previous_kek: Option<KekSource>,
-    /// Run migrations on start (always done for the embedded SQLite store).
-    pub migrate: bool,
-    /// Token policy.
-    pub policy: Policy,
-    /// Family lifetimes.
-    pub families: FamilyPolicy,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// The key-rotation schedule (and the JWKS cache lifetime).
-    pub keys: KeySchedule,
-    /// How often each instance applies the schedule and reloads the key set
-    /// other instances may have changed.
-    pub key_tick: Duration,
-    /// Allow plain TCP on a non-loopback address.
-    pub allow_insecure_listen: bool,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .field("redis_prefix", &self.redis_prefix)
-            .field("kek", &self.kek)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why the application could not start. Messages name the setting and carry
-/// no secret (database URLs are not echoed: they may hold a password).
-#[derive(Debug, Error)]
-pub enum AppError {
-    /// A setting is wrong.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A store or the domain failed.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// Binding or serving failed.
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// The gRPC server failed.
-    #[error("server: {0}")]
-    Server(String),
-}
 
 /// A built application: listener bound, stores open, keys loaded.
 pub struct Application {

@@ -1,6 +1,6 @@
 //! Command-line and environment configuration (`TESSERA_…`).
 
-use crate::app::Config;
+use crate::config::Config;
 use crate::kek::{KekSource, parse_kek};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ pub enum Command {
 pub struct ServeArgs {
     /// Which services to serve: all (default), issuer or introspection.
     #[arg(long, env = "TESSERA_ROLE", value_enum, default_value = "all")]
-    pub role: crate::app::Role,
+    pub role: crate::config::Role,
     /// With --role introspection: the issuer to learn keys from (GetJwks,
     /// then the WatchKeys stream).
     #[arg(long, env = "TESSERA_ISSUER_ENDPOINT")]

@@ -9,9 +9,11 @@
 
 pub mod app;
 pub mod cli;
+mod config;
 pub mod http;
 pub mod kek;
 pub mod keys_cli;
 mod tasks;
 
-pub use app::{AppError, Application, Config, Role};
+pub use app::Application;
+pub use config::{AppError, Config, Role};
