@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::{Manager, Pool, Runtime};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,22 @@ impl RevocationBus for LocalBus {
 fn redis_err(e: &redis::RedisError) -> DomainError {
     // Kind only: a Redis error can echo a command's arguments.
     DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
+}
+
+/// Redis connection settings from `url`, with the socket options every
+/// Redis connection uses: `TCP_NODELAY` (redis-rs leaves it off, so a
+/// pipelined or multi-write command could wait for a delayed ACK) and TCP
+/// keepalive, so a subscription whose peer vanished is noticed.
+fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    use redis::IntoConnectionInfo;
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    Ok(url.into_connection_info()?.set_tcp_settings(
+        redis::io::tcp::TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive),
+    ))
 }
 
 /// The Redis bus and deny-list. Every key and the channel start with
@@ -94,11 +110,15 @@ fn decode(s: &str) -> Option<RevocationEvent> {
 impl RedisBus {
     /// Connects to `url` and checks that Redis answers.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let pool = Config::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
+        let invalid = |_| DomainError::field("redis_url", "not a valid Redis URL");
+        let info = connection_info(url).map_err(invalid)?;
+        // Built from the manager, not `Config::from_url`: deadpool's config
+        // would reset the TCP settings to the library's defaults.
+        let pool = Pool::builder(Manager::new(info.clone()).map_err(invalid)?)
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|_| DomainError::field("redis_url", "not a valid Redis URL"))?;
-        let client = redis::Client::open(url)
-            .map_err(|_| DomainError::field("redis_url", "not a valid Redis URL"))?;
+        let client = redis::Client::open(info).map_err(invalid)?;
         let bus = Self {
             pool,
             client,

@@ -25,7 +25,7 @@ use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -75,7 +75,7 @@ fn reload_on_kill(keys: Option<&Arc<KeyManager>>, e: &tessera_domain::revocation
 }
 
 fn lazy_channel(url: &str, setting: &str) -> Result<Channel, AppError> {
-    Endpoint::from_shared(url.to_owned())
+    tessera_grpc::net::endpoint(url)
         .map(|e| e.connect_lazy())
         .map_err(|e| AppError::Config(format!("{setting}: {e}")))
 }
@@ -391,14 +391,11 @@ impl Application {
                 set_all(&health, &services, ServingStatus::NotServing).await;
             }
         };
-        let result = tonic::transport::Server::builder()
+        let result = tessera_grpc::net::server()
             // HTTP/1.1 too, for the JWKS endpoints.
             .accept_http1(true)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutting_down,
-            )
+            .serve_with_incoming_shutdown(tessera_grpc::net::incoming(listener), shutting_down)
             .await
             .map_err(|e| AppError::Server(e.to_string()));
         let _ = stop.send(true);

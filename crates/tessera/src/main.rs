@@ -52,7 +52,7 @@ async fn serve(cfg: Config) -> Result<(), tessera::AppError> {
 
 async fn healthcheck(endpoint: String) -> bool {
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        let channel = tessera_grpc::net::endpoint(&endpoint)
             .ok()?
             .connect()
             .await
