@@ -208,6 +208,7 @@ impl Deployment {
             keys: self.keys,
             key_tick: self.key_tick,
             allow_insecure_listen: false,
+            verify_cache_bytes: 8 << 20,
         }
     }
 
@@ -288,6 +289,7 @@ pub async fn start_config(
     let app = Application::build(cfg).await.expect("build the app");
     let addr = app.local_addr();
     let follower = app.key_fetches();
+    let ring = app.key_ring();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -306,6 +308,7 @@ pub async fn start_config(
         revocation: RevocationServiceClient::new(channel.clone()),
         channel,
         follower,
+        ring,
         stop: None,
         handle: None,
     };
@@ -318,6 +321,8 @@ pub struct TestApp {
     pub channel: Channel,
     /// In the introspection role: its key follower.
     pub follower: Option<Arc<tessera_introspection::KeyFollower>>,
+    /// The key set Verify trusts, with its verified-signature cache.
+    pub ring: Arc<tessera_domain::keys::KeyRing>,
     pub issuer: IssuerServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
     pub introspection: IntrospectionServiceClient<Channel>,

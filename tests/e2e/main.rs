@@ -16,4 +16,5 @@ mod keys;
 mod lifecycle;
 mod purpose;
 mod roles;
+mod sigcache;
 mod tokens;

@@ -20,6 +20,7 @@ pub mod refresh;
 pub mod revocation;
 pub mod schedule;
 pub mod seal;
+pub mod sigcache;
 pub mod store;
 pub mod verify;
 

@@ -8,7 +8,7 @@
 use crate::b64url_decode;
 use crate::claims::Claims;
 use crate::clock::UnixTime;
-use crate::keys::{Algorithm, KeySet};
+use crate::keys::{Algorithm, KeyRing, KeySet};
 use crate::kind::TokenKind;
 use crate::policy::{MAX_TOKEN_BYTES, Policy};
 use crate::revocation::{MemoryRevocations, RevocationQuery};
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a token is not valid. Exactly one reason: the first failing step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,11 +248,38 @@ pub fn verify(
     now: UnixTime,
 ) -> Result<Signed, Failure> {
     let signed = verify_signature(token, keys, policy)?;
-    check_claims(&signed, expect, policy, now)?;
+    check_after_signature(&signed, expect, policy, revocations, now)?;
+    Ok(signed)
+}
+
+/// [`verify`] with steps 1–3 through the ring's verified-signature cache;
+/// steps 4 and 5 run on every call.
+pub fn verify_cached(
+    token: &str,
+    ring: &KeyRing,
+    policy: &Policy,
+    expect: &Expectation<'_>,
+    revocations: &MemoryRevocations,
+    now: UnixTime,
+) -> Result<Arc<Signed>, Failure> {
+    let signed = ring.verify_signature(token, policy, now)?;
+    check_after_signature(&signed, expect, policy, revocations, now)?;
+    Ok(signed)
+}
+
+/// Steps 4 and 5.
+fn check_after_signature(
+    signed: &Signed,
+    expect: &Expectation<'_>,
+    policy: &Policy,
+    revocations: &MemoryRevocations,
+    now: UnixTime,
+) -> Result<(), Failure> {
+    check_claims(signed, expect, policy, now)?;
     if revocations.is_revoked(&signed.revocation_query(), now) {
         return Err(Failure::Revoked);
     }
-    Ok(signed)
+    Ok(())
 }
 
 /// Serialises and signs a token: `b64(header).b64(claims).b64(sig)`.

@@ -1,11 +1,10 @@
 //! `IntrospectionService.Verify`.
 
 use crate::{Verifier, token_field};
+use tessera_domain::claims::{Audience, Claims};
 use tessera_domain::issue::check_text;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::verify::{
-    Expectation, Failure, Signed, check_claims, verify, verify_signature,
-};
+use tessera_domain::verify::{Expectation, Failure, Signed, check_claims, verify_cached};
 use tessera_grpc::{from_domain, invalid, json_to_struct, required_enum, timestamp, token_kind};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
 use tessera_proto::v1::{
@@ -65,28 +64,75 @@ fn failure(f: Failure) -> VerifyFailure {
     }
 }
 
-fn claims(s: Signed) -> VerifiedClaims {
-    let all = serde_json::to_value(&s.claims)
-        .ok()
-        .and_then(|v| v.as_object().map(json_to_struct));
-    let c = s.claims;
+/// Every claim of the token as a `google.protobuf.Struct`, built straight
+/// from the typed claims (no intermediate JSON tree: this runs on every
+/// successful Verify).
+fn all_claims(c: &Claims) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    let text = |s: &str| Kind::StringValue(s.to_owned());
+    let number = |n: f64| Kind::NumberValue(n);
+    #[allow(clippy::cast_precision_loss)] // times and versions are far below 2^53
+    let mut fields: Vec<(&str, Kind)> = vec![
+        ("iss", text(&c.iss)),
+        ("sub", text(&c.sub)),
+        ("exp", number(c.exp as f64)),
+        ("nbf", number(c.nbf as f64)),
+        ("iat", number(c.iat as f64)),
+        ("jti", text(&c.jti)),
+        ("ver", number(c.ver as f64)),
+    ];
+    fields.push((
+        "aud",
+        match &c.aud {
+            Audience::One(a) => text(a),
+            Audience::Many(v) => Kind::ListValue(prost_types::ListValue {
+                values: v
+                    .iter()
+                    .map(|a| prost_types::Value {
+                        kind: Some(text(a)),
+                    })
+                    .collect(),
+            }),
+        },
+    ));
+    for (name, value) in [
+        ("sid", &c.sid),
+        ("scope", &c.scope),
+        ("client_id", &c.client_id),
+    ] {
+        if let Some(v) = value {
+            fields.push((name, text(v)));
+        }
+    }
+    let mut s = json_to_struct(&c.extra);
+    s.fields.extend(
+        fields
+            .into_iter()
+            .map(|(k, kind)| (k.to_owned(), prost_types::Value { kind: Some(kind) })),
+    );
+    s
+}
+
+fn claims(s: &Signed) -> VerifiedClaims {
+    let c = &s.claims;
     VerifiedClaims {
-        issuer: c.iss,
-        subject: c.sub,
+        issuer: c.iss.clone(),
+        subject: c.sub.clone(),
         audience: c.aud.to_vec(),
         expires_at: Some(timestamp(c.exp)),
         issued_at: Some(timestamp(c.iat)),
         not_before: Some(timestamp(c.nbf)),
-        token_id: c.jti,
-        family_id: c.sid.unwrap_or_default(),
+        token_id: c.jti.clone(),
+        family_id: c.sid.clone().unwrap_or_default(),
         subject_version: c.ver,
         scopes: c
             .scope
+            .as_deref()
             .map(|s| s.split(' ').map(str::to_owned).collect())
             .unwrap_or_default(),
-        client_id: c.client_id.unwrap_or_default(),
-        kid: s.kid,
-        all_claims: all,
+        client_id: c.client_id.clone().unwrap_or_default(),
+        kid: s.kid.clone(),
+        all_claims: Some(all_claims(c)),
     }
 }
 
@@ -101,14 +147,15 @@ impl IntrospectionService for IntrospectionApi {
         let cmd = verify_command(&r)?;
         let v = &self.v;
         let now = v.clock.now();
-        let keys = v.keys.current();
         let expect = Expectation {
             audience: cmd.audience,
             kind: cmd.kind,
         };
         let outcome = if cmd.strong {
             // Steps 1–4 locally, step 5 against the durable store.
-            match verify_signature(cmd.token, &keys, &v.policy)
+            match v
+                .keys
+                .verify_signature(cmd.token, &v.policy, now)
                 .and_then(|s| check_claims(&s, &expect, &v.policy, now).map(|()| s))
             {
                 Ok(s) => {
@@ -125,7 +172,7 @@ impl IntrospectionService for IntrospectionApi {
                 Err(f) => Err(f),
             }
         } else {
-            verify(cmd.token, &keys, &v.policy, &expect, &v.view, now)
+            verify_cached(cmd.token, &v.keys, &v.policy, &expect, &v.view, now)
         };
         v.metrics.verify(outcome.as_ref().err().copied());
         if let (Err(Failure::UnknownKey), Some(f)) = (&outcome, &v.follower) {
@@ -138,7 +185,7 @@ impl IntrospectionService for IntrospectionApi {
                 VerifyResponse {
                     valid: true,
                     failure: VerifyFailure::Unspecified.into(),
-                    claims: Some(claims(s)),
+                    claims: Some(claims(&s)),
                 }
             }
             Err(f) => {

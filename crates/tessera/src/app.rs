@@ -36,6 +36,7 @@ pub struct Application {
     routes: tonic::service::Routes,
     services: Vec<&'static str>,
     follower: Option<Arc<KeyFollower>>,
+    ring: Arc<KeyRing>,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -131,7 +132,7 @@ impl Application {
         let mut services = vec![""];
         let mut http = None;
         let mut key_manager = None;
-        let ring = Arc::new(KeyRing::default());
+        let ring = Arc::new(KeyRing::with_signature_cache(cfg.verify_cache_bytes));
         let margin = cfg.policy.family_margin();
         let metrics = Arc::new(Metrics::default());
 
@@ -259,7 +260,7 @@ impl Application {
                 follower = Some(f);
             }
             let verifier = Verifier {
-                keys: ring,
+                keys: ring.clone(),
                 view: view.clone(),
                 store: store.clone(),
                 bus,
@@ -298,6 +299,8 @@ impl Application {
         }
         tasks.push(housekeeping(
             view,
+            ring.clone(),
+            cfg.policy.clock_skew,
             store.clone(),
             cfg.clock.clone(),
             margin,
@@ -325,6 +328,7 @@ impl Application {
             routes,
             services,
             follower,
+            ring,
             health,
             health_service,
             stop,
@@ -343,6 +347,11 @@ impl Application {
     /// with `GetJwks` (start and unknown-kid refetches).
     pub fn key_fetches(&self) -> Option<Arc<KeyFollower>> {
         self.follower.clone()
+    }
+
+    /// The key set Verify trusts and its verified-signature cache.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.ring.clone()
     }
 
     /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Allow plain TCP on a non-loopback address (put TLS in front of it).
     #[arg(long, env = "TESSERA_ALLOW_INSECURE_LISTEN")]
     pub allow_insecure_listen: bool,
+    /// Memory for the verified-signature cache, MiB: a token seen before
+    /// skips only its signature check (0 turns the cache off).
+    #[arg(long, env = "TESSERA_VERIFY_CACHE_MIB", default_value_t = 32)]
+    pub verify_cache_mib: u64,
 }
 
 impl ServeArgs {
@@ -205,6 +209,7 @@ impl ServeArgs {
             },
             key_tick: std::time::Duration::from_secs(5),
             allow_insecure_listen: self.allow_insecure_listen,
+            verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
         })
     }
 }

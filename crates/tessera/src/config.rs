@@ -67,6 +67,8 @@ pub struct Config {
     pub key_tick: Duration,
     /// Allow plain TCP on a non-loopback address.
     pub allow_insecure_listen: bool,
+    /// Bytes the verified-signature cache may hold (0: no cache).
+    pub verify_cache_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {

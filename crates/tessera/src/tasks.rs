@@ -74,11 +74,14 @@ pub(crate) fn key_ticks(
     })
 }
 
-/// Once a minute: drops expired entries from the local view and purges the
+/// Once a minute: drops expired entries from the local view and the
+/// verified-signature cache, and purges the
 /// store in bounded batches (1000 rows of each kind per statement, repeated
 /// while a batch comes back full), so neither grows without bound.
 pub(crate) fn housekeeping(
     view: Arc<MemoryRevocations>,
+    ring: Arc<tessera_domain::keys::KeyRing>,
+    clock_skew: i64,
     store: Arc<SqlStore>,
     clock: Arc<dyn Clock>,
     family_margin: i64,
@@ -93,6 +96,7 @@ pub(crate) fn housekeeping(
             }
             let now = clock.now();
             view.purge(now);
+            ring.signatures().purge_expired(now, clock_skew);
             loop {
                 match store.purge(now, family_margin, BATCH).await {
                     Ok(n) if n >= BATCH as u64 => {}

@@ -68,6 +68,9 @@ pub struct SqlStore {
     backend: Backend,
 }
 
+use sqlx::ConnectOptions;
+use std::str::FromStr;
+
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -90,10 +93,15 @@ impl SqlStore {
             // SQLite has one writer; a few readers in WAL mode.
             Backend::Sqlite => 4,
         };
+        // sqlx logs statements (and slow ones at WARN) with their SQL text
+        // and bind summary; no log line of ours may carry SQL, so both are off.
+        let options = sqlx::any::AnyConnectOptions::from_str(&url)
+            .map_err(store_err)?
+            .disable_statement_logging();
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(&url)
+            .connect_with(options)
             .await
             .map_err(store_err)?;
         if backend == Backend::Sqlite {

@@ -1,0 +1,192 @@
+//! What each mode sends. Tokens and refresh-token chains are prepared before
+//! a phase starts, so a phase measures only the calls it names.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
+use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
+use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{
+    Consistency, IssueRequest, JtiTarget, RefreshRequest, RevokeRequest, TokenKind, VerifyRequest,
+};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The audience every bench token is issued for.
+pub const AUDIENCE: &str = "bench-api";
+
+/// The clients of one connection.
+#[derive(Clone)]
+pub struct Clients {
+    health: HealthClient<Channel>,
+    issuer: IssuerServiceClient<Channel>,
+    introspection: IntrospectionServiceClient<Channel>,
+    revocation: RevocationServiceClient<Channel>,
+}
+
+impl Clients {
+    /// Opens one HTTP/2 connection to `url` (the same socket options as
+    /// Tessera's own clients: TCP_NODELAY, keepalive).
+    pub async fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
+        let ch = tessera_grpc::net::endpoint(url)?.connect().await?;
+        Ok(Self {
+            health: HealthClient::new(ch.clone()),
+            issuer: IssuerServiceClient::new(ch.clone()),
+            introspection: IntrospectionServiceClient::new(ch.clone()),
+            revocation: RevocationServiceClient::new(ch),
+        })
+    }
+
+    /// `Issue` for a fresh subject: the access token and refresh token.
+    pub async fn issue(&mut self, n: u64) -> Result<(String, String), String> {
+        let r = self
+            .issuer
+            .issue(IssueRequest {
+                subject: format!("bench-user-{n}"),
+                audience: AUDIENCE.into(),
+                scopes: vec!["read".into(), "write".into()],
+                client_id: "bench".into(),
+                ..IssueRequest::default()
+            })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        Ok((r.access_token, r.refresh_token))
+    }
+}
+
+/// A worker's own state: the refresh token its chain continues from.
+#[derive(Default)]
+pub struct Slot {
+    refresh_token: Option<String>,
+}
+
+/// One mode's calls.
+pub enum Workload {
+    /// gRPC health `Check`: the floor.
+    Health,
+    /// `Verify` of tokens from a list: each once (`cycle: false`, first
+    /// sight) or round and round (`cycle: true`, a working set).
+    Verify {
+        tokens: Vec<String>,
+        next: AtomicUsize,
+        cycle: bool,
+        strong: bool,
+    },
+    /// `Issue` for a new subject each call (a login: access token and a new
+    /// refresh-token family).
+    Issue { next: AtomicU64 },
+    /// `Refresh` along chains: each worker takes a family and keeps
+    /// presenting the newest refresh token.
+    Refresh { families: Mutex<Vec<String>> },
+    /// `Revoke` of a new `jti` each call.
+    Revoke { next: AtomicU64, until: i64 },
+}
+
+fn status(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+impl Workload {
+    /// A `Verify` workload.
+    pub fn verify(tokens: Vec<String>, cycle: bool, strong: bool) -> Self {
+        Self::Verify {
+            tokens,
+            next: AtomicUsize::new(0),
+            cycle,
+            strong,
+        }
+    }
+
+    /// How many calls the workload can make, when it is finite.
+    pub fn supply(&self) -> Option<usize> {
+        match self {
+            Self::Verify {
+                tokens,
+                cycle: false,
+                ..
+            } => Some(tokens.len()),
+            _ => None,
+        }
+    }
+
+    /// One call; `None` when the supply is spent.
+    pub async fn call(&self, slot: &mut Slot, c: &Clients) -> Option<Result<(), String>> {
+        let mut c = c.clone();
+        Some(match self {
+            Self::Health => c
+                .health
+                .check(HealthCheckRequest::default())
+                .await
+                .map(drop)
+                .map_err(|s| status(&s)),
+            Self::Verify {
+                tokens,
+                next,
+                cycle,
+                strong,
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let token = match cycle {
+                    true => tokens.get(i % tokens.len().max(1))?,
+                    false => tokens.get(i)?,
+                };
+                let consistency = match strong {
+                    true => Consistency::Strong,
+                    false => Consistency::Default,
+                };
+                match c
+                    .introspection
+                    .verify(VerifyRequest {
+                        token: token.clone(),
+                        expected_audience: AUDIENCE.into(),
+                        expected_kind: TokenKind::Access.into(),
+                        consistency: consistency.into(),
+                    })
+                    .await
+                {
+                    Ok(r) if r.get_ref().valid => Ok(()),
+                    Ok(r) => Err(format!("not valid: {:?}", r.get_ref().failure())),
+                    Err(s) => Err(status(&s)),
+                }
+            }
+            Self::Issue { next } => c
+                .issue(next.fetch_add(1, Ordering::Relaxed))
+                .await
+                .map(drop),
+            Self::Refresh { families } => {
+                if slot.refresh_token.is_none() {
+                    slot.refresh_token = families.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                }
+                let refresh_token = slot.refresh_token.take()?;
+                c.issuer
+                    .refresh(RefreshRequest {
+                        refresh_token,
+                        ..RefreshRequest::default()
+                    })
+                    .await
+                    .map(|r| slot.refresh_token = Some(r.into_inner().refresh_token))
+                    .map_err(|s| status(&s))
+            }
+            Self::Revoke { next, until } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                c.revocation
+                    .revoke(RevokeRequest {
+                        target: Some(Target::Jti(JtiTarget {
+                            jti: format!("bench-revoked-{n}"),
+                            expires_at: Some(prost_types::Timestamp {
+                                seconds: *until,
+                                nanos: 0,
+                            }),
+                        })),
+                        reason: "bench".into(),
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|s| status(&s))
+            }
+        })
+    }
+}
