@@ -20,6 +20,7 @@
 //! Bounded in memory by weight (an estimate of each entry's bytes), which
 //! also bounds the entry count; the eviction policy is quick_cache's.
 
+use crate::claims::Audience;
 use crate::clock::UnixTime;
 use crate::keys::KeySet;
 use crate::policy::Policy;
@@ -77,7 +78,10 @@ fn estimate(signed: &Signed) -> u32 {
         + c.sid.as_ref().map_or(0, String::len)
         + c.scope.as_ref().map_or(0, String::len)
         + c.client_id.as_ref().map_or(0, String::len)
-        + c.aud.to_vec().iter().map(|a| a.len() + 24).sum::<usize>()
+        + match &c.aud {
+            Audience::One(a) => a.len(),
+            Audience::Many(v) => v.iter().map(|a| a.len() + 24).sum(),
+        }
         // Extra claims: a rough bound of their JSON size.
         + c.extra.iter().map(|(k, v)| k.len() + v.to_string().len() + 64).sum::<usize>();
     u32::try_from(ENTRY_OVERHEAD + strings).unwrap_or(u32::MAX)
