@@ -2,9 +2,9 @@
 //! only its signature check, and is still rejected after a revocation, at
 //! its expiry and after its key is killed.
 
-use crate::harness::{Backend, Deployment, TestApp, kid_of, on_both_backends};
+use crate::harness::{Backend, TestApp, kid_of, on_both_backends, spawn_app};
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{CompromiseKeyRequest, VerifyFailure};
+use tessera_proto::v1::{CompromiseKeyRequest, Consistency, VerifyFailure};
 
 /// Issues a token and verifies it twice, the second time from the cache.
 async fn cached_token(app: &mut TestApp, subject: &str) -> (String, String) {
@@ -32,8 +32,7 @@ on_both_backends!(
 );
 
 async fn cached_tokens_fail_once_revoked(backend: Backend) {
-    let d = Deployment::new(backend).await;
-    let mut app = d.start().await;
+    let (d, mut app) = spawn_app(backend).await;
     let (by_token, _) = cached_token(&mut app, "ana").await;
     app.revoke(Target::Token(by_token.clone())).await;
     assert_eq!(app.verify(&by_token).await, Err(VerifyFailure::Revoked));
@@ -54,19 +53,10 @@ async fn cached_tokens_fail_once_revoked(backend: Backend) {
 }
 
 async fn cached_tokens_fail_at_expiry(backend: Backend) {
-    let d = Deployment::new(backend).await;
-    let mut app = d.start().await;
+    let (d, mut app) = spawn_app(backend).await;
     let (token, _) = cached_token(&mut app, "dee").await;
-    let exp: i64 = {
-        use base64::Engine;
-        let payload = token.split('.').nth(1).unwrap();
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["exp"]
-            .as_i64()
-            .unwrap()
-    };
+    let exp = app.verify_with(&token, Consistency::Default).await;
+    let exp = exp.claims.unwrap().expires_at.unwrap().seconds;
     let skew = d.config().policy.clock_skew;
     // One second before the end (exp plus skew) it still verifies...
     d.clock.advance(exp + skew - 1 - d.clock_now());
@@ -81,8 +71,7 @@ async fn cached_tokens_fail_at_expiry(backend: Backend) {
 }
 
 async fn cached_tokens_fail_once_their_key_is_killed(backend: Backend) {
-    let d = Deployment::new(backend).await;
-    let mut app = d.start().await;
+    let (d, mut app) = spawn_app(backend).await;
     let (token, _) = cached_token(&mut app, "eve").await;
     app.keys
         .compromise_key(CompromiseKeyRequest {

@@ -23,18 +23,20 @@ struct Fx {
 
 fn fx() -> Fx {
     let m = KeyMaterial::generate(Algorithm::Es256, "k1").unwrap();
-    let ring = KeyRing::with_signature_cache(1 << 20);
-    ring.replace(KeySet::new([VerifyingKey::from_jwk(
-        m.public_jwk.clone(),
-        KeyState::Active,
-    )
-    .unwrap()]));
     Fx {
-        ring,
+        ring: ring(&m.public_jwk, 1 << 20),
         key: SigningKey::from_pkcs8("k1", Algorithm::Es256, &m.pkcs8).unwrap(),
         public: m.public_jwk,
         policy: Policy::default(),
     }
+}
+
+/// A ring trusting `public`, with a cache of `bytes`.
+fn ring(public: &serde_json::Value, bytes: u64) -> KeyRing {
+    let ring = KeyRing::with_signature_cache(bytes);
+    let key = VerifyingKey::from_jwk(public.clone(), KeyState::Active).unwrap();
+    ring.replace(KeySet::new([key]));
+    ring
 }
 
 fn token(f: &Fx, jti: &str) -> String {
@@ -184,12 +186,7 @@ fn a_disabled_cache_holds_nothing() {
 #[test]
 fn the_cache_stays_within_its_bytes() {
     let f = fx();
-    let ring = KeyRing::with_signature_cache(64 * 1024);
-    ring.replace(KeySet::new([VerifyingKey::from_jwk(
-        f.public.clone(),
-        KeyState::Active,
-    )
-    .unwrap()]));
+    let ring = ring(&f.public, 64 * 1024);
     for i in 0..1000 {
         let t = token(&f, &format!("j{i}"));
         assert!(ring.verify_signature(&t, &f.policy, NOW).is_ok());

@@ -35,6 +35,12 @@ fn redis_err(e: &redis::RedisError) -> DomainError {
     DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
 }
 
+/// The error for an unusable Redis URL; the URL (which may hold a password)
+/// and the library's message are never repeated.
+fn invalid_url<E>(_: E) -> DomainError {
+    DomainError::field("redis_url", "not a valid Redis URL")
+}
+
 /// Redis connection settings from `url`, with the socket options every
 /// Redis connection uses: `TCP_NODELAY` (redis-rs leaves it off, so a
 /// pipelined or multi-write command could wait for a delayed ACK) and TCP
@@ -110,15 +116,14 @@ fn decode(s: &str) -> Option<RevocationEvent> {
 impl RedisBus {
     /// Connects to `url` and checks that Redis answers.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let invalid = |_| DomainError::field("redis_url", "not a valid Redis URL");
-        let info = connection_info(url).map_err(invalid)?;
+        let info = connection_info(url).map_err(invalid_url)?;
         // Built from the manager, not `Config::from_url`: deadpool's config
         // would reset the TCP settings to the library's defaults.
-        let pool = Pool::builder(Manager::new(info.clone()).map_err(invalid)?)
+        let pool = Pool::builder(Manager::new(info.clone()).map_err(invalid_url)?)
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|_| DomainError::field("redis_url", "not a valid Redis URL"))?;
-        let client = redis::Client::open(info).map_err(invalid)?;
+            .map_err(invalid_url)?;
+        let client = redis::Client::open(info).map_err(invalid_url)?;
         let bus = Self {
             pool,
             client,

@@ -7,7 +7,9 @@
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
+use sqlx::ConnectOptions;
 use sqlx::any::AnyPoolOptions;
+use std::str::FromStr;
 use std::time::Duration;
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::store::Ping;
@@ -67,9 +69,6 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
 }
-
-use sqlx::ConnectOptions;
-use std::str::FromStr;
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
