@@ -34,7 +34,9 @@ pub enum KeysCommand {
     /// Kill a key at once: unpublished, its tokens rejected everywhere, and
     /// if it was signing another key signs from now on.
     Compromise {
-        /// The key id.
+        /// The key id. Kids are random base64url, so one may start with `-`:
+        /// taken as the value, not as a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Why, for the audit log.
         #[arg(long, default_value = "")]
@@ -155,4 +157,20 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn a_kid_starting_with_a_hyphen_is_a_kid() {
+        let cli = Cli::try_parse_from(["tessera", "keys", "compromise", "-2abc", "--reason", "x"])
+            .unwrap();
+        let Command::Keys(super::KeysCommand::Compromise { kid, reason, .. }) = cli.command else {
+            panic!("not keys compromise");
+        };
+        assert_eq!((kid.as_str(), reason.as_str()), ("-2abc", "x"));
+    }
 }
