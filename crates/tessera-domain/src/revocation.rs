@@ -51,10 +51,25 @@ pub enum RevocationEvent {
     },
 }
 
+/// The compact form of a token or family id in the view: a 64-bit keyed
+/// hash. The view holds up to millions of jti entries, so each is 12 bytes
+/// of payload (id and expiry) instead of a `String` and an `i64` (~370 bytes
+/// measured). Two ids colliding would make a valid token look revoked — the
+/// failure is closed, and with 1,000,000 entries its chance per lookup is
+/// about 5·10⁻¹⁴; the hash keys are random per process, so no one can aim
+/// for a collision.
+type Id = u64;
+
+/// An expiry in the view: seconds since the epoch, in 32 bits (good until
+/// 2106; a later `until` is held as the largest value, never as an earlier one).
+fn until32(until: UnixTime) -> u32 {
+    u32::try_from(until.max(0)).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    jtis: HashMap<String, UnixTime>,
-    families: HashMap<String, UnixTime>,
+    jtis: HashMap<Id, u32>,
+    families: HashMap<Id, u32>,
     subjects: HashMap<String, u64>,
     keys: HashSet<String>,
 }
@@ -64,6 +79,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct MemoryRevocations {
     inner: RwLock<Inner>,
+    ids: std::collections::hash_map::RandomState,
 }
 
 impl MemoryRevocations {
@@ -72,17 +88,28 @@ impl MemoryRevocations {
         Self::default()
     }
 
+    fn id(&self, s: &str) -> Id {
+        std::hash::BuildHasher::hash_one(&self.ids, s)
+    }
+
     /// Applies one event. Idempotent; a later `until` wins.
     pub fn apply(&self, event: &RevocationEvent) {
+        // Hashed before the lock is taken, so writers hold it for less.
+        let id = match event {
+            RevocationEvent::Jti { jti: s, .. } | RevocationEvent::Family { family_id: s, .. } => {
+                self.id(s)
+            }
+            _ => 0,
+        };
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            RevocationEvent::Jti { jti, until } => {
-                let e = g.jtis.entry(jti.clone()).or_insert(*until);
-                *e = (*e).max(*until);
+            RevocationEvent::Jti { until, .. } => {
+                let e = g.jtis.entry(id).or_insert(0);
+                *e = (*e).max(until32(*until));
             }
-            RevocationEvent::Family { family_id, until } => {
-                let e = g.families.entry(family_id.clone()).or_insert(*until);
-                *e = (*e).max(*until);
+            RevocationEvent::Family { until, .. } => {
+                let e = g.families.entry(id).or_insert(0);
+                *e = (*e).max(until32(*until));
             }
             RevocationEvent::Subject {
                 subject,
@@ -100,11 +127,13 @@ impl MemoryRevocations {
     /// True when any part of `q` is revoked. Entries past `until` no longer
     /// matter: the tokens they covered have expired by then.
     pub fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> bool {
+        let jti = self.id(q.jti);
+        let family = q.family_id.map(|f| self.id(f));
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        g.jtis.get(q.jti).is_some_and(|&u| u >= now)
-            || q.family_id
-                .and_then(|f| g.families.get(f))
-                .is_some_and(|&u| u >= now)
+        g.jtis.get(&jti).is_some_and(|&u| i64::from(u) >= now)
+            || family
+                .and_then(|f| g.families.get(&f))
+                .is_some_and(|&u| i64::from(u) >= now)
             || g.subjects
                 .get(q.subject)
                 .is_some_and(|&min| q.subject_version < min)
@@ -115,8 +144,16 @@ impl MemoryRevocations {
     pub fn purge(&self, now: UnixTime) -> usize {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let before = g.jtis.len() + g.families.len();
-        g.jtis.retain(|_, u| *u >= now);
-        g.families.retain(|_, u| *u >= now);
+        g.jtis.retain(|_, u| i64::from(*u) >= now);
+        g.families.retain(|_, u| i64::from(*u) >= now);
+        // Give the memory back after a wave of expiries (a map never shrinks
+        // by itself).
+        let inner = &mut *g;
+        for m in [&mut inner.jtis, &mut inner.families] {
+            if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+                m.shrink_to_fit();
+            }
+        }
         before - g.jtis.len() - g.families.len()
     }
 
@@ -168,6 +205,41 @@ mod tests {
         v.apply(&RevocationEvent::Key { kid: "k".into() });
         assert!(v.is_revoked(&q("x", None, 2, "k"), 100));
         assert!(!v.is_revoked(&q("x", None, 2, "k2"), 100));
+    }
+
+    #[test]
+    fn many_ids_stay_apart_and_a_later_until_wins() {
+        let v = MemoryRevocations::new();
+        for i in (0..100_000).step_by(2) {
+            v.apply(&RevocationEvent::Jti {
+                jti: format!("jti-{i}"),
+                until: 500,
+            });
+        }
+        assert_eq!(v.jti_count(), 50_000);
+        for i in 0..100_000 {
+            let revoked = v.is_revoked(&q(&format!("jti-{i}"), None, 0, "k"), 100);
+            assert_eq!(revoked, i % 2 == 0, "jti-{i}");
+        }
+        // An earlier until never shortens an entry; a later one extends it.
+        v.apply(&RevocationEvent::Jti {
+            jti: "jti-0".into(),
+            until: 200,
+        });
+        assert!(v.is_revoked(&q("jti-0", None, 0, "k"), 400));
+        v.apply(&RevocationEvent::Jti {
+            jti: "jti-0".into(),
+            until: 900,
+        });
+        assert!(v.is_revoked(&q("jti-0", None, 0, "k"), 800));
+        // Beyond 32 bits: held as the largest value, not wrapped to a small one.
+        v.apply(&RevocationEvent::Family {
+            family_id: "f".into(),
+            until: i64::MAX,
+        });
+        assert!(v.is_revoked(&q("x", Some("f"), 0, "k"), 4_000_000_000));
+        assert_eq!(v.purge(501), 49_999);
+        assert_eq!(v.jti_count(), 1);
     }
 
     #[test]

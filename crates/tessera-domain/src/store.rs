@@ -173,10 +173,17 @@ pub trait RevocationStore: Send + Sync {
     ) -> Result<(u64, u64)>;
     /// The store's answer to step 5 (for `consistency = STRONG`).
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool>;
-    /// Every revocation still in force, to fill a view at start. A revoked
-    /// family's entry lasts `family_margin` past its absolute end (the
-    /// longest access token it can have minted, plus skew).
-    async fn in_force(&self, now: UnixTime, family_margin: i64) -> Result<Vec<RevocationEvent>>;
+    /// Hands every revocation still in force to `apply`, row by row (a view
+    /// may hold millions: none is collected first), to fill a view at start;
+    /// returns how many. A revoked family's entry lasts `family_margin` past
+    /// its absolute end (the longest access token it can have minted, plus
+    /// skew).
+    async fn in_force(
+        &self,
+        now: UnixTime,
+        family_margin: i64,
+        apply: &(dyn for<'e> Fn(&'e RevocationEvent) + Send + Sync),
+    ) -> Result<u64>;
 }
 
 /// Housekeeping: bounded deletes of what no longer matters.

@@ -183,9 +183,7 @@ impl RedisBus {
                         .subscribe(&channel)
                         .await
                         .map_err(|e| redis_err(&e))?;
-                    for e in store.in_force(clock.now(), family_margin).await? {
-                        apply(&e);
-                    }
+                    store.in_force(clock.now(), family_margin, &*apply).await?;
                     tracing::debug!("following revocations");
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {

@@ -208,9 +208,9 @@ impl Application {
         let (feed, _) = tokio::sync::broadcast::channel(1024);
         let mut follower = None;
         if cfg.role != Role::Issuer {
-            for e in store.in_force(cfg.clock.now(), margin).await? {
-                view.apply(&e);
-            }
+            store
+                .in_force(cfg.clock.now(), margin, &|e| view.apply(e))
+                .await?;
             let bus: Arc<dyn RevocationBus> = match &cfg.redis_url {
                 Some(u) => {
                     let bus = RedisBus::connect(u, &cfg.redis_prefix).await?;

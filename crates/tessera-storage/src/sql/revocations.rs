@@ -7,6 +7,7 @@ use tessera_domain::clock::UnixTime;
 use tessera_domain::error::Result;
 use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
 use tessera_domain::store::{Housekeeping, RevocationStore};
+use tokio_stream::StreamExt;
 
 #[async_trait]
 impl RevocationStore for SqlStore {
@@ -104,57 +105,62 @@ impl RevocationStore for SqlStore {
         Ok(n > 0)
     }
 
-    async fn in_force(&self, now: UnixTime, family_margin: i64) -> Result<Vec<RevocationEvent>> {
-        let mut out = Vec::new();
-        for row in sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
-            out.push(RevocationEvent::Jti {
+    async fn in_force(
+        &self,
+        now: UnixTime,
+        family_margin: i64,
+        apply: &(dyn for<'e> Fn(&'e RevocationEvent) + Send + Sync),
+    ) -> Result<u64> {
+        let mut n = 0;
+        let mut jtis =
+            sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
+                .bind(now)
+                .fetch(&self.pool);
+        while let Some(row) = jtis.next().await.transpose().map_err(store_err)? {
+            apply(&RevocationEvent::Jti {
                 jti: row.try_get(0).map_err(store_err)?,
                 until: row.try_get(1).map_err(store_err)?,
             });
+            n += 1;
         }
+        drop(jtis);
         // No token is minted for a family after its revocation, so its entry
         // matters until revoked_at plus the longest access-token life.
-        for row in sqlx::query(
+        let mut families = sqlx::query(
             "SELECT family_id, revoked_at FROM families \
              WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
         )
         .bind(now - family_margin)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_err)?
-        {
+        .fetch(&self.pool);
+        while let Some(row) = families.next().await.transpose().map_err(store_err)? {
             let revoked_at: i64 = row.try_get(1).map_err(store_err)?;
-            out.push(RevocationEvent::Family {
+            apply(&RevocationEvent::Family {
                 family_id: row.try_get(0).map_err(store_err)?,
                 until: revoked_at + family_margin,
             });
+            n += 1;
         }
-        for row in sqlx::query("SELECT subject, version FROM subjects WHERE version > 0")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
+        drop(families);
+        let mut subjects = sqlx::query("SELECT subject, version FROM subjects WHERE version > 0")
+            .fetch(&self.pool);
+        while let Some(row) = subjects.next().await.transpose().map_err(store_err)? {
             let v: i64 = row.try_get(1).map_err(store_err)?;
-            out.push(RevocationEvent::Subject {
+            apply(&RevocationEvent::Subject {
                 subject: row.try_get(0).map_err(store_err)?,
                 min_version: to_u64(v),
             });
+            n += 1;
         }
-        for row in sqlx::query("SELECT kid FROM signing_keys WHERE state = 'compromised'")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?
-        {
-            out.push(RevocationEvent::Key {
+        drop(subjects);
+        let mut keys = sqlx::query("SELECT kid FROM signing_keys WHERE state = 'compromised'")
+            .fetch(&self.pool);
+        while let Some(row) = keys.next().await.transpose().map_err(store_err)? {
+            apply(&RevocationEvent::Key {
                 kid: row.try_get(0).map_err(store_err)?,
             });
+            n += 1;
         }
-        Ok(out)
+        Ok(n)
     }
 }
 
