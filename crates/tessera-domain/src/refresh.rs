@@ -185,47 +185,131 @@ pub struct RotateRequest {
     pub now: UnixTime,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The presented refresh token as stored.
+#[derive(Debug, Clone)]
+pub struct PresentedToken {
+    /// Its position in the family (0 for the first).
+    pub generation: i64,
+    /// When it was rotated away; `None` while it is the current token.
+    pub consumed_at: Option<UnixTime>,
+    /// SHA-256 of the token it rotated to.
+    pub successor_hash: Option<[u8; 32]>,
+    /// True when that successor is stored and not yet consumed: the
+    /// presented token is the immediate predecessor of the current one.
+    pub successor_current: bool,
+}
 
-    #[test]
-    fn successors_are_deterministic_and_secret_dependent() {
-        let s1 = RefreshSecret::new(&Secret::new(vec![1; 32]));
-        let s2 = RefreshSecret::new(&Secret::new(vec![2; 32]));
-        let t = RefreshToken::generate();
-        assert_eq!(t.successor(&s1).hash(), t.successor(&s1).hash());
-        assert_ne!(t.successor(&s1).hash(), t.successor(&s2).hash());
-        assert_ne!(t.successor(&s1).hash(), t.hash());
-        let next = t.successor(&s1).reveal();
-        assert!(RefreshToken::parse(&next).is_some(), "successors parse");
-        assert!(RefreshToken::parse("short").is_none());
-        assert_eq!(format!("{t:?}"), "RefreshToken([redacted])");
+/// Everything a refresh decision reads, loaded under the family's lock.
+#[derive(Debug, Clone)]
+pub struct FamilySnapshot {
+    /// The family.
+    pub family: FamilyRecord,
+    /// True once the family was revoked (logout, subject revocation, reuse).
+    pub revoked: bool,
+    /// The subject's version now (a family behind it was revoked with it).
+    pub current_subject_version: u64,
+    /// The token presented.
+    pub presented: PresentedToken,
+}
+
+/// What to do with a presented refresh token. The store applies it in the
+/// transaction that holds the family's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Write nothing; answer this outcome.
+    Refuse(RefusedBecause),
+    /// Consume the presented token, store its successor as `generation`,
+    /// and move the family's idle deadline to `idle_expires_at`.
+    Rotate {
+        /// The successor's generation.
+        generation: i64,
+        /// The family's new idle deadline.
+        idle_expires_at: UnixTime,
+    },
+    /// A grace-window replay: write nothing; the successor stays current.
+    Replay,
+    /// Reuse of a consumed token: revoke the whole family.
+    RevokeFamily,
+}
+
+/// Why a refresh is refused without writing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBecause {
+    /// The family was revoked, or its subject's version moved past it.
+    Revoked,
+    /// Past the family's absolute lifetime.
+    LifetimeExpired,
+    /// Unused for longer than the idle timeout.
+    IdleExpired,
+    /// A requested scope is not among the family's scopes.
+    ScopeNotGranted,
+}
+
+/// Decides a refresh (RFC 9700 section 4.14.2), failing closed, in order:
+/// revoked (including a family opened under an older subject version, even
+/// if its row was written after that revocation) → lifetime → idle →
+/// reuse (judged before the scopes, so a stolen, consumed token cannot probe
+/// without revoking its family) → scopes → rotate or replay. Only the
+/// immediate predecessor of the current token, presented within the grace
+/// window, replays its rotation; any other consumed token is reuse.
+pub fn decide(s: &FamilySnapshot, req: &RotateRequest, scopes: &[String]) -> Decision {
+    let (f, now) = (&s.family, req.now);
+    if s.revoked || s.current_subject_version > f.subject_version {
+        return Decision::Refuse(RefusedBecause::Revoked);
     }
+    if now >= f.absolute_expires_at {
+        return Decision::Refuse(RefusedBecause::LifetimeExpired);
+    }
+    if now >= f.idle_expires_at {
+        return Decision::Refuse(RefusedBecause::IdleExpired);
+    }
+    let granted = scopes.iter().all(|s| f.scope.split(' ').any(|g| g == s));
+    let Some(consumed_at) = s.presented.consumed_at else {
+        if !granted {
+            return Decision::Refuse(RefusedBecause::ScopeNotGranted);
+        }
+        return Decision::Rotate {
+            generation: s.presented.generation + 1,
+            idle_expires_at: (now + req.policy.idle_timeout).min(f.absolute_expires_at),
+        };
+    };
+    let replay = s.presented.successor_current
+        && s.presented.successor_hash == Some(req.successor)
+        && req.policy.grace > 0
+        && now - consumed_at <= req.policy.grace;
+    match (replay, granted) {
+        (false, _) => Decision::RevokeFamily,
+        (true, false) => Decision::Refuse(RefusedBecause::ScopeNotGranted),
+        (true, true) => Decision::Replay,
+    }
+}
 
-    #[test]
-    fn family_policy_bounds() {
-        assert!(FamilyPolicy::default().validate().is_ok());
-        for bad in [
-            FamilyPolicy {
-                grace: 61,
-                ..Default::default()
+impl Decision {
+    /// The outcome reported once the decision is applied to `family`.
+    pub fn outcome(&self, mut family: FamilyRecord) -> RotateOutcome {
+        match *self {
+            Self::Refuse(RefusedBecause::Revoked) => RotateOutcome::Revoked,
+            Self::Refuse(RefusedBecause::LifetimeExpired) => RotateOutcome::LifetimeExpired,
+            Self::Refuse(RefusedBecause::IdleExpired) => RotateOutcome::IdleExpired,
+            Self::Refuse(RefusedBecause::ScopeNotGranted) => RotateOutcome::ScopeNotGranted,
+            Self::Rotate {
+                idle_expires_at, ..
+            } => {
+                family.idle_expires_at = idle_expires_at;
+                RotateOutcome::Rotated {
+                    family,
+                    fresh: true,
+                }
+            }
+            Self::Replay => RotateOutcome::Rotated {
+                family,
+                fresh: false,
             },
-            FamilyPolicy {
-                grace: -1,
-                ..Default::default()
-            },
-            FamilyPolicy {
-                idle_timeout: 10,
-                ..Default::default()
-            },
-            FamilyPolicy {
-                absolute_lifetime: 3600,
-                idle_timeout: 7200,
-                grace: 0,
-            },
-        ] {
-            assert!(bad.validate().is_err(), "{bad:?}");
+            Self::RevokeFamily => RotateOutcome::Reused { family },
         }
     }
 }
+
+#[cfg(test)]
+#[path = "refresh_tests.rs"]
+mod tests;

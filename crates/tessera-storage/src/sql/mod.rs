@@ -144,6 +144,18 @@ impl SqlStore {
         Ok(migrator.iter().all(|m| applied.contains(&m.version)))
     }
 
+    /// A transaction that will write: on SQLite it takes the database's
+    /// write lock at once (`BEGIN IMMEDIATE`), so it never has to upgrade a
+    /// read snapshot (WAL mode refuses that with SQLITE_BUSY_SNAPSHOT instead
+    /// of waiting); on Postgres a plain `BEGIN`, rows locked as they are read.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(store_err)
+    }
+
     /// The engine in use.
     pub fn backend(&self) -> Backend {
         self.backend

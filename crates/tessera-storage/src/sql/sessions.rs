@@ -1,13 +1,72 @@
 //! Families, refresh-token rotation, subject versions and purpose tokens.
 
-use super::{SqlStore, store_err, to_i64, to_u64};
+use super::{Backend, SqlStore, store_err, to_i64, to_u64};
 use async_trait::async_trait;
-use sqlx::Row;
 use tessera_domain::clock::UnixTime;
 use tessera_domain::error::Result;
 use tessera_domain::purpose::RedeemOutcome;
-use tessera_domain::refresh::{FamilyRecord, RotateOutcome, RotateRequest};
+use tessera_domain::refresh::{
+    Decision, FamilyRecord, FamilySnapshot, PresentedToken, RotateOutcome, RotateRequest, decide,
+};
 use tessera_domain::store::{NewFamily, SessionStore};
+
+/// What a refresh decision reads: the presented token, its family, the
+/// subject's current version and whether the token's successor is the
+/// current one, in one statement.
+const SNAPSHOT: &str = "SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id, \
+        f.idle_expires_at, f.absolute_expires_at, f.subject_version, f.revoked_at, \
+        t.generation, t.consumed_at, t.successor_hash, \
+        COALESCE((SELECT v.version FROM subjects v WHERE v.subject = f.subject), 0) AS current_version, \
+        CAST(CASE WHEN s.token_hash IS NOT NULL AND s.consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT) AS successor_current \
+    FROM refresh_tokens t \
+    JOIN families f ON f.family_id = t.family_id \
+    LEFT JOIN refresh_tokens s ON s.token_hash = t.successor_hash \
+    WHERE t.token_hash = $1";
+
+/// One row of [`SNAPSHOT`], by column name.
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    family_id: String,
+    subject: String,
+    audience: String,
+    scope: String,
+    client_id: String,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    subject_version: i64,
+    revoked_at: Option<i64>,
+    generation: i64,
+    consumed_at: Option<i64>,
+    successor_hash: Option<Vec<u8>>,
+    current_version: i64,
+    successor_current: i64,
+}
+
+impl SnapshotRow {
+    fn into_snapshot(self) -> FamilySnapshot {
+        FamilySnapshot {
+            family: FamilyRecord {
+                family_id: self.family_id,
+                subject: self.subject,
+                audience: self.audience,
+                scope: self.scope,
+                client_id: self.client_id,
+                idle_expires_at: self.idle_expires_at,
+                absolute_expires_at: self.absolute_expires_at,
+                subject_version: to_u64(self.subject_version),
+            },
+            revoked: self.revoked_at.is_some(),
+            current_subject_version: to_u64(self.current_version),
+            presented: PresentedToken {
+                generation: self.generation,
+                consumed_at: self.consumed_at,
+                // A stored hash of another length is no successor of ours.
+                successor_hash: self.successor_hash.and_then(|h| h.try_into().ok()),
+                successor_current: self.successor_current == 1,
+            },
+        }
+    }
+}
 
 #[async_trait]
 impl SessionStore for SqlStore {
@@ -52,152 +111,82 @@ impl SessionStore for SqlStore {
     }
 
     async fn rotate(&self, req: &RotateRequest, scopes: &[String]) -> Result<RotateOutcome> {
-        let now = req.now;
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
-        // Lock the family before reading anything. On Postgres this UPDATE
-        // takes the family's row lock (Revoke takes the same one); on SQLite
-        // the first write takes the database write lock, so the transaction
-        // never has to upgrade a read snapshot (WAL mode refuses that with
-        // SQLITE_BUSY_SNAPSHOT instead of waiting).
-        let locked = sqlx::query(
-            "UPDATE families SET last_used_at = last_used_at \
-             WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-        )
-        .bind(req.presented.to_vec())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
-        if locked.rows_affected() == 0 {
+        // The family's lock first (FOR UPDATE on Postgres, the database write
+        // lock on SQLite): Revoke of a family or subject takes the same one,
+        // so once a revocation returns no rotation has left a live token.
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // A statement of its own: under READ COMMITTED, a statement that
+            // waited for a row lock re-reads only the locked row, so the
+            // snapshot must be read by the next statement, after the wait.
+            sqlx::query(
+                "SELECT f.family_id FROM families f JOIN refresh_tokens t ON t.family_id = f.family_id \
+                 WHERE t.token_hash = $1 FOR UPDATE OF f",
+            )
+            .bind(req.presented.to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        let row: Option<SnapshotRow> = sqlx::query_as(SNAPSHOT)
+            .bind(req.presented.to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let Some(row) = row else {
             tx.rollback().await.map_err(store_err)?;
             return Ok(RotateOutcome::Unknown);
-        }
-        let row = sqlx::query(
-            "SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id, f.idle_expires_at, \
-                    f.absolute_expires_at, f.revoked_at, t.consumed_at, t.successor_hash, t.generation, \
-                    f.subject_version, \
-                    COALESCE((SELECT s.version FROM subjects s WHERE s.subject = f.subject), 0) \
-             FROM refresh_tokens t JOIN families f ON f.family_id = t.family_id \
-             WHERE t.token_hash = $1",
-        )
-        .bind(req.presented.to_vec())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_err)?;
-        let mut family = FamilyRecord {
-            family_id: row.try_get(0).map_err(store_err)?,
-            subject: row.try_get(1).map_err(store_err)?,
-            audience: row.try_get(2).map_err(store_err)?,
-            scope: row.try_get(3).map_err(store_err)?,
-            client_id: row.try_get(4).map_err(store_err)?,
-            idle_expires_at: row.try_get(5).map_err(store_err)?,
-            absolute_expires_at: row.try_get(6).map_err(store_err)?,
-            subject_version: to_u64(row.try_get(11).map_err(store_err)?),
         };
-        let current_version: i64 = row.try_get(12).map_err(store_err)?;
-        let revoked_at: Option<i64> = row.try_get(7).map_err(store_err)?;
-        let consumed_at: Option<i64> = row.try_get(8).map_err(store_err)?;
-        let successor: Option<Vec<u8>> = row.try_get(9).map_err(store_err)?;
-        let generation: i64 = row.try_get(10).map_err(store_err)?;
-
-        // A family opened under an older subject version was revoked with its
-        // subject, even if its row was written after that revocation.
-        let early = if revoked_at.is_some() || to_u64(current_version) > family.subject_version {
-            Some(RotateOutcome::Revoked)
-        } else if now >= family.absolute_expires_at {
-            Some(RotateOutcome::LifetimeExpired)
-        } else if now >= family.idle_expires_at {
-            Some(RotateOutcome::IdleExpired)
-        } else {
-            None
-        };
-        if let Some(outcome) = early {
-            tx.rollback().await.map_err(store_err)?;
-            return Ok(outcome);
-        }
-        // Reuse is judged before the scopes, so a stolen, consumed token
-        // cannot probe without revoking its family.
-        let scope_granted = scopes
-            .iter()
-            .all(|s| family.scope.split(' ').any(|g| g == s));
-
-        let Some(consumed_at) = consumed_at else {
-            if !scope_granted {
-                tx.rollback().await.map_err(store_err)?;
-                return Ok(RotateOutcome::ScopeNotGranted);
-            }
-            // The current token: consume it and make its successor current.
-            let idle = (now + req.policy.idle_timeout).min(family.absolute_expires_at);
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, family_id, generation, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(req.successor.to_vec())
-            .bind(&family.family_id)
-            .bind(generation + 1)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-            sqlx::query(
-                "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2 WHERE token_hash = $3",
-            )
-            .bind(now)
-            .bind(req.successor.to_vec())
-            .bind(req.presented.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-            sqlx::query(
-                "UPDATE families SET last_used_at = $1, idle_expires_at = $2 WHERE family_id = $3",
-            )
-            .bind(now)
-            .bind(idle)
-            .bind(&family.family_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-            tx.commit().await.map_err(store_err)?;
-            family.idle_expires_at = idle;
-            return Ok(RotateOutcome::Rotated {
-                family,
-                fresh: true,
-            });
-        };
-
-        // A consumed token. Only the immediate predecessor of the current
-        // token, inside the grace window, replays its rotation.
-        let successor_current = match successor.as_deref() {
-            Some(s) if s == req.successor.as_slice() => {
-                let c: Option<Option<i64>> = sqlx::query_scalar(
-                    "SELECT consumed_at FROM refresh_tokens WHERE token_hash = $1",
+        let snapshot = row.into_snapshot();
+        let decision = decide(&snapshot, req, scopes);
+        let f = &snapshot.family;
+        match decision {
+            Decision::Rotate {
+                generation,
+                idle_expires_at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, generation, created_at) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(s.to_vec())
-                .fetch_optional(&mut *tx)
+                .bind(req.successor.to_vec())
+                .bind(&f.family_id)
+                .bind(generation)
+                .bind(req.now)
+                .execute(&mut *tx)
                 .await
                 .map_err(store_err)?;
-                matches!(c, Some(None))
+                sqlx::query(
+                    "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2 WHERE token_hash = $3",
+                )
+                .bind(req.now)
+                .bind(req.successor.to_vec())
+                .bind(req.presented.to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+                sqlx::query(
+                    "UPDATE families SET last_used_at = $1, idle_expires_at = $2 WHERE family_id = $3",
+                )
+                .bind(req.now)
+                .bind(idle_expires_at)
+                .bind(&f.family_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
             }
-            _ => false,
-        };
-        let grace = req.policy.grace;
-        if successor_current && grace > 0 && now - consumed_at <= grace {
-            tx.commit().await.map_err(store_err)?;
-            if !scope_granted {
-                return Ok(RotateOutcome::ScopeNotGranted);
+            // Reuse (RFC 9700 section 4.14.2): the whole family goes.
+            Decision::RevokeFamily => {
+                sqlx::query("UPDATE families SET revoked_at = $1 WHERE family_id = $2")
+                    .bind(req.now)
+                    .bind(&f.family_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_err)?;
             }
-            return Ok(RotateOutcome::Rotated {
-                family,
-                fresh: false,
-            });
+            Decision::Replay | Decision::Refuse(_) => {}
         }
-        // Reuse (RFC 9700 section 4.14.2): revoke the whole family.
-        sqlx::query("UPDATE families SET revoked_at = $1 WHERE family_id = $2")
-            .bind(now)
-            .bind(&family.family_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
         tx.commit().await.map_err(store_err)?;
-        Ok(RotateOutcome::Reused { family })
+        Ok(decision.outcome(snapshot.family))
     }
 
     async fn record_purpose(

@@ -1,0 +1,240 @@
+//! Refresh tokens, family policy and every branch of the refresh decision,
+//! with no database.
+
+use super::*;
+
+#[test]
+fn successors_are_deterministic_and_secret_dependent() {
+    let s1 = RefreshSecret::new(&Secret::new(vec![1; 32]));
+    let s2 = RefreshSecret::new(&Secret::new(vec![2; 32]));
+    let t = RefreshToken::generate();
+    assert_eq!(t.successor(&s1).hash(), t.successor(&s1).hash());
+    assert_ne!(t.successor(&s1).hash(), t.successor(&s2).hash());
+    assert_ne!(t.successor(&s1).hash(), t.hash());
+    let next = t.successor(&s1).reveal();
+    assert!(RefreshToken::parse(&next).is_some(), "successors parse");
+    assert!(RefreshToken::parse("short").is_none());
+    assert_eq!(format!("{t:?}"), "RefreshToken([redacted])");
+}
+
+#[test]
+fn family_policy_bounds() {
+    assert!(FamilyPolicy::default().validate().is_ok());
+    for bad in [
+        FamilyPolicy {
+            grace: 61,
+            ..Default::default()
+        },
+        FamilyPolicy {
+            grace: -1,
+            ..Default::default()
+        },
+        FamilyPolicy {
+            idle_timeout: 10,
+            ..Default::default()
+        },
+        FamilyPolicy {
+            absolute_lifetime: 3600,
+            idle_timeout: 7200,
+            grace: 0,
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+const NOW: i64 = 1_000_000;
+const SUCCESSOR: [u8; 32] = [7; 32];
+
+fn snapshot() -> FamilySnapshot {
+    FamilySnapshot {
+        family: FamilyRecord {
+            family_id: "f".into(),
+            subject: "s".into(),
+            audience: "api".into(),
+            scope: "read write".into(),
+            client_id: String::new(),
+            idle_expires_at: NOW + 100,
+            absolute_expires_at: NOW + 1000,
+            subject_version: 2,
+        },
+        revoked: false,
+        current_subject_version: 2,
+        presented: PresentedToken {
+            generation: 3,
+            consumed_at: None,
+            successor_hash: None,
+            successor_current: false,
+        },
+    }
+}
+
+fn req(now: i64) -> RotateRequest {
+    RotateRequest {
+        presented: [1; 32],
+        successor: SUCCESSOR,
+        policy: FamilyPolicy {
+            idle_timeout: 600,
+            absolute_lifetime: 3600,
+            grace: 5,
+        },
+        now,
+    }
+}
+
+/// The presented token, consumed at `at` by a rotation to `successor`.
+fn consumed(at: i64, successor: [u8; 32], current: bool) -> FamilySnapshot {
+    let mut s = snapshot();
+    s.presented.consumed_at = Some(at);
+    s.presented.successor_hash = Some(successor);
+    s.presented.successor_current = current;
+    s
+}
+
+fn scopes(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn the_current_token_rotates_and_the_idle_deadline_moves_but_not_past_the_end() {
+    assert_eq!(
+        decide(&snapshot(), &req(NOW), &[]),
+        Decision::Rotate {
+            generation: 4,
+            idle_expires_at: NOW + 600
+        }
+    );
+    let mut s = snapshot();
+    s.family.idle_expires_at = NOW + 1000;
+    assert_eq!(
+        decide(&s, &req(NOW + 500), &scopes(&["read"])),
+        Decision::Rotate {
+            generation: 4,
+            idle_expires_at: NOW + 1000
+        },
+        "capped at the absolute end"
+    );
+}
+
+#[test]
+fn a_revoked_family_or_one_behind_its_subject_is_refused_first() {
+    let mut s = consumed(NOW - 100, [9; 32], false);
+    s.revoked = true;
+    assert_eq!(
+        decide(&s, &req(NOW + 5000), &[]),
+        Decision::Refuse(RefusedBecause::Revoked),
+        "before expiry and before reuse"
+    );
+    let mut s = snapshot();
+    s.current_subject_version = 3;
+    assert_eq!(
+        decide(&s, &req(NOW), &[]),
+        Decision::Refuse(RefusedBecause::Revoked)
+    );
+}
+
+#[test]
+fn lifetime_then_idle_to_the_second() {
+    let s = snapshot();
+    assert_eq!(
+        decide(&s, &req(NOW + 1000), &[]),
+        Decision::Refuse(RefusedBecause::LifetimeExpired)
+    );
+    assert_eq!(
+        decide(&s, &req(NOW + 100), &[]),
+        Decision::Refuse(RefusedBecause::IdleExpired)
+    );
+    assert!(matches!(
+        decide(&s, &req(NOW + 99), &[]),
+        Decision::Rotate { .. }
+    ));
+}
+
+#[test]
+fn scopes_must_be_granted_and_nothing_rotates_otherwise() {
+    assert_eq!(
+        decide(&snapshot(), &req(NOW), &scopes(&["read", "admin"])),
+        Decision::Refuse(RefusedBecause::ScopeNotGranted)
+    );
+    assert!(matches!(
+        decide(&snapshot(), &req(NOW), &scopes(&["write", "read"])),
+        Decision::Rotate { .. }
+    ));
+}
+
+#[test]
+fn the_immediate_predecessor_replays_inside_the_grace_window_only() {
+    let s = consumed(NOW - 5, SUCCESSOR, true);
+    assert_eq!(decide(&s, &req(NOW), &[]), Decision::Replay);
+    assert_eq!(
+        decide(&s, &req(NOW + 1), &[]),
+        Decision::RevokeFamily,
+        "one second past the window"
+    );
+    let mut no_grace = req(NOW);
+    no_grace.policy.grace = 0;
+    assert_eq!(
+        decide(&consumed(NOW, SUCCESSOR, true), &no_grace, &[]),
+        Decision::RevokeFamily
+    );
+}
+
+#[test]
+fn any_other_consumed_token_is_reuse() {
+    // Its successor was itself rotated away: an older token.
+    assert_eq!(
+        decide(&consumed(NOW - 1, SUCCESSOR, false), &req(NOW), &[]),
+        Decision::RevokeFamily
+    );
+    // A successor that is not the one derived from the presented token.
+    assert_eq!(
+        decide(&consumed(NOW - 1, [8; 32], true), &req(NOW), &[]),
+        Decision::RevokeFamily
+    );
+}
+
+#[test]
+fn reuse_is_judged_before_scopes_but_a_replay_still_checks_them() {
+    assert_eq!(
+        decide(
+            &consumed(NOW - 100, SUCCESSOR, false),
+            &req(NOW),
+            &scopes(&["admin"])
+        ),
+        Decision::RevokeFamily
+    );
+    assert_eq!(
+        decide(
+            &consumed(NOW - 1, SUCCESSOR, true),
+            &req(NOW),
+            &scopes(&["admin"])
+        ),
+        Decision::Refuse(RefusedBecause::ScopeNotGranted)
+    );
+}
+
+#[test]
+fn outcomes_carry_the_family_as_applied() {
+    let f = snapshot().family;
+    let rotated = Decision::Rotate {
+        generation: 4,
+        idle_expires_at: NOW + 42,
+    }
+    .outcome(f.clone());
+    assert!(matches!(
+        rotated,
+        RotateOutcome::Rotated { ref family, fresh: true } if family.idle_expires_at == NOW + 42
+    ));
+    assert!(matches!(
+        Decision::Replay.outcome(f.clone()),
+        RotateOutcome::Rotated { fresh: false, .. }
+    ));
+    assert!(matches!(
+        Decision::RevokeFamily.outcome(f.clone()),
+        RotateOutcome::Reused { .. }
+    ));
+    assert!(matches!(
+        Decision::Refuse(RefusedBecause::IdleExpired).outcome(f),
+        RotateOutcome::IdleExpired
+    ));
+}
