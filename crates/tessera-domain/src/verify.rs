@@ -12,6 +12,7 @@ use crate::keys::{Algorithm, KeyRing, KeySet};
 use crate::kind::TokenKind;
 use crate::policy::{MAX_TOKEN_BYTES, Policy};
 use crate::revocation::{MemoryRevocations, RevocationQuery};
+use crate::store::RevocationStore;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
@@ -265,6 +266,30 @@ pub fn verify_cached(
     let signed = ring.verify_signature(token, policy, now)?;
     check_after_signature(&signed, expect, policy, revocations, now)?;
     Ok(signed)
+}
+
+/// Steps 1–4 locally (through the ring's cache), step 5 against the durable
+/// store: `consistency = STRONG`, for a caller that needs read-your-writes.
+/// The outer error is the store's; the inner one is the token's failure.
+pub async fn verify_strong(
+    token: &str,
+    ring: &KeyRing,
+    policy: &Policy,
+    expect: &Expectation<'_>,
+    store: &dyn RevocationStore,
+    now: UnixTime,
+) -> crate::error::Result<Result<Arc<Signed>, Failure>> {
+    let signed = match ring
+        .verify_signature(token, policy, now)
+        .and_then(|s| check_claims(&s, expect, policy, now).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(f) => return Ok(Err(f)),
+    };
+    if store.is_revoked(&signed.revocation_query(), now).await? {
+        return Ok(Err(Failure::Revoked));
+    }
+    Ok(Ok(signed))
 }
 
 /// Steps 4 and 5.

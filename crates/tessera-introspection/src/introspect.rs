@@ -4,7 +4,7 @@ use crate::{Verifier, token_field};
 use tessera_domain::claims::{Audience, Claims};
 use tessera_domain::issue::check_text;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::verify::{Expectation, Failure, Signed, check_claims, verify_cached};
+use tessera_domain::verify::{Expectation, Failure, Signed, verify_cached, verify_strong};
 use tessera_grpc::{from_domain, invalid, json_to_struct, required_enum, timestamp, token_kind};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
 use tessera_proto::v1::{
@@ -152,25 +152,9 @@ impl IntrospectionService for IntrospectionApi {
             kind: cmd.kind,
         };
         let outcome = if cmd.strong {
-            // Steps 1–4 locally, step 5 against the durable store.
-            match v
-                .keys
-                .verify_signature(cmd.token, &v.policy, now)
-                .and_then(|s| check_claims(&s, &expect, &v.policy, now).map(|()| s))
-            {
-                Ok(s) => {
-                    if v.store
-                        .is_revoked(&s.revocation_query(), now)
-                        .await
-                        .map_err(from_domain)?
-                    {
-                        Err(Failure::Revoked)
-                    } else {
-                        Ok(s)
-                    }
-                }
-                Err(f) => Err(f),
-            }
+            verify_strong(cmd.token, &v.keys, &v.policy, &expect, &*v.store, now)
+                .await
+                .map_err(from_domain)?
         } else {
             verify_cached(cmd.token, &v.keys, &v.policy, &expect, &v.view, now)
         };

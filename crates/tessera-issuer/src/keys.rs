@@ -303,6 +303,11 @@ impl KeyManager {
             .ok_or(DomainError::NoSigningKey)
     }
 
+    /// The ring Verify trusts (the published set and its signature cache).
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
     /// The published set.
     pub fn key_set(&self) -> Arc<KeySet> {
         self.ring.current()

@@ -6,7 +6,7 @@ use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::{
     PurposeCommand, RedeemOutcome, binding_hash, mint_purpose, purpose_audience,
 };
-use tessera_domain::verify::{Expectation, check_claims, verify_signature};
+use tessera_domain::verify::{Expectation, verify_strong};
 use tessera_grpc::{
     duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,
 };
@@ -93,24 +93,23 @@ pub(crate) async fn redeem(
         audience: purpose_audience(kind).unwrap_or_default(),
         kind,
     };
-    let signed = verify_signature(&r.token, &me.keys.key_set(), &me.cfg.policy)
-        .and_then(|s| check_claims(&s, &expect, &me.cfg.policy, now).map(|()| s))
-        .map_err(|f| {
-            tracing::info!(failure = f.as_str(), "purpose token rejected");
-            invalid_token()
-        })?;
-    // Step 5 too, against the store: a revoked token, a token of a revoked
-    // subject (a password reset ends the others) or of a killed key does
-    // not redeem.
-    if me
-        .store
-        .is_revoked(&signed.revocation_query(), now)
-        .await
-        .map_err(from_domain)?
-    {
-        tracing::info!("revoked purpose token presented");
-        return Err(invalid_token());
-    }
+    // Steps 1–5, step 5 against the store: a revoked token, a token of a
+    // revoked subject (a password reset ends the others) or of a killed key
+    // does not redeem.
+    let signed = verify_strong(
+        &r.token,
+        me.keys.ring(),
+        &me.cfg.policy,
+        &expect,
+        &*me.store,
+        now,
+    )
+    .await
+    .map_err(from_domain)?
+    .map_err(|f| {
+        tracing::info!(failure = f.as_str(), "purpose token rejected");
+        invalid_token()
+    })?;
     let outcome = me
         .store
         .redeem_purpose(&signed.claims.jti, binding_hash(&r.binding), now)
@@ -144,7 +143,7 @@ pub(crate) async fn redeem(
             .revoked;
     }
     Ok(RedeemPurposeTokenResponse {
-        subject: signed.claims.sub,
+        subject: signed.claims.sub.clone(),
         revoked_families,
     })
 }
