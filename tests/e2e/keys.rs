@@ -17,6 +17,7 @@ use tonic::Code;
 on_both_backends!(
     a_whole_rotation_cycle_on_the_injected_clock,
     rotation_under_verify_load_fails_nothing,
+    an_idle_instance_takes_the_key_lock_only_when_a_step_is_due,
 );
 
 /// Polls `check` every 20 ms for up to 20 s (a liveness bound, not a speed
@@ -273,6 +274,39 @@ async fn rotation_under_verify_load_fails_nothing(backend: Backend) {
         n - switched
     );
     assert_eq!(f, 0);
+    app.stop().await;
+    d.cleanup().await;
+}
+
+/// The key lock is a row (`leases`) every key change writes. An instance with
+/// nothing due must not write it on every tick, or instances queue on it.
+async fn an_idle_instance_takes_the_key_lock_only_when_a_step_is_due(backend: Backend) {
+    let d = Deployment::new(backend).await;
+    let s = d.keys;
+    let mut app = d.start().await;
+    const LOCKS: &str = "SELECT counter FROM leases WHERE name = $1";
+    let before = d.count(LOCKS, "signing_keys").await;
+    // Ten ticks' worth (key_tick is 100 ms) with nothing due: no lock. The
+    // positive control below shows the same ticks do take it once a step is
+    // due, so this cannot pass merely because no tick ran.
+    tokio::time::sleep(d.key_tick * 10).await;
+    assert_eq!(
+        d.count(LOCKS, "signing_keys").await,
+        before,
+        "idle ticks wrote the lock row"
+    );
+    // The next key is due publish_ahead before the rotation.
+    d.clock.advance(s.rotation_period - s.publish_ahead);
+    eventually("a tick publishes the next key", || {
+        let mut app_keys = app.keys.clone();
+        async move {
+            let kids = published_kids(&mut app_keys).await;
+            kids.len() == 2
+        }
+    })
+    .await;
+    assert!(d.count(LOCKS, "signing_keys").await > before);
+    assert_eq!(states(&mut app).await.len(), 2);
     app.stop().await;
     d.cleanup().await;
 }

@@ -184,10 +184,18 @@ impl KeyManager {
     }
 
     /// Applies whatever the schedule says is due now (exactly once across
-    /// instances: the plan runs under the store's key lock), then reloads.
-    /// Returns the keys that changed.
+    /// instances: the plan runs again under the store's key lock), then
+    /// reloads. Returns the keys that changed. The keys are read first
+    /// without the lock: when nothing is due — nearly every tick — no lock is
+    /// taken and nothing is written, so idle instances do not queue on the
+    /// lock row.
     pub async fn tick(&self) -> Result<Vec<StoredKey>> {
         let now = self.clock.now();
+        let keys = self.store.load_keys().await?;
+        let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
+        if due_steps(&times, &self.schedule, now).is_empty() {
+            return self.publish(&keys).map(|()| Vec::new());
+        }
         let changed = self
             .store
             .change_keys(&|keys: &[StoredKey]| {
@@ -239,6 +247,12 @@ impl KeyManager {
     /// publishes the new set.
     pub async fn reload(&self) -> Result<()> {
         let keys = self.store.load_keys().await?;
+        self.publish(&keys)
+    }
+
+    /// If `keys` differ from the set last published: opens the active key
+    /// and publishes them.
+    fn publish(&self, keys: &[StoredKey]) -> Result<()> {
         let seen: Vec<_> = keys.iter().map(|k| (k.kid.clone(), k.state)).collect();
         if *self.seen.read().unwrap_or_else(|p| p.into_inner()) == seen {
             return Ok(());
