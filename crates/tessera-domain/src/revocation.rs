@@ -20,8 +20,11 @@ pub struct RevocationQuery<'a> {
     pub kid: &'a str,
 }
 
-/// One revocation, as stored and as sent between instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One revocation, as stored and as sent between instances. On the wire
+/// (the Redis channel) it is JSON tagged by `t`: `{"t":"jti","jti":…,
+/// "until":…}`, `{"t":"family",…}`, `{"t":"subject",…}`, `{"t":"key",…}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
 pub enum RevocationEvent {
     /// A token id is denied until `until` (its `exp` plus skew).
     Jti {

@@ -122,9 +122,9 @@ impl KeyService for KeyApi {
     ) -> Result<Response<GetJwksResponse>, Status> {
         let doc = self.keys.jwks();
         Ok(Response::new(GetJwksResponse {
-            jwks_json: doc.json,
+            jwks_json: doc.json.clone(),
             keys: self.published(),
-            etag: doc.etag,
+            etag: doc.etag.clone(),
             max_age_seconds: doc.max_age,
         }))
     }
@@ -160,7 +160,7 @@ impl KeyService for KeyApi {
                 known = now_kids;
                 let msg = WatchKeysResponse {
                     keys,
-                    etag: me.keys.jwks().etag,
+                    etag: me.keys.jwks().etag.clone(),
                     compromised_kids,
                 };
                 if tx.send(Ok(msg)).await.is_err() {

@@ -22,6 +22,25 @@ pub struct JwksDocument {
     pub max_age: u32,
 }
 
+impl JwksDocument {
+    /// The document of `set`, cacheable for `max_age` seconds.
+    fn of(set: &KeySet, max_age: i64) -> Self {
+        let json = set.jwks().to_string();
+        let etag = format!(
+            "\"{}\"",
+            sha256(json.as_bytes())[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        Self {
+            json,
+            etag,
+            max_age: u32::try_from(max_age).unwrap_or(0),
+        }
+    }
+}
+
 /// Owns the keys: applies the schedule, opens the active key, publishes the
 /// set into the shared [`KeyRing`] and tells watchers when it changed.
 pub struct KeyManager {
@@ -35,6 +54,9 @@ pub struct KeyManager {
     active: RwLock<Option<Arc<SigningKey>>>,
     /// Kid and state of every stored key at the last reload.
     seen: RwLock<Vec<(String, KeyState)>>,
+    /// The JWKS document of the published set, rendered once per change
+    /// (HTTP GET, GetJwks and WatchKeys all serve this one).
+    jwks: RwLock<Arc<JwksDocument>>,
     changes: watch::Sender<u64>,
 }
 
@@ -62,6 +84,7 @@ impl KeyManager {
             schedule,
             active: RwLock::new(None),
             seen: RwLock::new(Vec::new()),
+            jwks: RwLock::new(Arc::new(JwksDocument::of(&KeySet::default(), 0))),
             changes: watch::channel(0).0,
         }
     }
@@ -269,7 +292,10 @@ impl KeyManager {
                 .map_err(|_| DomainError::Internal("stored public JWK is not JSON".into()))?;
             published.push(VerifyingKey::from_jwk(jwk, k.state)?);
         }
-        self.ring.replace(KeySet::new(published));
+        let set = KeySet::new(published);
+        let doc = JwksDocument::of(&set, self.schedule.jwks_max_age);
+        self.ring.replace(set);
+        *self.jwks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(doc);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(signer));
         *self.seen.write().unwrap_or_else(|p| p.into_inner()) = seen;
         self.changes.send_modify(|v| *v += 1);
@@ -332,21 +358,9 @@ impl KeyManager {
         self.changes.subscribe()
     }
 
-    /// The JWKS document of the published set.
-    pub fn jwks(&self) -> JwksDocument {
-        let json = self.key_set().jwks().to_string();
-        let etag = format!(
-            "\"{}\"",
-            sha256(json.as_bytes())[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        JwksDocument {
-            json,
-            etag,
-            max_age: u32::try_from(self.schedule.jwks_max_age).unwrap_or(0),
-        }
+    /// The JWKS document of the published set (rendered when it changed).
+    pub fn jwks(&self) -> Arc<JwksDocument> {
+        self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

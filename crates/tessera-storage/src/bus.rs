@@ -8,7 +8,6 @@
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Manager, Pool, Runtime};
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
@@ -74,43 +73,16 @@ impl std::fmt::Debug for RedisBus {
     }
 }
 
-/// Encodes an event for the channel.
-fn encode(e: &RevocationEvent) -> String {
-    match e {
-        RevocationEvent::Jti { jti, until } => json!({"t": "jti", "jti": jti, "until": until}),
-        RevocationEvent::Family { family_id, until } => {
-            json!({"t": "family", "family_id": family_id, "until": until})
-        }
-        RevocationEvent::Subject {
-            subject,
-            min_version,
-        } => json!({"t": "subject", "subject": subject, "min_version": min_version}),
-        RevocationEvent::Key { kid } => json!({"t": "key", "kid": kid}),
-    }
-    .to_string()
+/// Encodes an event for the channel (the serde form of
+/// [`RevocationEvent`]).
+fn encode(e: &RevocationEvent) -> Result<String> {
+    serde_json::to_string(e)
+        .map_err(|_| DomainError::Internal("a revocation event did not serialise".into()))
 }
 
 /// Decodes an event from the channel; `None` for anything else.
 fn decode(s: &str) -> Option<RevocationEvent> {
-    let v: Value = serde_json::from_str(s).ok()?;
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let int = |k: &str| v.get(k).and_then(Value::as_i64);
-    Some(match v.get("t")?.as_str()? {
-        "jti" => RevocationEvent::Jti {
-            jti: text("jti")?,
-            until: int("until")?,
-        },
-        "family" => RevocationEvent::Family {
-            family_id: text("family_id")?,
-            until: int("until")?,
-        },
-        "subject" => RevocationEvent::Subject {
-            subject: text("subject")?,
-            min_version: v.get("min_version")?.as_u64()?,
-        },
-        "key" => RevocationEvent::Key { kid: text("kid")? },
-        _ => return None,
-    })
+    serde_json::from_str(s).ok()
 }
 
 impl RedisBus {
@@ -226,7 +198,7 @@ impl RevocationBus for RedisBus {
                 .map_err(|e| redis_err(&e))?;
         }
         let _: i64 = c
-            .publish(self.channel(), encode(event))
+            .publish(self.channel(), encode(event)?)
             .await
             .map_err(|e| redis_err(&e))?;
         Ok(())
@@ -254,8 +226,20 @@ mod tests {
             },
             RevocationEvent::Key { kid: "k".into() },
         ] {
-            assert_eq!(decode(&encode(&e)), Some(e));
+            assert_eq!(decode(&encode(&e).unwrap()), Some(e));
         }
+        // The wire form other instances (and older versions) speak.
+        assert_eq!(
+            decode(r#"{"t":"jti","jti":"j","until":5}"#),
+            Some(RevocationEvent::Jti {
+                jti: "j".into(),
+                until: 5
+            })
+        );
+        assert_eq!(
+            encode(&RevocationEvent::Key { kid: "k".into() }).unwrap(),
+            r#"{"t":"key","kid":"k"}"#
+        );
         assert_eq!(decode("{\"t\":\"other\"}"), None);
         assert_eq!(decode("not json"), None);
     }

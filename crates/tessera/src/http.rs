@@ -105,7 +105,7 @@ fn jwks_response(keys: &KeyManager, headers: &HeaderMap) -> Response {
                 HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache")),
             ),
         ],
-        doc.json,
+        doc.json.clone(),
     )
         .into_response()
 }
