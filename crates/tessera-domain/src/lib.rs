@@ -16,6 +16,7 @@ pub mod keys;
 pub mod kind;
 pub mod policy;
 pub mod purpose;
+pub mod reconnect;
 pub mod refresh;
 pub mod revocation;
 pub mod schedule;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_domain::keys::{KeyRing, KeySet, KeyState, VerifyingKey};
+use tessera_domain::reconnect::Reconnect;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{GetJwksRequest, PublicKey, WatchKeysRequest};
@@ -107,12 +108,13 @@ impl KeyFollower {
         });
     }
 
-    /// Follows `WatchKeys` until `stop`, reconnecting with backoff (0.1 s
-    /// doubling to 5 s).
+    /// Follows `WatchKeys` until `stop`, reconnecting with the shared
+    /// jittered backoff, reset once a stream has delivered.
     pub fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Reconnect::default();
             loop {
+                let mut delivered = false;
                 let round = async {
                     let mut stream = self
                         .client
@@ -125,23 +127,23 @@ impl KeyFollower {
                             self.view.apply(&RevocationEvent::Key { kid: kid.clone() });
                         }
                         self.apply(&msg.keys);
+                        delivered = true;
                     }
                     Ok::<(), tonic::Status>(())
                 };
                 tokio::select! {
-                    r = round => {
-                        match r {
-                            Ok(()) => backoff = Duration::from_millis(100),
-                            Err(e) => tracing::warn!(code = ?e.code(), "key stream lost; reconnecting"),
-                        }
-                    }
+                    r = round => if let Err(e) = r {
+                        tracing::warn!(code = ?e.code(), "key stream lost; reconnecting");
+                    },
                     _ = stop.wait_for(|s| *s) => return,
+                }
+                if delivered {
+                    backoff.reset();
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         })
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
+use tessera_domain::reconnect::Reconnect;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::store::{RevocationBus, RevocationStore};
 use tokio::sync::watch;
@@ -135,7 +136,8 @@ impl RedisBus {
     /// Keeps a view current until `shutdown` turns true: subscribes, reloads
     /// what is in force from the durable `store` (so nothing published while
     /// unsubscribed is missed), then hands each message to `apply`.
-    /// Reconnects with backoff (0.1 s doubling to 5 s).
+    /// Reconnects with the shared jittered backoff, reset once a
+    /// subscription has worked (subscribed and caught up from the store).
     pub fn follow(
         &self,
         apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
@@ -147,8 +149,9 @@ impl RedisBus {
         let client = self.client.clone();
         let channel = self.channel();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Reconnect::default();
             loop {
+                let mut subscribed = false;
                 let round = async {
                     let mut pubsub = client.get_async_pubsub().await.map_err(|e| redis_err(&e))?;
                     pubsub
@@ -156,6 +159,7 @@ impl RedisBus {
                         .await
                         .map_err(|e| redis_err(&e))?;
                     store.in_force(clock.now(), family_margin, &*apply).await?;
+                    subscribed = true;
                     tracing::debug!("following revocations");
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
@@ -175,11 +179,13 @@ impl RedisBus {
                     }
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
+                if subscribed {
+                    backoff.reset();
+                }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         })
     }

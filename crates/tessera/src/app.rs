@@ -241,13 +241,14 @@ impl Application {
                     view.clone(),
                     cfg.unknown_kid_refetch,
                 ));
-                // Without keys nothing verifies: the issuer must answer now.
+                // Without keys nothing verifies: the issuer must answer
+                // within about 10 s (a liveness bound, retried with the
+                // shared backoff).
+                let mut backoff = tessera_domain::reconnect::Reconnect::default();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 let mut fetched = f.fetch().await;
-                for _ in 0..20 {
-                    if fetched.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                while fetched.is_err() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(backoff.next_delay()).await;
                     fetched = f.fetch().await;
                 }
                 fetched.map_err(|e| {
