@@ -131,16 +131,30 @@ impl SqlStore {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
             Backend::Sqlite => &SQLITE_MIGRATIONS,
         };
+        // Whether the migrations table exists is asked, not inferred from an
+        // error: a permission or connection failure is a store error, not
+        // "not migrated".
+        let exists = match self.backend {
+            Backend::Postgres => {
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_catalog.pg_tables \
+                 WHERE tablename = '_sqlx_migrations' AND schemaname = ANY(current_schemas(false))"
+            }
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(exists)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)?;
+        if tables == 0 {
+            return Ok(false);
+        }
         let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
                 .fetch_all(&self.pool)
                 .await
-            {
-                Ok(v) => v,
-                // No migrations table: nothing applied.
-                Err(sqlx::Error::Database(_)) => return Ok(false),
-                Err(e) => return Err(store_err(e)),
-            };
+                .map_err(store_err)?;
         Ok(migrator.iter().all(|m| applied.contains(&m.version)))
     }
 
