@@ -4,8 +4,10 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use std::fmt;
 
 /// Bytes that must never reach a log line: `Debug` prints `[redacted]`, there
-/// is no `Display`, and the bytes are zeroed on drop (best effort).
-#[derive(Clone, PartialEq, Eq)]
+/// is no `Display`, and the bytes are zeroed on drop (`zeroize`: volatile
+/// writes the optimiser cannot elide). Copies the crypto library makes are
+/// its own to clear.
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
@@ -23,16 +25,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // Plain writes may be elided by the optimiser; this is a best effort,
-            // the real protection is that the bytes are never printed.
-            *b = 0;
-        }
     }
 }
 
