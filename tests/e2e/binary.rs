@@ -1,8 +1,8 @@
 //! The real `tessera` binary: serve with flags, healthcheck, graceful stop.
 
+use crate::harness::eventually;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 use tessera_proto::v1::IssueRequest;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 
@@ -54,15 +54,11 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
     assert_eq!(mode & 0o777, 0o600);
 
     // SERVING once the store answers (the first check runs at start).
-    let mut serving = false;
-    for _ in 0..50 {
-        if healthcheck(&addr) {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(serving, "healthcheck never reported SERVING");
+    eventually("the healthcheck reports SERVING", || {
+        let addr = addr.clone();
+        async move { healthcheck(&addr) }
+    })
+    .await;
 
     let mut client = IssuerServiceClient::connect(format!("http://{addr}"))
         .await

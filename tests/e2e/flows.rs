@@ -1,7 +1,9 @@
 //! The main flows: Issue → Verify → Revoke, revocation by jti, restart
 //! persistence, the JWKS, and the RPCs that answer UNIMPLEMENTED for now.
 
-use crate::harness::{AUDIENCE, Backend, ISSUER, decode_with_jwks, on_both_backends, spawn_app};
+use crate::harness::{
+    AUDIENCE, Backend, ISSUER, decode_with_jwks, eventually, on_both_backends, spawn_app,
+};
 use serde_json::Value;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{GetJwksRequest, JtiTarget, RevokeRequest, VerifyFailure};
@@ -174,7 +176,7 @@ async fn health_reports_serving_for_every_service(backend: Backend) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let (d, app) = spawn_app(backend).await;
-    let mut h = HealthClient::new(app.channel.clone());
+    let h = HealthClient::new(app.channel.clone());
     for service in [
         "",
         "tessera.v1.IssuerService",
@@ -182,20 +184,17 @@ async fn health_reports_serving_for_every_service(backend: Backend) {
         "tessera.v1.IntrospectionService",
         "tessera.v1.RevocationService",
     ] {
-        let mut status = ServingStatus::Unknown;
-        for _ in 0..50 {
-            status = h
-                .check(HealthCheckRequest {
+        eventually(&format!("{service:?} SERVING"), || {
+            let mut h = h.clone();
+            async move {
+                h.check(HealthCheckRequest {
                     service: service.into(),
                 })
                 .await
-                .map_or(ServingStatus::Unknown, |r| r.into_inner().status());
-            if status == ServingStatus::Serving {
-                break;
+                .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+        })
+        .await;
     }
     app.stop().await;
     d.cleanup().await;

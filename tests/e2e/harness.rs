@@ -290,6 +290,7 @@ pub async fn start_config(
     let addr = app.local_addr();
     let follower = app.key_fetches();
     let ring = app.key_ring();
+    let manager = app.key_manager();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -309,6 +310,7 @@ pub async fn start_config(
         channel,
         follower,
         ring,
+        manager,
         stop: None,
         handle: None,
     };
@@ -323,6 +325,8 @@ pub struct TestApp {
     pub follower: Option<Arc<tessera_introspection::KeyFollower>>,
     /// The key set Verify trusts, with its verified-signature cache.
     pub ring: Arc<tessera_domain::keys::KeyRing>,
+    /// In the issuer roles: the key manager, to force schedule ticks.
+    pub manager: Option<Arc<tessera_issuer::KeyManager>>,
     pub issuer: IssuerServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
     pub introspection: IntrospectionServiceClient<Channel>,
@@ -512,6 +516,34 @@ pub fn reason(s: &tonic::Status) -> String {
         .error_info()
         .map(|i| i.reason.clone())
         .unwrap_or_default()
+}
+
+/// Polls `check` every 20 ms until it holds, and returns how long that took.
+/// The 20 s bound is a liveness bound (a test that would otherwise hang),
+/// not a speed target: speed is measured by the load generator.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+impl TestApp {
+    /// Runs one key-schedule tick now (what the timer would do next).
+    pub async fn tick(&self) {
+        self.manager
+            .as_ref()
+            .expect("an issuer role")
+            .tick()
+            .await
+            .unwrap();
+    }
 }
 
 /// A fresh deployment and one app on it.

@@ -2,13 +2,13 @@
 //! second, exactly-once rotation across instances, unsafe schedules refused,
 //! KEK rewrap without downtime, every algorithm end to end.
 
+use crate::harness::eventually;
 use crate::harness::{
     Backend, Deployment, TestApp, decode_with_jwks, issue_token, kid_of, verify_token,
 };
-use crate::keys::{eventually, jwks_kids, states, verify_load};
+use crate::keys::{jwks_kids, states, verify_load};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use tessera_domain::schedule::KeySchedule;
 use tessera_proto::v1::{
     CompromiseKeyRequest, GetJwksRequest, KeyState, RotateKeysRequest, VerifyFailure,
@@ -54,7 +54,6 @@ async fn a_compromised_key_fails_everywhere_within_a_second() {
     let load: Vec<_> = (0..2)
         .map(|_| verify_load(&b, stop.clone(), calls.clone(), failures.clone()))
         .collect();
-    let start = Instant::now();
     let r = a
         .keys
         .compromise_key(CompromiseKeyRequest {
@@ -67,20 +66,18 @@ async fn a_compromised_key_fails_everywhere_within_a_second() {
     assert_eq!(r.key.unwrap().state(), KeyState::Compromised);
     assert!(r.new_active_key.is_none(), "k1 was not signing");
     assert!(r.estimate);
-    let mut seen = b.verify(&old.access_token).await;
-    while seen.is_ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "not rejected within 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        seen = b.verify(&old.access_token).await;
-    }
-    let took = start.elapsed();
-    assert!(matches!(
-        seen,
-        Err(VerifyFailure::Revoked | VerifyFailure::UnknownKey)
-    ));
+    // The kill has returned: how long until the other instance rejects.
+    let took = eventually("the other instance rejects the killed key's token", || {
+        let mut i = b.introspection.clone();
+        let t = old.access_token.clone();
+        async move {
+            matches!(
+                verify_token(&mut i, &t).await,
+                Err(VerifyFailure::Revoked | VerifyFailure::UnknownKey)
+            )
+        }
+    })
+    .await;
     assert!(
         !jwks_kids(&mut a).await.contains(&k1),
         "left the JWKS at once"
@@ -107,7 +104,6 @@ async fn a_compromised_key_fails_everywhere_within_a_second() {
 
     // Killing the signing key: another signs at once.
     let k2 = kid_of(&fresh);
-    let start = Instant::now();
     let r = a
         .keys
         .compromise_key(CompromiseKeyRequest {
@@ -119,19 +115,13 @@ async fn a_compromised_key_fails_everywhere_within_a_second() {
         .into_inner();
     let k3 = r.new_active_key.expect("a new key signs at once").kid;
     assert_ne!(k3, k2);
-    let mut seen = b.verify(&fresh).await;
-    while seen.is_ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "not rejected within 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        seen = b.verify(&fresh).await;
-    }
-    println!(
-        "compromise of the active key: rejected on the other instance after {:?}",
-        start.elapsed()
-    );
+    let took = eventually("the other instance rejects the killed key's token", || {
+        let mut i = b.introspection.clone();
+        let t = fresh.clone();
+        async move { verify_token(&mut i, &t).await.is_err() }
+    })
+    .await;
+    println!("compromise of the active key: rejected on the other instance after {took:?}");
     let t3 = a.issue("lee").await.access_token;
     assert_eq!(kid_of(&t3), k3);
     // B stops signing with the killed key too (on the kill's event, or at
@@ -174,7 +164,8 @@ async fn two_instances_rotate_exactly_once() {
     // The schedule's publish point reached by both instances' ticks at once.
     d.clock
         .advance(d.keys.rotation_period - d.keys.publish_ahead);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both instances tick at the same moment (their timers run too).
+    tokio::join!(a.tick(), b.tick());
     let st = states(&mut b).await;
     assert_eq!(
         count(&st, KeyState::Pending),
@@ -189,7 +180,7 @@ async fn two_instances_rotate_exactly_once() {
     ra.unwrap();
     rb.unwrap();
     d.clock.advance(d.keys.publish_ahead);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::join!(a.tick(), b.tick());
     let st = states(&mut a).await;
     assert_eq!(st.len(), 2, "{st:?}");
     assert_eq!(count(&st, KeyState::Active), 1, "{st:?}");

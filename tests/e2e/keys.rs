@@ -3,11 +3,11 @@
 //! HTTP JWKS, and refusal of unsafe schedules.
 
 use crate::harness::{
-    Backend, Deployment, TestApp, issue_token, kid_of, on_both_backends, reason, verify_token,
+    Backend, Deployment, TestApp, eventually, issue_token, kid_of, on_both_backends, reason,
+    verify_token,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use tessera_domain::schedule::KeySchedule;
 use tessera_proto::v1::{
     GetJwksRequest, KeyState, ListKeysRequest, RetireKeyRequest, RotateKeysRequest,
@@ -19,20 +19,6 @@ on_both_backends!(
     rotation_under_verify_load_fails_nothing,
     an_idle_instance_takes_the_key_lock_only_when_a_step_is_due,
 );
-
-/// Polls `check` every 20 ms for up to 20 s (a liveness bound, not a speed
-/// target).
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 pub(crate) async fn states(app: &mut TestApp) -> Vec<(String, KeyState)> {
     app.keys
@@ -97,9 +83,9 @@ async fn a_whole_rotation_cycle_on_the_injected_clock(backend: Backend) {
     both.sort();
     assert_eq!(jwks_kids(&mut app).await, both, "published before it signs");
 
-    // One second early: still the old key, whatever the ticks do.
+    // One second early: still the old key after a tick.
     d.clock.advance(s.publish_ahead - 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.tick().await;
     let t1 = app.issue("kim").await.access_token;
     assert_eq!(kid_of(&t1), k1);
     // On time: the new key signs, the old one still verifies.
@@ -133,7 +119,7 @@ async fn a_whole_rotation_cycle_on_the_injected_clock(backend: Backend) {
 
     // One second before retire_after the old key is still published...
     d.clock.advance(s.retire_after - 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.tick().await;
     assert!(jwks_kids(&mut app).await.contains(&k1), "unpublished early");
     // ...and on time it leaves the JWKS by itself.
     d.clock.advance(1);
@@ -243,7 +229,12 @@ async fn rotation_under_verify_load_fails_nothing(backend: Backend) {
         .rotate_keys(RotateKeysRequest::default())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let published = calls.load(Ordering::Relaxed);
+    eventually("the load runs with the next key published", || {
+        let calls = calls.clone();
+        async move { calls.load(Ordering::Relaxed) > published + 200 }
+    })
+    .await;
     d.clock.advance(d.keys.publish_ahead);
     eventually("the new key signs", || {
         let mut issuer = app.issuer.clone();
@@ -286,26 +277,21 @@ async fn an_idle_instance_takes_the_key_lock_only_when_a_step_is_due(backend: Ba
     let mut app = d.start().await;
     const LOCKS: &str = "SELECT counter FROM leases WHERE name = $1";
     let before = d.count(LOCKS, "signing_keys").await;
-    // Ten ticks' worth (key_tick is 100 ms) with nothing due: no lock. The
-    // positive control below shows the same ticks do take it once a step is
-    // due, so this cannot pass merely because no tick ran.
-    tokio::time::sleep(d.key_tick * 10).await;
+    // Ten ticks with nothing due: no lock taken.
+    for _ in 0..10 {
+        app.tick().await;
+    }
     assert_eq!(
         d.count(LOCKS, "signing_keys").await,
         before,
         "idle ticks wrote the lock row"
     );
-    // The next key is due publish_ahead before the rotation.
+    // The next key is due publish_ahead before the rotation: a tick now
+    // takes the lock and publishes it.
     d.clock.advance(s.rotation_period - s.publish_ahead);
-    eventually("a tick publishes the next key", || {
-        let mut app_keys = app.keys.clone();
-        async move {
-            let kids = published_kids(&mut app_keys).await;
-            kids.len() == 2
-        }
-    })
-    .await;
+    app.tick().await;
     assert!(d.count(LOCKS, "signing_keys").await > before);
+    assert_eq!(published_kids(&mut app.keys).await.len(), 2);
     assert_eq!(states(&mut app).await.len(), 2);
     app.stop().await;
     d.cleanup().await;

@@ -22,6 +22,7 @@ pub struct KeyFollower {
     min_refetch: Duration,
     last_refetch: Mutex<Option<Instant>>,
     fetches: AtomicU64,
+    refetches: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyFollower {
@@ -57,6 +58,7 @@ impl KeyFollower {
             min_refetch,
             last_refetch: Mutex::new(None),
             fetches: AtomicU64::new(0),
+            refetches: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +89,12 @@ impl KeyFollower {
         Ok(())
     }
 
+    /// How many refetches unknown kids have started (counted when started,
+    /// so the rate limit is observable without waiting).
+    pub fn refetches_started(&self) -> u64 {
+        self.refetches.load(Ordering::Relaxed)
+    }
+
     /// How many times the set was fetched with `GetJwks`.
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
@@ -100,6 +108,7 @@ impl KeyFollower {
             return;
         }
         *last = Some(Instant::now());
+        self.refetches.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.fetch().await {

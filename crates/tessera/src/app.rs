@@ -37,6 +37,7 @@ pub struct Application {
     services: Vec<&'static str>,
     follower: Option<Arc<KeyFollower>>,
     ring: Arc<KeyRing>,
+    key_manager: Option<Arc<KeyManager>>,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -330,6 +331,7 @@ impl Application {
             services,
             follower,
             ring,
+            key_manager,
             health,
             health_service,
             stop,
@@ -348,6 +350,12 @@ impl Application {
     /// with `GetJwks` (start and unknown-kid refetches).
     pub fn key_fetches(&self) -> Option<Arc<KeyFollower>> {
         self.follower.clone()
+    }
+
+    /// In the issuer roles: the key manager (tests force schedule ticks
+    /// through it instead of waiting for the timer).
+    pub fn key_manager(&self) -> Option<Arc<KeyManager>> {
+        self.key_manager.clone()
     }
 
     /// The key set Verify trusts and its verified-signature cache.
