@@ -9,6 +9,7 @@ use crate::harness::{
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tessera_domain::schedule::KeySchedule;
+use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     GetJwksRequest, KeyState, ListKeysRequest, RetireKeyRequest, RotateKeysRequest,
 };
@@ -18,6 +19,7 @@ on_both_backends!(
     a_whole_rotation_cycle_on_the_injected_clock,
     rotation_under_verify_load_fails_nothing,
     an_idle_instance_takes_the_key_lock_only_when_a_step_is_due,
+    revoke_by_kid_kills_the_key_through_the_key_manager,
 );
 
 pub(crate) async fn states(app: &mut TestApp) -> Vec<(String, KeyState)> {
@@ -293,6 +295,34 @@ async fn an_idle_instance_takes_the_key_lock_only_when_a_step_is_due(backend: Ba
     assert!(d.count(LOCKS, "signing_keys").await > before);
     assert_eq!(published_kids(&mut app.keys).await.len(), 2);
     assert_eq!(states(&mut app).await.len(), 2);
+    app.stop().await;
+    d.cleanup().await;
+}
+
+/// `Revoke{kid}` on the revocation service and `CompromiseKey` on the key
+/// service are one path: the key manager kills the key (the next one signs
+/// at once), the revocation service fans the kill out.
+async fn revoke_by_kid_kills_the_key_through_the_key_manager(backend: Backend) {
+    let d = Deployment::new(backend).await;
+    let mut app = d.start().await;
+    let old = app.issue("kay").await.access_token;
+    let kid = kid_of(&old);
+    assert_eq!(app.revoke(Target::Kid(kid.clone())).await, 1);
+    let st = states(&mut app).await;
+    assert!(st.contains(&(kid.clone(), KeyState::Compromised)), "{st:?}");
+    assert_eq!(
+        st.iter().filter(|(_, s)| *s == KeyState::Active).count(),
+        1,
+        "{st:?}"
+    );
+    let new = app.issue("kay").await.access_token;
+    assert_ne!(kid_of(&new), kid, "another key signs at once");
+    assert!(app.verify(&old).await.is_err());
+    assert_eq!(app.verify(&new).await, Ok(()));
+    // Again: nothing changes; an unknown kid revokes nothing.
+    assert_eq!(app.revoke(Target::Kid(kid)).await, 1);
+    assert_eq!(states(&mut app).await.len(), st.len());
+    assert_eq!(app.revoke(Target::Kid("no-such-kid".into())).await, 0);
     app.stop().await;
     d.cleanup().await;
 }

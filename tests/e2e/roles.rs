@@ -5,9 +5,11 @@
 use crate::harness::{
     Backend, Deployment, TestApp, eventually, issue_token, kid_of, start_config, verify_token,
 };
+use crate::keys::states;
 use std::time::Duration;
 use tessera::Role;
-use tessera_proto::v1::{CompromiseKeyRequest, VerifyFailure};
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{CompromiseKeyRequest, KeyState, VerifyFailure};
 use tonic::Code;
 
 /// How long until `app` verifies `token`.
@@ -134,6 +136,19 @@ async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
         verifier.verify(&next.access_token).await,
         Err(VerifyFailure::Revoked)
     );
+
+    // Revoke{kid} on the revocation service: it asks the issuer's key
+    // manager (over gRPC) to kill the key, then fans the kill out.
+    let signing = kid_of(&issuer.issue("olga").await.access_token);
+    let live = issuer.issue("olga").await.access_token;
+    assert_eq!(verifier.revoke(Target::Kid(signing.clone())).await, 1);
+    let st = states(&mut issuer).await;
+    assert!(
+        st.contains(&(signing.clone(), KeyState::Compromised)),
+        "{st:?}"
+    );
+    assert_ne!(kid_of(&issuer.issue("olga").await.access_token), signing);
+    assert!(verifier.verify(&live).await.is_err());
 
     let _ = vstop.send(());
     vhandle.await.unwrap().unwrap();

@@ -72,9 +72,6 @@ pub trait KeyStore: Send + Sync {
     /// with new state and times), demotions before promotions. All in one
     /// transaction. Returns the rows written.
     async fn change_keys(&self, plan: &KeyPlan<'_>) -> Result<Vec<StoredKey>>;
-    /// Marks a key compromised (outside the schedule: a kill needs no lock
-    /// ordering); false if it was already, `None` if unknown.
-    async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>>;
     /// A sealed service secret and the id of the KEK that sealed it.
     async fn load_secret(&self, name: &str) -> Result<Option<(Vec<u8>, String)>>;
     /// Stores a sealed secret: inserts it if absent (a racing instance's

@@ -19,6 +19,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 mod convert;
 pub mod metrics;
 pub mod net;
+pub mod ports;
 pub use convert::{duration_secs, json_to_struct, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.

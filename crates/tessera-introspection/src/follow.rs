@@ -89,6 +89,11 @@ impl KeyFollower {
         Ok(())
     }
 
+    /// The ring it fills.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
     /// How many refetches unknown kids have started (counted when started,
     /// so the rate limit is observable without waiting).
     pub fn refetches_started(&self) -> u64 {

@@ -152,15 +152,15 @@ impl IntrospectionService for IntrospectionApi {
             kind: cmd.kind,
         };
         let outcome = if cmd.strong {
-            verify_strong(cmd.token, &v.keys, &v.policy, &expect, &*v.store, now)
+            verify_strong(cmd.token, v.keys.ring(), &v.policy, &expect, &*v.store, now)
                 .await
                 .map_err(from_domain)?
         } else {
-            verify_cached(cmd.token, &v.keys, &v.policy, &expect, &v.view, now)
+            verify_cached(cmd.token, v.keys.ring(), &v.policy, &expect, &v.view, now)
         };
         v.metrics.verify(outcome.as_ref().err().copied());
-        if let (Err(Failure::UnknownKey), Some(f)) = (&outcome, &v.follower) {
-            f.unknown_kid();
+        if outcome.as_ref().err() == Some(&Failure::UnknownKey) {
+            v.keys.unknown_kid();
         }
         let span = tracing::Span::current();
         Ok(Response::new(match outcome {

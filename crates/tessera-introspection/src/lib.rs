@@ -22,11 +22,40 @@ use tessera_domain::store::{RevocationBus, Store};
 use tessera_grpc::invalid;
 use tonic::Status;
 
+/// Where the key set Verify trusts comes from (a port: the issuer's ring in
+/// the embedded mode, the `WatchKeys` follower in split roles).
+pub trait KeySource: Send + Sync {
+    /// The ring Verify reads.
+    fn ring(&self) -> &KeyRing;
+    /// A Verify met a kid that is not in the set (a follower refetches, at a
+    /// bounded rate; the issuer's own ring is always current).
+    fn unknown_kid(&self) {}
+}
+
+impl KeySource for KeyRing {
+    fn ring(&self) -> &KeyRing {
+        self
+    }
+}
+
+impl KeySource for Arc<KeyFollower> {
+    fn ring(&self) -> &KeyRing {
+        self.key_ring()
+    }
+    fn unknown_kid(&self) {
+        KeyFollower::unknown_kid(self);
+    }
+}
+
 /// What both services of this crate share.
 #[derive(Clone)]
 pub struct Verifier {
-    /// The published keys, kept current by the issuer.
-    pub keys: Arc<KeyRing>,
+    /// The published keys: the issuer's own ring in one process, or a
+    /// follower of the issuer's `WatchKeys` in split roles.
+    pub keys: Arc<dyn KeySource>,
+    /// Who kills a key for `Revoke{kid}`: the issuer's key manager (in
+    /// process, or over gRPC).
+    pub key_killer: Arc<dyn tessera_grpc::ports::KeyKiller>,
     /// The local revocation view.
     pub view: Arc<MemoryRevocations>,
     /// The durable revocations (truth; STRONG reads).
@@ -37,9 +66,6 @@ pub struct Verifier {
     pub policy: Arc<Policy>,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// In a separate introspection service: told of unknown kids, so it can
-    /// refetch the key set (rate-limited).
-    pub follower: Option<Arc<KeyFollower>>,
     /// Counters.
     pub metrics: Arc<tessera_grpc::metrics::Metrics>,
     /// Every revocation this instance applies, for `WatchRevocations`.

@@ -102,25 +102,23 @@ impl RevocationApi {
         })
     }
 
-    /// Every token signed by a key: the key is marked compromised (it leaves
-    /// the JWKS; the issuer activates another if it was signing).
-    async fn revoke_key(&self, kid: String, now: UnixTime) -> Result<RevokeResponse, Status> {
-        let Some(newly) = self
-            .v
-            .store
-            .compromise_key(&kid, now)
-            .await
-            .map_err(from_domain)?
-        else {
+    /// Every token signed by a key. Only the issuer's key manager changes
+    /// key state: this service asks it to kill the key (in process, or over
+    /// gRPC), then fans the kill out to every instance's view.
+    async fn revoke_key(
+        &self,
+        kid: String,
+        reason: &str,
+        now: UnixTime,
+    ) -> Result<RevokeResponse, Status> {
+        if !self.v.key_killer.kill(&kid, reason).await? {
             return Ok(RevokeResponse::default());
-        };
-        self.apply(&RevocationEvent::Key { kid }, now).await?;
-        tracing::warn!(target: "tessera::audit", event = "revoke", kind = "key", newly);
-        if newly {
-            self.v.metrics.revoked(RevokedKind::Key);
         }
+        self.apply(&RevocationEvent::Key { kid }, now).await?;
+        tracing::warn!(target: "tessera::audit", event = "revoke", kind = "key");
+        self.v.metrics.revoked(RevokedKind::Key);
         Ok(RevokeResponse {
-            revoked: u64::from(newly),
+            revoked: 1,
             jti: String::new(),
             revoked_until: None,
         })
@@ -161,7 +159,7 @@ impl RevocationApi {
     /// cause an error).
     fn token_target(&self, token: &str) -> Result<(String, UnixTime), Status> {
         let token = token_field("token", token)?;
-        let signed = verify_signature(token, &self.v.keys.current(), &self.v.policy)
+        let signed = verify_signature(token, &self.v.keys.ring().current(), &self.v.policy)
             .ok()
             .filter(|s| s.claims.iss == self.v.policy.issuer)
             .ok_or_else(|| invalid("token", "is not a token issued by this service"))?;
@@ -219,7 +217,7 @@ impl RevocationService for RevocationApi {
             }
             Some(Target::Kid(kid)) => {
                 check_text("kid", &kid, 64).map_err(from_domain)?;
-                self.revoke_key(kid, now).await?
+                self.revoke_key(kid, &r.reason, now).await?
             }
         };
         Ok(Response::new(response))
@@ -293,5 +291,29 @@ fn watch_message(e: RevocationEvent) -> WatchRevocationsResponse {
             kid,
             ..Default::default()
         },
+    }
+}
+
+/// In process (the embedded mode), the issuer reaches this service
+/// directly: no TCP call to itself.
+#[tonic::async_trait]
+impl tessera_grpc::ports::Revoker for RevocationApi {
+    async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
+        RevocationService::revoke(self, Request::new(request))
+            .await
+            .map(Response::into_inner)
+    }
+
+    async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {
+        let now = self.v.clock.now();
+        self.apply(
+            &RevocationEvent::Key {
+                kid: kid.to_owned(),
+            },
+            now,
+        )
+        .await?;
+        self.v.metrics.revoked(RevokedKind::Key);
+        Ok(())
     }
 }

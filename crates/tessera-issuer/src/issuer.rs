@@ -10,14 +10,13 @@ use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::Store;
 use tessera_grpc::metrics::Metrics;
+use tessera_grpc::ports::Revoker;
 use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
-use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssuePurposeTokenResponse, IssueRequest, IssueResponse,
     RedeemPurposeTokenRequest, RedeemPurposeTokenResponse, RefreshRequest, RefreshResponse,
 };
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// What the issuer needs besides its keys and store.
@@ -30,9 +29,10 @@ pub struct IssuerConfig {
     pub clock: Arc<dyn Clock>,
     /// Derives refresh-token successors.
     pub refresh_secret: RefreshSecret,
-    /// The revocation service, over gRPC: told about reused refresh tokens
-    /// and password resets that end every session.
-    pub revocations: RevocationServiceClient<Channel>,
+    /// The revocation service (in-process, or over gRPC in split roles):
+    /// told about reused refresh tokens, password resets that end every
+    /// session, and key kills to fan out.
+    pub revocations: Arc<dyn Revoker>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }

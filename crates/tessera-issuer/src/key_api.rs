@@ -5,24 +5,21 @@ use std::sync::Arc;
 use tessera_domain::issue::check_text;
 use tessera_domain::keys::{Algorithm, KeyState};
 use tessera_domain::store::StoredKey;
+use tessera_grpc::ports::Revoker;
 use tessera_grpc::{from_domain, invalid, status, timestamp};
 use tessera_proto::v1::key_service_server::KeyService;
-use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
-use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     CompromiseKeyRequest, CompromiseKeyResponse, ErrorReason, GetJwksRequest, GetJwksResponse,
     ListKeysRequest, ListKeysResponse, PublicKey, RetireKeyRequest, RetireKeyResponse,
-    RevokeRequest, RotateKeysRequest, RotateKeysResponse, SigningAlgorithm, WatchKeysRequest,
-    WatchKeysResponse,
+    RotateKeysRequest, RotateKeysResponse, SigningAlgorithm, WatchKeysRequest, WatchKeysResponse,
 };
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 /// `KeyService`.
 #[derive(Clone)]
 pub struct KeyApi {
     keys: Arc<KeyManager>,
-    revocations: RevocationServiceClient<Channel>,
+    revocations: Arc<dyn Revoker>,
     /// The longest access-token life: the window of the compromise estimate.
     token_window: i64,
     /// Turns true when the server shuts down: ends the WatchKeys streams.
@@ -41,7 +38,7 @@ impl KeyApi {
     /// The service. A compromise is fanned out through `revocations`.
     pub fn new(
         keys: Arc<KeyManager>,
-        revocations: RevocationServiceClient<Channel>,
+        revocations: Arc<dyn Revoker>,
         token_window: i64,
         shutdown: tokio::sync::watch::Receiver<bool>,
         metrics: Arc<tessera_grpc::metrics::Metrics>,
@@ -260,33 +257,19 @@ impl KeyService for KeyApi {
             return Err(invalid("reason", "at most 1024 bytes"));
         }
         tracing::Span::current().record("kid", r.kid.as_str());
-        let before = self.keys.list().await.map_err(from_domain)?;
-        let was = before
-            .iter()
-            .find(|k| k.kid == r.kid)
-            .ok_or_else(key_not_found)?;
-        self.keys
+        let killed = self
+            .keys
             .compromise(&r.kid)
             .await
             .map_err(from_domain)?
             .ok_or_else(key_not_found)?;
-        // Fan-out: the revocation service marks the key in every instance's
-        // view, so its tokens fail Verify everywhere without waiting for a
-        // key-set reload.
-        let mut client = self.revocations.clone();
-        client
-            .revoke(RevokeRequest {
-                target: Some(Target::Kid(r.kid.clone())),
-                reason: r.reason.clone(),
-            })
-            .await?;
-        let after = self.keys.list().await.map_err(from_domain)?;
-        let key = after.iter().find(|k| k.kid == r.kid).map(public_key);
-        let new_active = (was.state == KeyState::Active)
-            .then(|| after.iter().find(|k| k.state == KeyState::Active))
-            .flatten()
-            .map(public_key);
-        let affected = match was.activated_at {
+        if killed.newly {
+            // Fan-out: the revocation service marks the key in every
+            // instance's view, so its tokens fail Verify everywhere without
+            // waiting for a key-set reload.
+            self.revocations.key_killed(&r.kid, &r.reason).await?;
+        }
+        let affected = match killed.key.activated_at {
             Some(a) => {
                 let since = a.max(self.keys_now() - self.token_window);
                 self.keys
@@ -296,11 +279,18 @@ impl KeyService for KeyApi {
             }
             None => 0,
         };
-        self.metrics.key_compromised();
+        let (key, new_active) = (
+            Some(public_key(&killed.key)),
+            killed.new_active.as_ref().map(public_key),
+        );
+        if killed.newly {
+            self.metrics.key_compromised();
+        }
         tracing::warn!(
             target: "tessera::audit",
             event = "key_compromised",
             kid = %r.kid,
+            newly = killed.newly,
             affected_sessions_estimate = affected,
             "key compromised"
         );

@@ -41,6 +41,19 @@ impl JwksDocument {
     }
 }
 
+/// What a kill did.
+#[derive(Debug, Clone)]
+pub struct Killed {
+    /// False when the key was already compromised (nothing changed).
+    pub newly: bool,
+    /// Its state before.
+    pub was: KeyState,
+    /// The key now.
+    pub key: StoredKey,
+    /// The key that signs from now on, when the killed one was signing.
+    pub new_active: Option<StoredKey>,
+}
+
 /// Owns the keys: applies the schedule, opens the active key, publishes the
 /// set into the shared [`KeyRing`] and tells watchers when it changed.
 pub struct KeyManager {
@@ -307,19 +320,60 @@ impl KeyManager {
         self.tick().await.map(|_| ())
     }
 
-    /// Kills a key: unpublished at once; if it was signing, the next key
-    /// signs at once. `None` for an unknown kid; `Some(false)` if it was
-    /// already compromised.
-    pub async fn compromise(&self, kid: &str) -> Result<Option<bool>> {
+    /// Kills a key — the one way any key is killed: marked compromised and
+    /// unpublished at once; if it was signing, the schedule's next step (the
+    /// pending key, or a new one) runs in the same transaction, so another
+    /// key signs at once. One key-lock transaction, exactly once across
+    /// racing instances; the published set comes from the plan's own read.
+    /// `None` for an unknown kid.
+    pub async fn compromise(&self, kid: &str) -> Result<Option<Killed>> {
         let now = self.clock.now();
-        let found = self.store.compromise_key(kid, now).await?;
-        if found == Some(true) {
-            tracing::warn!(target: "tessera::audit", event = "key_compromised", kid = %kid);
-            // With no active key the schedule activates the pending one (or
-            // creates one) at once: a kill must not wait for caches.
-            self.tick().await?;
+        let after: std::sync::Mutex<Option<(KeyState, Vec<StoredKey>)>> = Default::default();
+        let changed = self
+            .store
+            .change_keys(&|keys: &[StoredKey]| {
+                let Some(was) = keys.iter().find(|k| k.kid == kid).map(|k| k.state) else {
+                    return Ok(Vec::new());
+                };
+                let mut all = keys.to_vec();
+                let mut rows = Vec::new();
+                if was != KeyState::Compromised {
+                    for k in all.iter_mut().filter(|k| k.kid == kid) {
+                        k.state = KeyState::Compromised;
+                        k.retired_at = Some(now);
+                        rows.push(k.clone());
+                    }
+                    let times: Vec<_> = all.iter().map(StoredKey::times).collect();
+                    let next = self.rows_for(&all, &due_steps(&times, &self.schedule, now), now)?;
+                    for r in &next {
+                        match all.iter_mut().find(|k| k.kid == r.kid) {
+                            Some(k) => *k = r.clone(),
+                            None => all.insert(0, r.clone()),
+                        }
+                    }
+                    rows.extend(next);
+                }
+                *after.lock().unwrap_or_else(|p| p.into_inner()) = Some((was, all));
+                Ok(rows)
+            })
+            .await?;
+        let Some((was, all)) = after.into_inner().unwrap_or_else(|p| p.into_inner()) else {
+            return Ok(None);
+        };
+        for k in &changed {
+            tracing::warn!(target: "tessera::audit", event = "key_state", kid = %k.kid, state = k.state.as_str());
         }
-        Ok(found)
+        self.publish(&all)?;
+        let find = |f: &dyn Fn(&StoredKey) -> bool| all.iter().find(|k| f(k)).cloned();
+        Ok(Some(Killed {
+            newly: !changed.is_empty(),
+            was,
+            key: find(&|k| k.kid == kid)
+                .ok_or_else(|| DomainError::Internal("a killed key vanished".into()))?,
+            new_active: (was == KeyState::Active)
+                .then(|| find(&|k| k.state == KeyState::Active))
+                .flatten(),
+        }))
     }
 
     /// Every stored key, newest first.
@@ -403,4 +457,20 @@ pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek) -> Result<usize>
     }
     tracing::info!(target: "tessera::audit", event = "keys_rewrapped", sealed_items = total);
     Ok(total)
+}
+
+#[tonic::async_trait]
+impl tessera_grpc::ports::KeyKiller for KeyManager {
+    // The reason is the caller's free text: it is not logged here (it could
+    // carry anything); the audit line names the key and whether it was new.
+    async fn kill(&self, kid: &str, _reason: &str) -> std::result::Result<bool, tonic::Status> {
+        let killed = self
+            .compromise(kid)
+            .await
+            .map_err(tessera_grpc::from_domain)?;
+        if let Some(k) = &killed {
+            tracing::warn!(target: "tessera::audit", event = "key_compromised", kid = %kid, newly = k.newly);
+        }
+        Ok(killed.is_some())
+    }
 }

@@ -132,14 +132,14 @@ pub(crate) async fn redeem(
     if r.revoke_subject_sessions && kind == TokenKind::PasswordReset {
         // A password reset ends every session: the revocation service bumps
         // the subject version and revokes its families, everywhere.
-        let mut client = me.cfg.revocations.clone();
-        revoked_families = client
+        revoked_families = me
+            .cfg
+            .revocations
             .revoke(RevokeRequest {
                 target: Some(Target::Subject(signed.claims.sub.clone())),
                 reason: "password reset".into(),
             })
             .await?
-            .into_inner()
             .revoked;
     }
     Ok(RedeemPurposeTokenResponse {

@@ -3,7 +3,7 @@
 use crate::issuer::Inner;
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::refresh::{RefreshToken, RotateOutcome, RotateRequest};
+use tessera_domain::refresh::{FamilyRecord, RefreshToken, RotateOutcome, RotateRequest};
 use tessera_domain::verify::sign;
 use tessera_grpc::{from_domain, invalid, status, timestamp};
 use tessera_proto::v1::revoke_request::Target;
@@ -12,6 +12,69 @@ use tonic::{Code, Status};
 
 fn unauthenticated(reason: ErrorReason, message: &str) -> Status {
     status(Code::Unauthenticated, reason, message)
+}
+
+/// The family after a rotation, or the caller's error for every other
+/// outcome (a reuse also tells the revocation service).
+async fn rotated(me: &Inner, outcome: RotateOutcome) -> Result<FamilyRecord, Status> {
+    let (reason, message) = match outcome {
+        RotateOutcome::Rotated { family, fresh } => {
+            me.cfg.metrics.refreshed(!fresh);
+            if !fresh {
+                tracing::info!(family_id = %family.family_id, "refresh replayed inside the grace window");
+            }
+            return Ok(family);
+        }
+        RotateOutcome::Reused { family } => {
+            reused(me, &family).await;
+            (
+                ErrorReason::RefreshTokenReused,
+                "the refresh token was already used; the session is revoked",
+            )
+        }
+        RotateOutcome::Unknown | RotateOutcome::Revoked => (
+            ErrorReason::RefreshTokenInvalid,
+            "the refresh token is not valid",
+        ),
+        RotateOutcome::IdleExpired => (
+            ErrorReason::FamilyIdleExpired,
+            "the session expired after being idle",
+        ),
+        RotateOutcome::LifetimeExpired => (
+            ErrorReason::FamilyLifetimeExpired,
+            "the session reached its maximum lifetime",
+        ),
+        RotateOutcome::ScopeNotGranted => {
+            return Err(invalid(
+                "scopes",
+                "every scope must be one the session was granted",
+            ));
+        }
+    };
+    Err(unauthenticated(reason, message))
+}
+
+/// A reused refresh token: the family is already revoked in the store (the
+/// truth). Audit it, and tell the revocation service so every instance's
+/// view drops the family's access tokens now; if that fails, views still
+/// catch up from the store, and STRONG sees it.
+async fn reused(me: &Inner, family: &FamilyRecord) {
+    let total = me.cfg.metrics.refresh_reused();
+    tracing::warn!(
+        target: "tessera::audit",
+        event = "refresh_token_reused",
+        family_id = %family.family_id,
+        subject = %family.subject,
+        refresh_reuse_total = total,
+        "refresh token reused: the session is revoked"
+    );
+    let request = RevokeRequest {
+        target: Some(Target::FamilyId(family.family_id.clone())),
+        reason: "refresh token reuse".into(),
+    };
+    if let Err(e) = me.cfg.revocations.revoke(request).await {
+        tracing::error!(code = ?e.code(), "could not notify the revocation service of a reuse");
+    }
 }
 
 pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResponse, Status> {
@@ -44,68 +107,7 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
         )
         .await
         .map_err(from_domain)?;
-    let family = match outcome {
-        RotateOutcome::Rotated { family, fresh } => {
-            me.cfg.metrics.refreshed(!fresh);
-            if !fresh {
-                tracing::info!(family_id = %family.family_id, "refresh replayed inside the grace window");
-            }
-            family
-        }
-        RotateOutcome::Unknown | RotateOutcome::Revoked => {
-            return Err(unauthenticated(
-                ErrorReason::RefreshTokenInvalid,
-                "the refresh token is not valid",
-            ));
-        }
-        RotateOutcome::IdleExpired => {
-            return Err(unauthenticated(
-                ErrorReason::FamilyIdleExpired,
-                "the session expired after being idle",
-            ));
-        }
-        RotateOutcome::LifetimeExpired => {
-            return Err(unauthenticated(
-                ErrorReason::FamilyLifetimeExpired,
-                "the session reached its maximum lifetime",
-            ));
-        }
-        RotateOutcome::ScopeNotGranted => {
-            return Err(invalid(
-                "scopes",
-                "every scope must be one the session was granted",
-            ));
-        }
-        RotateOutcome::Reused { family } => {
-            let total = me.cfg.metrics.refresh_reused();
-            tracing::warn!(
-                target: "tessera::audit",
-                event = "refresh_token_reused",
-                family_id = %family.family_id,
-                subject = %family.subject,
-                refresh_reuse_total = total,
-                "refresh token reused: the session is revoked"
-            );
-            // The family is already revoked in the store (the truth). Tell
-            // the revocation service so every instance's view drops the
-            // family's access tokens now; if that fails, views still catch
-            // up from the store when they resubscribe, and STRONG sees it.
-            let mut client = me.cfg.revocations.clone();
-            if let Err(e) = client
-                .revoke(RevokeRequest {
-                    target: Some(Target::FamilyId(family.family_id.clone())),
-                    reason: "refresh token reuse".into(),
-                })
-                .await
-            {
-                tracing::error!(code = ?e.code(), "could not notify the revocation service of a reuse");
-            }
-            return Err(unauthenticated(
-                ErrorReason::RefreshTokenReused,
-                "the refresh token was already used; the session is revoked",
-            ));
-        }
-    };
+    let family = rotated(me, outcome).await?;
     tracing::Span::current().record("family_id", family.family_id.as_str());
     let version = family.subject_version;
     let key = me.keys.signing_key().map_err(from_domain)?;

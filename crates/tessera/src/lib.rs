@@ -13,6 +13,7 @@ mod config;
 pub mod http;
 pub mod kek;
 pub mod keys_cli;
+mod roles;
 mod tasks;
 
 pub use app::Application;

@@ -1,4 +1,5 @@
-//! Signing keys: load, change under the key lock, compromise.
+//! Signing keys: load, and change under the key lock (the schedule, a
+//! rotation, a kill, a rewrap).
 
 use super::{SqlStore, store_err, to_u64};
 use async_trait::async_trait;
@@ -85,36 +86,6 @@ impl KeyStore for SqlStore {
         }
         tx.commit().await.map_err(store_err)?;
         Ok(changes)
-    }
-
-    async fn compromise_key(&self, kid: &str, now: UnixTime) -> Result<Option<bool>> {
-        // Under the key lock, so no schedule step planned from an older read
-        // can write the key back to another state.
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
-        sqlx::query("UPDATE leases SET counter = counter + 1 WHERE name = 'signing_keys'")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        let done = sqlx::query(
-            "UPDATE signing_keys SET state = 'compromised', retired_at = $1 \
-             WHERE kid = $2 AND state <> 'compromised'",
-        )
-        .bind(now)
-        .bind(kid)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
-        tx.commit().await.map_err(store_err)?;
-        if done.rows_affected() > 0 {
-            return Ok(Some(true));
-        }
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE kid = $1")
-                .bind(kid)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_err)?;
-        Ok(exists.map(|_| false))
     }
 
     async fn load_secret(&self, name: &str) -> Result<Option<(Vec<u8>, String)>> {

@@ -1,0 +1,369 @@
+//! What `Application::build` assembles, top-down: the infrastructure every
+//! role shares ([`Shared`]: store, key ring, revocation view, metrics, the
+//! stop signal), then one small builder per role that adds its routes. The
+//! two roles meet only through the ports of `tessera_grpc::ports`: the issuer
+//! reaches the revocation service through a [`Revoker`], the revocation
+//! service kills keys through a [`KeyKiller`], and Verify reads keys from a
+//! [`KeySource`] — each in process in the embedded mode (no TCP call to
+//! itself), over gRPC in split roles.
+
+use crate::config::{AppError, Config, Role};
+use crate::kek;
+use crate::tasks::{housekeeping, key_ticks};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_domain::keys::KeyRing;
+use tessera_domain::kind::TokenKind;
+use tessera_domain::purpose::purpose_ttl;
+use tessera_domain::reconnect::Reconnect;
+use tessera_domain::refresh::RefreshSecret;
+use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
+use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_grpc::metrics::Metrics;
+use tessera_grpc::ports::{KeyKiller, Revoker};
+use tessera_introspection::{IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier};
+use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
+use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
+use tessera_proto::v1::issuer_service_server::IssuerServiceServer;
+use tessera_proto::v1::key_service_client::KeyServiceClient;
+use tessera_proto::v1::key_service_server::KeyServiceServer;
+use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
+use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
+use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// The infrastructure every role shares, and what the roles add to it.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub store: Arc<SqlStore>,
+    pub ring: Arc<KeyRing>,
+    pub view: Arc<MemoryRevocations>,
+    pub metrics: Arc<Metrics>,
+    pub stop: watch::Sender<bool>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub routes: tonic::service::RoutesBuilder,
+    /// gRPC service names, for health ("" is the whole server).
+    pub services: Vec<&'static str>,
+    /// HTTP routes beside gRPC on the same port.
+    pub http: axum::Router,
+    /// In the introspection role: the `WatchKeys` follower.
+    pub follower: Option<Arc<KeyFollower>>,
+}
+
+impl Shared {
+    /// Validates `cfg`, opens (and if allowed migrates) the store.
+    pub async fn open(cfg: Config) -> Result<Self, AppError> {
+        validate(&cfg)?;
+        let store = Arc::new(open_store(&cfg).await?);
+        let metrics = Arc::new(Metrics::default());
+        Ok(Self {
+            ring: Arc::new(KeyRing::with_signature_cache(cfg.verify_cache_bytes)),
+            view: Arc::new(MemoryRevocations::new()),
+            http: crate::http::metrics(metrics.clone()),
+            metrics,
+            store,
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+            routes: tonic::service::Routes::builder(),
+            services: vec![""],
+            follower: None,
+            cfg,
+        })
+    }
+
+    fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Starts the key manager (loads or creates the keys) and its schedule.
+    pub async fn key_manager(&mut self) -> Result<Arc<KeyManager>, AppError> {
+        let cfg = &self.cfg;
+        let kek = kek::load(&cfg.kek, &cfg.data_dir).map_err(AppError::Config)?;
+        let previous = match &cfg.previous_kek {
+            Some(source) => Some(kek::load(source, &cfg.data_dir).map_err(AppError::Config)?),
+            None => None,
+        };
+        let keys = Arc::new(
+            KeyManager::new(
+                self.store.clone(),
+                kek,
+                cfg.clock.clone(),
+                self.ring.clone(),
+                cfg.keys,
+            )
+            .with_previous_kek(previous),
+        );
+        keys.bootstrap().await?;
+        let ticks = key_ticks(keys.clone(), cfg.key_tick, self.stopping());
+        self.tasks.push(ticks);
+        Ok(keys)
+    }
+
+    /// The introspection and revocation services. `keys`: the issuer's key
+    /// manager in this process (the `all` role), else the issuer is reached
+    /// over gRPC.
+    pub async fn introspection_role(
+        &mut self,
+        keys: Option<&Arc<KeyManager>>,
+    ) -> Result<Arc<RevocationApi>, AppError> {
+        let (now, margin) = (self.cfg.clock.now(), self.cfg.policy.family_margin());
+        let view = self.view.clone();
+        self.store.in_force(now, margin, &|e| view.apply(e)).await?;
+        let (feed, _) = tokio::sync::broadcast::channel(1024);
+        let bus = self.bus(keys, Some(&feed)).await?;
+        let (source, killer): (Arc<dyn KeySource>, Arc<dyn KeyKiller>) = match keys {
+            Some(k) => (self.ring.clone(), k.clone()),
+            None => {
+                let url = required(
+                    &self.cfg.issuer_endpoint,
+                    "issuer_endpoint",
+                    "introspection",
+                )?;
+                let client = KeyServiceClient::new(lazy_channel(url, "issuer_endpoint")?);
+                (self.follow_issuer(client.clone()).await?, Arc::new(client))
+            }
+        };
+        let verifier = Verifier {
+            keys: source,
+            key_killer: killer,
+            view: self.view.clone(),
+            store: self.store.clone(),
+            bus,
+            policy: Arc::new(self.cfg.policy.clone()),
+            clock: self.cfg.clock.clone(),
+            metrics: self.metrics.clone(),
+            feed,
+            shutdown: self.stopping(),
+        };
+        let revocations = Arc::new(RevocationApi::new(verifier.clone()));
+        self.routes
+            .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
+                verifier,
+            )))
+            .add_service(RevocationServiceServer::from_arc(revocations.clone()));
+        self.services.extend([
+            "tessera.v1.IntrospectionService",
+            "tessera.v1.RevocationService",
+        ]);
+        Ok(revocations)
+    }
+
+    /// The issuer and key services, and the HTTP JWKS. `revocations`: the
+    /// revocation service in this process (the `all` role), else it is
+    /// reached over gRPC.
+    pub async fn issuer_role(
+        &mut self,
+        keys: &Arc<KeyManager>,
+        revocations: Option<Arc<RevocationApi>>,
+    ) -> Result<(), AppError> {
+        let cfg = &self.cfg;
+        let revoker: Arc<dyn Revoker> = match revocations {
+            Some(api) => api,
+            None => {
+                let url = required(&cfg.revocation_endpoint, "revocation_endpoint", "issuer")?;
+                Arc::new(RevocationServiceClient::new(lazy_channel(
+                    url,
+                    "revocation_endpoint",
+                )?))
+            }
+        };
+        let secret = keys.service_secret(tessera_issuer::REFRESH_SECRET).await?;
+        let algorithms = cfg.policy.allowed_algorithms.iter().map(|a| a.name());
+        let http = crate::http::routes(
+            keys.clone(),
+            cfg.policy.issuer.clone(),
+            algorithms.collect(),
+        );
+        let key_api = KeyApi::new(
+            keys.clone(),
+            revoker.clone(),
+            cfg.policy.access_ttl_max,
+            self.stopping(),
+            self.metrics.clone(),
+        );
+        let issuer = IssuerApi::new(
+            keys.clone(),
+            self.store.clone(),
+            IssuerConfig {
+                policy: cfg.policy.clone(),
+                families: cfg.families,
+                clock: cfg.clock.clone(),
+                refresh_secret: RefreshSecret::new(&secret),
+                revocations: revoker,
+                metrics: self.metrics.clone(),
+            },
+        );
+        self.http = std::mem::take(&mut self.http).merge(http);
+        self.routes
+            .add_service(IssuerServiceServer::new(issuer))
+            .add_service(KeyServiceServer::new(key_api));
+        self.services
+            .extend(["tessera.v1.IssuerService", "tessera.v1.KeyService"]);
+        if cfg.role == Role::Issuer {
+            // No revocation view here, but a key killed elsewhere must stop
+            // signing at once.
+            self.bus(Some(keys), None).await?;
+        }
+        Ok(())
+    }
+
+    /// The revocation bus: Redis when configured (followed: every event goes
+    /// into the view and to `feed`, and a key kill reloads `keys`), else the
+    /// in-process no-op.
+    async fn bus(
+        &mut self,
+        keys: Option<&Arc<KeyManager>>,
+        feed: Option<&tokio::sync::broadcast::Sender<RevocationEvent>>,
+    ) -> Result<Arc<dyn RevocationBus>, AppError> {
+        let Some(url) = &self.cfg.redis_url else {
+            return Ok(Arc::new(LocalBus));
+        };
+        let bus = RedisBus::connect(url, &self.cfg.redis_prefix).await?;
+        let (view, feed, keys) = (
+            feed.map(|_| self.view.clone()),
+            feed.cloned(),
+            keys.cloned(),
+        );
+        let apply = move |e: &RevocationEvent| {
+            if let (Some(view), Some(feed)) = (&view, &feed) {
+                view.apply(e);
+                let _ = feed.send(e.clone());
+            }
+            reload_on_kill(keys.as_ref(), e);
+        };
+        let margin = self.cfg.policy.family_margin();
+        let follow = bus.follow(
+            Arc::new(apply),
+            self.store.clone(),
+            self.cfg.clock.clone(),
+            margin,
+            self.stopping(),
+        );
+        self.tasks.push(follow);
+        Ok(Arc::new(bus))
+    }
+
+    /// Learns the key set from the issuer (`GetJwks`, then `WatchKeys`).
+    async fn follow_issuer(
+        &mut self,
+        client: KeyServiceClient<Channel>,
+    ) -> Result<Arc<dyn KeySource>, AppError> {
+        let follower = Arc::new(KeyFollower::new(
+            client,
+            self.ring.clone(),
+            self.view.clone(),
+            self.cfg.unknown_kid_refetch,
+        ));
+        // Without keys nothing verifies: the issuer must answer within
+        // about 10 s (a liveness bound, retried with the shared backoff).
+        let mut backoff = Reconnect::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut fetched = follower.fetch().await;
+        while fetched.is_err() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(backoff.next_delay()).await;
+            fetched = follower.fetch().await;
+        }
+        fetched.map_err(|e| {
+            AppError::Config(format!(
+                "issuer_endpoint: the issuer did not answer GetJwks ({:?})",
+                e.code()
+            ))
+        })?;
+        self.tasks.push(follower.clone().follow(self.stopping()));
+        self.follower = Some(follower.clone());
+        Ok(Arc::new(follower))
+    }
+
+    /// Once a minute: the view, the signature cache and the store purged.
+    pub fn housekeeping(&mut self) {
+        let cfg = &self.cfg;
+        let task = housekeeping(
+            self.view.clone(),
+            self.ring.clone(),
+            cfg.policy.clock_skew,
+            self.store.clone(),
+            cfg.clock.clone(),
+            cfg.policy.family_margin(),
+            self.stopping(),
+        );
+        self.tasks.push(task);
+    }
+}
+
+/// Refuses a configuration that cannot work, naming the setting.
+fn validate(cfg: &Config) -> Result<(), AppError> {
+    if !cfg.listen.ip().is_loopback() && !cfg.allow_insecure_listen {
+        return Err(AppError::Config(
+            "listen: plain TCP is served on loopback only; pass --allow-insecure-listen to serve it elsewhere (behind TLS)".into(),
+        ));
+    }
+    let config = |e: tessera_domain::error::DomainError| AppError::Config(e.to_string());
+    cfg.policy.validate().map_err(config)?;
+    cfg.families.validate().map_err(config)?;
+    // Keys sign access tokens and purpose tokens: the longest of them bounds
+    // how long a key stays published after it stops signing.
+    let longest_token = cfg
+        .policy
+        .access_ttl_max
+        .max(purpose_ttl(TokenKind::EmailVerification).unwrap_or(0))
+        .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0));
+    cfg.keys
+        .validate(longest_token, cfg.policy.clock_skew)
+        .map_err(config)
+}
+
+/// The durable store: SQLite in the data directory unless a database URL is
+/// set. The embedded store migrates on start; a shared database only when
+/// asked (`tessera migrate` or --migrate), so an old binary never migrates a
+/// database that newer instances are using.
+async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
+    create_data_dir(&cfg.data_dir)?;
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", cfg.data_dir.join("tessera.db").display()),
+    };
+    let store = SqlStore::connect(&url).await?;
+    if store.backend() == Backend::Sqlite || cfg.migrate {
+        store.migrate().await?;
+    } else if !store.is_migrated().await? {
+        return Err(AppError::Config(
+            "database_url: the database has no Tessera schema, or an older one; run `tessera migrate --database-url …` (or serve with --migrate)".into(),
+        ));
+    }
+    Ok(store)
+}
+
+fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
+}
+
+fn required<'a>(value: &'a Option<String>, setting: &str, role: &str) -> Result<&'a str, AppError> {
+    value
+        .as_deref()
+        .ok_or_else(|| AppError::Config(format!("{setting}: required with --role {role}")))
+}
+
+fn lazy_channel(url: &str, setting: &str) -> Result<Channel, AppError> {
+    tessera_grpc::net::endpoint(url)
+        .map(|e| e.connect_lazy())
+        .map_err(|e| AppError::Config(format!("{setting}: {e}")))
+}
+
+/// A key killed on another instance: stop signing with it now rather than at
+/// the next schedule tick.
+fn reload_on_kill(keys: Option<&Arc<KeyManager>>, e: &RevocationEvent) {
+    if let (RevocationEvent::Key { .. }, Some(k)) = (e, keys) {
+        let k = k.clone();
+        tokio::spawn(async move {
+            if let Err(e) = k.tick().await {
+                tracing::warn!(error = %e, "key reload after a kill failed");
+            }
+        });
+    }
+}
