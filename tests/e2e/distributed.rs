@@ -2,7 +2,7 @@
 //! keys and revocations; Redis carries revocations with a TTL'd deny-list;
 //! Postgres is the truth.
 
-use crate::harness::{Backend, Deployment, eventually, redis_url, verify_token};
+use crate::harness::{Backend, Deployment, OwnRedis, eventually, redis_url, verify_token};
 use deadpool_redis::redis::AsyncCommands;
 use std::time::Duration;
 use tessera_proto::v1::revoke_request::Target;
@@ -36,12 +36,7 @@ async fn a_revocation_on_one_instance_reaches_another() {
         .await
         .unwrap();
     // B learns through Redis pub/sub, with no store read on its Verify path.
-    let took = eventually("B rejects the revoked token", || {
-        let mut i = b.introspection.clone();
-        let t = issued.access_token.clone();
-        async move { verify_token(&mut i, &t).await == Err(VerifyFailure::Revoked) }
-    })
-    .await;
+    let took = revoked_on(&b, &issued.access_token, "B rejects the revoked token").await;
     println!("revocation reached instance B in {took:?}");
     a.stop().await;
     b.stop().await;
@@ -120,12 +115,7 @@ async fn a_reused_refresh_token_is_revoked_on_every_instance() {
         crate::harness::reason(&err),
         "ERROR_REASON_REFRESH_TOKEN_REUSED"
     );
-    eventually("B rejects the reused family's token", || {
-        let mut i = b.introspection.clone();
-        let t = s1.access_token.clone();
-        async move { verify_token(&mut i, &t).await == Err(VerifyFailure::Revoked) }
-    })
-    .await;
+    revoked_on(&b, &s1.access_token, "B rejects the reused family's token").await;
     assert!(b.refresh(&s1.refresh_token).await.is_err());
     a.stop().await;
     b.stop().await;
@@ -279,4 +269,56 @@ async fn an_unmigrated_database_is_refused_with_the_fix_named() {
     let app = tessera::Application::build(cfg).await.unwrap();
     drop(app);
     d.cleanup().await;
+}
+
+/// Redis stopped: a revocation is acknowledged once durable, and every
+/// verifier still rejects the token within the reconcile interval (here
+/// 200 ms), pulling it from Postgres; with Redis back, the fast path resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_stopped_revocations_still_reach_every_verifier() {
+    let mut redis = OwnRedis::start();
+    let mut d = Deployment::new(Backend::Distributed).await;
+    d.redis_url = redis.url();
+    let mut a = d.start().await;
+    let mut b = d.start().await;
+    let t1 = a.issue("ray").await;
+    let t2 = a.issue("ray2").await;
+    assert_eq!(b.verify(&t1.access_token).await, Ok(()));
+    assert_eq!(b.verify(&t2.access_token).await, Ok(()));
+
+    redis.stop();
+    // Acknowledged: the revocation is durable, the fan-out is not needed.
+    assert_eq!(a.revoke(Target::Token(t1.access_token.clone())).await, 1);
+    let took = revoked_on(&b, &t1.access_token, "B rejects the token revoked on A").await;
+    println!("Redis stopped: a revocation on A reached B through the store in {took:?}");
+    // A family revoked by reuse detection inside a refresh transaction,
+    // with no notification reaching anyone but the store.
+    let next = a.refresh(&t2.refresh_token).await.unwrap();
+    d.clock.advance(60);
+    assert!(a.refresh(&t2.refresh_token).await.is_err(), "reuse");
+    let took = revoked_on(
+        &b,
+        &next.access_token,
+        "B rejects the reused family's token",
+    )
+    .await;
+    println!("Redis stopped: a reuse on A reached B through the store in {took:?}");
+
+    redis.resume();
+    let t3 = a.issue("ray3").await;
+    assert_eq!(a.revoke(Target::Token(t3.access_token.clone())).await, 1);
+    revoked_on(&b, &t3.access_token, "B rejects again with Redis back").await;
+    a.stop().await;
+    b.stop().await;
+    d.cleanup().await;
+}
+
+/// How long until `app` answers REVOKED for `token`.
+async fn revoked_on(app: &crate::harness::TestApp, token: &str, what: &str) -> std::time::Duration {
+    eventually(what, || {
+        let mut i = app.introspection.clone();
+        let t = token.to_owned();
+        async move { verify_token(&mut i, &t).await == Err(VerifyFailure::Revoked) }
+    })
+    .await
 }

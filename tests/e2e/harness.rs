@@ -75,6 +75,9 @@ pub struct Deployment {
     pub database_url: Option<String>,
     pub database_name: Option<String>,
     pub redis_prefix: String,
+    /// The Redis the distributed deployment uses (the shared one, unless a
+    /// fault test starts its own).
+    pub redis_url: String,
     pub clock: ManualClock,
     /// Family rules the next `start` uses.
     pub families: FamilyPolicy,
@@ -177,6 +180,7 @@ impl Deployment {
             database_url,
             database_name,
             redis_prefix: format!("tessera-test-{id}:"),
+            redis_url: redis_url(),
             clock: ManualClock::starting_now(),
             families: FamilyPolicy::default(),
             keys: KeySchedule::default(),
@@ -193,7 +197,7 @@ impl Deployment {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
-            redis_url: (self.backend == Backend::Distributed).then(redis_url),
+            redis_url: (self.backend == Backend::Distributed).then(|| self.redis_url.clone()),
             redis_prefix: self.redis_prefix.clone(),
             kek: KekSource::DataDir,
             previous_kek: None,
@@ -209,6 +213,7 @@ impl Deployment {
             key_tick: self.key_tick,
             allow_insecure_listen: false,
             verify_cache_bytes: 8 << 20,
+            reconcile_interval: Duration::from_millis(200),
         }
     }
 
@@ -551,4 +556,71 @@ pub async fn spawn_app(backend: Backend) -> (Deployment, TestApp) {
     let d = Deployment::new(backend).await;
     let app = d.start().await;
     (d, app)
+}
+
+/// A `redis-server` of a test's own, on a free loopback port, that the test
+/// may stop and start again (the shared Redis is never touched). Killed when
+/// dropped.
+pub struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tessera-redis-{}", hex_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Self {
+            port,
+            dir,
+            child: None,
+        };
+        r.resume();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers.
+    pub fn resume(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not listen on {addr}");
+    }
+
+    /// Kills it (SIGKILL): connections drop, nothing is flushed.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

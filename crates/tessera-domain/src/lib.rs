@@ -16,6 +16,7 @@ pub mod keys;
 pub mod kind;
 pub mod policy;
 pub mod purpose;
+pub mod reconcile;
 pub mod reconnect;
 pub mod refresh;
 pub mod revocation;

@@ -168,6 +168,18 @@ pub trait RevocationStore: Send + Sync {
         bump_version: bool,
         now: UnixTime,
     ) -> Result<(u64, u64)>;
+    /// The id of the newest logged revocation (0 when none): a view filled
+    /// after reading it is current at least up to it.
+    async fn revocation_cursor(&self) -> Result<i64>;
+    /// Revocations logged with an id above `after` or among `holes`, oldest
+    /// first (at most 10 000 per call), each with its id: how a view catches
+    /// up from the store whatever happened to the fan-out.
+    async fn revocations_after(
+        &self,
+        after: i64,
+        holes: &[i64],
+        family_margin: i64,
+    ) -> Result<Vec<(i64, RevocationEvent)>>;
     /// The store's answer to step 5 (for `consistency = STRONG`).
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool>;
     /// Hands every revocation still in force to `apply`, row by row (a view

@@ -47,6 +47,7 @@ pub struct Metrics {
     refresh_reuse: AtomicU64,
     purpose_redeemed: AtomicU64,
     keys_compromised: AtomicU64,
+    fanout_failures: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) -> u64 {
@@ -87,6 +88,11 @@ impl Metrics {
     /// A purpose token was redeemed.
     pub fn purpose_redeemed(&self) {
         bump(&self.purpose_redeemed);
+    }
+
+    /// A durable revocation whose fan-out failed (left to the reconcile).
+    pub fn fanout_failed(&self) {
+        bump(&self.fanout_failures);
     }
 
     /// A key was killed.
@@ -150,6 +156,11 @@ impl Metrics {
                 "tessera_keys_compromised_total",
                 "Keys killed.",
                 &self.keys_compromised,
+            ),
+            (
+                "tessera_revocation_fanout_failures_total",
+                "Durable revocations whose fan-out failed (views catch up from the store).",
+                &self.fanout_failures,
             ),
         ] {
             let _ = writeln!(

@@ -30,10 +30,17 @@ impl RevocationApi {
         Self { v }
     }
 
-    /// Durable first, then the local view, then the fan-out.
+    /// Durable first, then the local view, then the fan-out. The revocation
+    /// is already durable when this runs, so a failed fan-out is logged and
+    /// counted, never reported as a failed revocation: every other
+    /// instance's reconcile pulls it from the store within one interval.
     async fn apply(&self, event: &RevocationEvent, now: UnixTime) -> Result<(), Status> {
         self.v.apply(event);
-        self.v.bus.publish(event, now).await.map_err(from_domain)
+        if let Err(e) = self.v.bus.publish(event, now).await {
+            self.v.metrics.fanout_failed();
+            tracing::warn!(error = %e, "revocation fan-out failed; other instances catch up from the store");
+        }
+        Ok(())
     }
 
     async fn revoke_jti(

@@ -35,6 +35,9 @@ fn redis_err(e: &redis::RedisError) -> DomainError {
     DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
 }
 
+/// The longest any Redis call may take before it counts as failed.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The error for an unusable Redis URL; the URL (which may hold a password)
 /// and the library's message are never repeated.
 fn invalid_url<E>(_: E) -> DomainError {
@@ -92,8 +95,13 @@ impl RedisBus {
         let info = connection_info(url).map_err(invalid_url)?;
         // Built from the manager, not `Config::from_url`: deadpool's config
         // would reset the TCP settings to the library's defaults.
+        // Bounded waits: a stopped or frozen Redis fails a publish within
+        // REDIS_TIMEOUT instead of holding the (already durable) revocation.
         let pool = Pool::builder(Manager::new(info.clone()).map_err(invalid_url)?)
             .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(REDIS_TIMEOUT))
+            .create_timeout(Some(REDIS_TIMEOUT))
+            .recycle_timeout(Some(REDIS_TIMEOUT))
             .build()
             .map_err(invalid_url)?;
         let client = redis::Client::open(info).map_err(invalid_url)?;
@@ -194,6 +202,14 @@ impl RedisBus {
 #[async_trait]
 impl RevocationBus for RedisBus {
     async fn publish(&self, event: &RevocationEvent, now: UnixTime) -> Result<()> {
+        tokio::time::timeout(REDIS_TIMEOUT, self.publish_now(event, now))
+            .await
+            .map_err(|_| DomainError::StoreUnavailable("redis timed out".into()))?
+    }
+}
+
+impl RedisBus {
+    async fn publish_now(&self, event: &RevocationEvent, now: UnixTime) -> Result<()> {
         let mut c = self.conn().await?;
         if let RevocationEvent::Jti { jti, until } = event {
             // The entry expires exactly when the revocation stops mattering.

@@ -13,4 +13,4 @@ mod bus;
 mod sql;
 
 pub use bus::{LocalBus, RedisBus};
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, REVOCATION_LOG_RETENTION, SqlStore};

@@ -142,6 +142,12 @@ pub struct ServeArgs {
     /// skips only its signature check (0 turns the cache off).
     #[arg(long, env = "TESSERA_VERIFY_CACHE_MIB", default_value_t = 32)]
     pub verify_cache_mib: u64,
+    /// With a shared database: how often each revocation view pulls the
+    /// revocations it missed from the store, milliseconds (its staleness
+    /// bound whatever happens to Redis).
+    #[arg(long, env = "TESSERA_RECONCILE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub reconcile_interval_ms: u64,
 }
 
 impl ServeArgs {
@@ -210,6 +216,7 @@ impl ServeArgs {
             key_tick: std::time::Duration::from_secs(5),
             allow_insecure_listen: self.allow_insecure_listen,
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
+            reconcile_interval: std::time::Duration::from_millis(self.reconcile_interval_ms),
         })
     }
 }

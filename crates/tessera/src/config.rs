@@ -69,6 +69,8 @@ pub struct Config {
     pub allow_insecure_listen: bool,
     /// Bytes the verified-signature cache may hold (0: no cache).
     pub verify_cache_bytes: u64,
+    /// How often a view pulls what it missed from a shared store.
+    pub reconcile_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {

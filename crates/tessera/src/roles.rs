@@ -9,7 +9,7 @@
 
 use crate::config::{AppError, Config, Role};
 use crate::kek;
-use crate::tasks::{housekeeping, key_ticks};
+use crate::tasks::{housekeeping, key_ticks, reconcile, reload};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_domain::keys::KeyRing;
@@ -18,7 +18,7 @@ use tessera_domain::purpose::purpose_ttl;
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::refresh::RefreshSecret;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
-use tessera_domain::store::{RevocationBus, RevocationStore};
+use tessera_domain::store::RevocationBus;
 use tessera_grpc::metrics::Metrics;
 use tessera_grpc::ports::{KeyKiller, Revoker};
 use tessera_introspection::{IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier};
@@ -32,6 +32,9 @@ use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
 use tokio::sync::watch;
 use tonic::transport::Channel;
+
+/// What to do with a revocation learnt from the bus or the store.
+type Apply = Arc<dyn Fn(&RevocationEvent) + Send + Sync>;
 
 /// The infrastructure every role shares, and what the roles add to it.
 pub(crate) struct Shared {
@@ -109,9 +112,32 @@ impl Shared {
     ) -> Result<Arc<RevocationApi>, AppError> {
         let (now, margin) = (self.cfg.clock.now(), self.cfg.policy.family_margin());
         let view = self.view.clone();
-        self.store.in_force(now, margin, &|e| view.apply(e)).await?;
+        let cursor = reload(&self.store, &|e| view.apply(e), now, margin).await?;
         let (feed, _) = tokio::sync::broadcast::channel(1024);
-        let bus = self.bus(keys, Some(&feed)).await?;
+        // Every revocation this instance learns of, by any path: into the
+        // view, to the WatchRevocations watchers, and a key kill reloads the
+        // keys of an issuer in this process.
+        let apply: Apply = {
+            let (view, feed, keys) = (self.view.clone(), feed.clone(), keys.cloned());
+            Arc::new(move |e: &RevocationEvent| {
+                view.apply(e);
+                let _ = feed.send(e.clone());
+                reload_on_kill(keys.as_ref(), e);
+            })
+        };
+        let bus = self.bus(apply.clone()).await?;
+        if self.store.backend() == Backend::Postgres {
+            let task = reconcile(
+                self.store.clone(),
+                apply,
+                self.cfg.clock.clone(),
+                margin,
+                self.cfg.reconcile_interval,
+                cursor,
+                self.stopping(),
+            );
+            self.tasks.push(task);
+        }
         let (source, killer): (Arc<dyn KeySource>, Arc<dyn KeyKiller>) = match keys {
             Some(k) => (self.ring.clone(), k.clone()),
             None => {
@@ -203,41 +229,27 @@ impl Shared {
         if cfg.role == Role::Issuer {
             // No revocation view here, but a key killed elsewhere must stop
             // signing at once.
-            self.bus(Some(keys), None).await?;
+            let keys = keys.clone();
+            self.bus(Arc::new(move |e: &RevocationEvent| {
+                reload_on_kill(Some(&keys), e)
+            }))
+            .await?;
         }
         Ok(())
     }
 
-    /// The revocation bus: Redis when configured (followed: every event goes
-    /// into the view and to `feed`, and a key kill reloads `keys`), else the
-    /// in-process no-op.
-    async fn bus(
-        &mut self,
-        keys: Option<&Arc<KeyManager>>,
-        feed: Option<&tokio::sync::broadcast::Sender<RevocationEvent>>,
-    ) -> Result<Arc<dyn RevocationBus>, AppError> {
+    /// The revocation bus: Redis when configured (followed: every event it
+    /// carries goes to `apply`), else the in-process no-op.
+    async fn bus(&mut self, apply: Apply) -> Result<Arc<dyn RevocationBus>, AppError> {
         let Some(url) = &self.cfg.redis_url else {
             return Ok(Arc::new(LocalBus));
         };
         let bus = RedisBus::connect(url, &self.cfg.redis_prefix).await?;
-        let (view, feed, keys) = (
-            feed.map(|_| self.view.clone()),
-            feed.cloned(),
-            keys.cloned(),
-        );
-        let apply = move |e: &RevocationEvent| {
-            if let (Some(view), Some(feed)) = (&view, &feed) {
-                view.apply(e);
-                let _ = feed.send(e.clone());
-            }
-            reload_on_kill(keys.as_ref(), e);
-        };
-        let margin = self.cfg.policy.family_margin();
         let follow = bus.follow(
-            Arc::new(apply),
+            apply,
             self.store.clone(),
             self.cfg.clock.clone(),
-            margin,
+            self.cfg.policy.family_margin(),
             self.stopping(),
         );
         self.tasks.push(follow);

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_domain::clock::Clock;
-use tessera_domain::revocation::MemoryRevocations;
-use tessera_domain::store::{Housekeeping, Ping};
+use tessera_domain::clock::{Clock, UnixTime};
+use tessera_domain::reconcile::LogCursor;
+use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
+use tessera_domain::store::{Housekeeping, Ping, RevocationStore};
 use tessera_issuer::KeyManager;
-use tessera_storage::SqlStore;
+use tessera_storage::{REVOCATION_LOG_RETENTION, SqlStore};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -112,4 +113,65 @@ pub(crate) fn housekeeping(
             }
         }
     })
+}
+
+/// Every `every`: pulls the revocations logged in the store since the view's
+/// cursor and applies them, so a verifier's view is never more than one
+/// interval behind the store (the truth) whatever happens to Redis or to a
+/// notification between services. Pub/sub stays the fast path; this is one
+/// indexed query that returns nothing when nothing changed. `fresh` holds the
+/// time of the last successful pull (the view's age).
+pub(crate) fn reconcile(
+    store: Arc<SqlStore>,
+    apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
+    clock: Arc<dyn Clock>,
+    family_margin: i64,
+    every: Duration,
+    mut cursor: LogCursor,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_ok = clock.now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            if now - last_ok > REVOCATION_LOG_RETENTION / 2 {
+                // Behind for longer than the log is sure to reach back: reload.
+                match reload(&store, &*apply, now, family_margin).await {
+                    Ok(c) => (cursor, last_ok) = (c, now),
+                    Err(e) => tracing::warn!(error = %e, "revocation view reload failed"),
+                }
+                continue;
+            }
+            match store
+                .revocations_after(cursor.high(), &cursor.holes(), family_margin)
+                .await
+            {
+                Ok(rows) => {
+                    for (_, e) in &rows {
+                        apply(e);
+                    }
+                    cursor.saw(rows.iter().map(|(id, _)| *id), now);
+                    last_ok = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation reconcile failed; retrying"),
+            }
+        }
+    })
+}
+
+/// Fills a view from everything in force, and the cursor it is current to
+/// (read first, so nothing logged meanwhile is skipped).
+pub(crate) async fn reload(
+    store: &SqlStore,
+    apply: &(dyn Fn(&RevocationEvent) + Send + Sync),
+    now: UnixTime,
+    family_margin: i64,
+) -> tessera_domain::error::Result<LogCursor> {
+    let cursor = LogCursor::new(store.revocation_cursor().await?);
+    store.in_force(now, family_margin, apply).await?;
+    Ok(cursor)
 }

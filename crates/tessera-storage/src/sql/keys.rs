@@ -1,7 +1,7 @@
 //! Signing keys: load, and change under the key lock (the schedule, a
 //! rotation, a kill, a rewrap).
 
-use super::{SqlStore, store_err, to_u64};
+use super::{SqlStore, log_revocation, store_err, to_u64};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -83,6 +83,10 @@ impl KeyStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(store_err)?;
+            if k.state == KeyState::Compromised {
+                let now = k.retired_at.unwrap_or(k.created_at);
+                log_revocation(&mut tx, "key", &k.kid, 0, now).await?;
+            }
         }
         tx.commit().await.map_err(store_err)?;
         Ok(changes)

@@ -16,6 +16,7 @@ use tessera_domain::store::Ping;
 
 mod keys;
 mod revocations;
+pub use revocations::REVOCATION_LOG_RETENTION;
 mod sessions;
 
 /// Which engine a URL names.
@@ -200,4 +201,26 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 /// A BIGINT column for a u64.
 pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// Appends one revocation to `revocation_log` inside `tx` (see the
+/// migration): the reconcile's cursor follows these ids.
+pub(crate) async fn log_revocation(
+    tx: &mut sqlx::AnyConnection,
+    kind: &str,
+    target: &str,
+    value: i64,
+    now: tessera_domain::clock::UnixTime,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revocation_log (kind, target, value, recorded_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(kind)
+    .bind(target)
+    .bind(value)
+    .bind(now)
+    .execute(tx)
+    .await
+    .map_err(store_err)?;
+    Ok(())
 }

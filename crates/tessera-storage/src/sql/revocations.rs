@@ -1,6 +1,6 @@
 //! Durable revocations, the STRONG step 5, and housekeeping.
 
-use super::{SqlStore, store_err, to_i64, to_u64};
+use super::{SqlStore, log_revocation, store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use sqlx::Row;
 use tessera_domain::clock::UnixTime;
@@ -9,9 +9,77 @@ use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
 use tessera_domain::store::{Housekeeping, RevocationStore};
 use tokio_stream::StreamExt;
 
+/// How long `revocation_log` keeps a row, seconds. A view whose last
+/// reconcile is older than half of this reloads in full instead.
+pub const REVOCATION_LOG_RETENTION: i64 = 3600;
+
+fn logged_event(
+    kind: &str,
+    target: String,
+    value: i64,
+    family_margin: i64,
+) -> Option<RevocationEvent> {
+    Some(match kind {
+        "jti" => RevocationEvent::Jti {
+            jti: target,
+            until: value,
+        },
+        "family" => RevocationEvent::Family {
+            family_id: target,
+            until: value + family_margin,
+        },
+        "subject" => RevocationEvent::Subject {
+            subject: target,
+            min_version: to_u64(value),
+        },
+        "key" => RevocationEvent::Key { kid: target },
+        _ => return None,
+    })
+}
+
 #[async_trait]
 impl RevocationStore for SqlStore {
+    async fn revocation_cursor(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM revocation_log")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        holes: &[i64],
+        family_margin: i64,
+    ) -> Result<Vec<(i64, RevocationEvent)>> {
+        // The holes are integers, written into the statement as such.
+        let holes = holes
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let also = if holes.is_empty() {
+            String::new()
+        } else {
+            format!(" OR id IN ({holes})")
+        };
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, kind, target, value FROM revocation_log WHERE id > $1{also} ORDER BY id LIMIT 10000"
+        )))
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind, target, value)| {
+                logged_event(&kind, target, value, family_margin).map(|e| (id, e))
+            })
+            .collect())
+    }
+
     async fn revoke_jti(&self, jti: &str, until: UnixTime, now: UnixTime) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
              ON CONFLICT (jti) DO NOTHING",
@@ -19,10 +87,15 @@ impl RevocationStore for SqlStore {
         .bind(jti)
         .bind(until)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        Ok(done.rows_affected() > 0)
+        let newly = done.rows_affected() > 0;
+        if newly {
+            log_revocation(&mut tx, "jti", jti, until, now).await?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(newly)
     }
 
     async fn revoke_family(
@@ -31,22 +104,28 @@ impl RevocationStore for SqlStore {
         now: UnixTime,
     ) -> Result<Option<(bool, UnixTime)>> {
         // The UPDATE waits for (and then excludes) any rotation holding the
-        // family's lock: once it returns, no rotation of this family succeeds.
+        // family's lock: once it commits, no rotation of this family succeeds.
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(family_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_err)?;
+        let newly = done.rows_affected() > 0;
+        if newly {
+            log_revocation(&mut tx, "family", family_id, now, now).await?;
+        }
         let end: Option<i64> =
             sqlx::query_scalar("SELECT absolute_expires_at FROM families WHERE family_id = $1")
                 .bind(family_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(store_err)?;
-        Ok(end.map(|e| (done.rows_affected() > 0, e)))
+        tx.commit().await.map_err(store_err)?;
+        Ok(end.map(|e| (newly, e)))
     }
 
     async fn revoke_subject(
@@ -82,8 +161,12 @@ impl RevocationStore for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(store_err)?;
+        let version = version.unwrap_or(0);
+        if bump_version {
+            log_revocation(&mut tx, "subject", subject, version, now).await?;
+        }
         tx.commit().await.map_err(store_err)?;
-        Ok((version.map_or(0, to_u64), families))
+        Ok((to_u64(version), families))
     }
 
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool> {
@@ -185,11 +268,23 @@ impl Housekeeping for SqlStore {
         .await
         .map_err(store_err)?
         .rows_affected();
-        for sql in [
-            "DELETE FROM revoked_tokens WHERE jti IN \
-             (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
-            "DELETE FROM purpose_tokens WHERE jti IN \
-             (SELECT jti FROM purpose_tokens WHERE expires_at < $1 LIMIT $2)",
+        let log_cutoff = now - REVOCATION_LOG_RETENTION;
+        for (sql, cutoff) in [
+            (
+                "DELETE FROM revoked_tokens WHERE jti IN \
+                 (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)",
+                cutoff,
+            ),
+            (
+                "DELETE FROM purpose_tokens WHERE jti IN \
+                 (SELECT jti FROM purpose_tokens WHERE expires_at < $1 LIMIT $2)",
+                cutoff,
+            ),
+            (
+                "DELETE FROM revocation_log WHERE id IN \
+                 (SELECT id FROM revocation_log WHERE recorded_at < $1 LIMIT $2)",
+                log_cutoff,
+            ),
         ] {
             total += sqlx::query(sql)
                 .bind(cutoff)

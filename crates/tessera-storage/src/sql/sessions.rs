@@ -1,6 +1,6 @@
 //! Families, refresh-token rotation, subject versions and purpose tokens.
 
-use super::{Backend, SqlStore, store_err, to_i64, to_u64};
+use super::{Backend, SqlStore, log_revocation, store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use tessera_domain::clock::UnixTime;
 use tessera_domain::error::Result;
@@ -182,6 +182,9 @@ impl SessionStore for SqlStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_err)?;
+                // Verifiers learn of it from the store even if the issuer's
+                // notification never arrives.
+                log_revocation(&mut tx, "family", &f.family_id, req.now, req.now).await?;
             }
             Decision::Replay | Decision::Refuse(_) => {}
         }
