@@ -130,19 +130,26 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     let mut app = d.start().await;
     let issued = app.issue("store-down").await;
     let health = HealthClient::new(app.channel.clone());
-    let status = || {
+    let status_of = |service: &'static str| {
         let mut h = health.clone();
         async move {
             h.check(HealthCheckRequest {
-                service: String::new(),
+                service: service.into(),
             })
             .await
             .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
         }
     };
+    let status = || status_of("");
     let wait_for = |want: ServingStatus| async move {
         eventually(&format!("health {want:?}"), || async move {
             status().await == want
+        })
+        .await;
+    };
+    let verify_health = |want: ServingStatus| async move {
+        eventually(&format!("IntrospectionService {want:?}"), || async move {
+            status_of("tessera.v1.IntrospectionService").await == want
         })
         .await;
     };
@@ -185,14 +192,27 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     for leak in ["SELECT", "INSERT", "postgres", &name] {
         assert!(!err.message().contains(leak), "{}", err.message());
     }
-    // Verify with DEFAULT consistency needs no store and keeps answering.
+    // Verify with DEFAULT consistency needs no store and keeps answering,
+    // and its service stays SERVING while the view is fresh...
     assert_eq!(app.verify(&issued.access_token).await, Ok(()));
+    assert_eq!(
+        status_of("tessera.v1.IntrospectionService").await,
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        status_of("tessera.v1.IssuerService").await,
+        ServingStatus::NotServing
+    );
+    // ...until the view is older than --max-view-staleness (30 s here).
+    d.clock.advance(31);
+    verify_health(ServingStatus::NotServing).await;
 
     sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .execute(&mut pg)
         .await
         .unwrap();
     wait_for(ServingStatus::Serving).await;
+    verify_health(ServingStatus::Serving).await;
     assert!(app.refresh(&issued.refresh_token).await.is_ok());
     app.stop().await;
     d.cleanup().await;

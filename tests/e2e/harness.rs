@@ -214,6 +214,7 @@ impl Deployment {
             allow_insecure_listen: false,
             verify_cache_bytes: 8 << 20,
             reconcile_interval: Duration::from_millis(200),
+            max_view_staleness: 30,
         }
     }
 

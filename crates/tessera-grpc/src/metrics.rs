@@ -3,7 +3,7 @@
 //! the Verify hot path takes no lock.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tessera_domain::verify::Failure;
 
 /// Verify outcomes, in a fixed order: `valid`, then every failure.
@@ -48,6 +48,7 @@ pub struct Metrics {
     purpose_redeemed: AtomicU64,
     keys_compromised: AtomicU64,
     fanout_failures: AtomicU64,
+    view_reconciled_at: AtomicI64,
 }
 
 fn bump(c: &AtomicU64) -> u64 {
@@ -88,6 +89,16 @@ impl Metrics {
     /// A purpose token was redeemed.
     pub fn purpose_redeemed(&self) {
         bump(&self.purpose_redeemed);
+    }
+
+    /// The revocation view caught up with the store at `now` (Unix seconds).
+    pub fn view_reconciled(&self, now: i64) {
+        self.view_reconciled_at.store(now, Ordering::Relaxed);
+    }
+
+    /// When the revocation view last caught up with the store (0: never).
+    pub fn view_reconciled_at(&self) -> i64 {
+        self.view_reconciled_at.load(Ordering::Relaxed)
     }
 
     /// A durable revocation whose fan-out failed (left to the reconcile).
@@ -167,6 +178,14 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 get(c)
+            );
+        }
+        let at = self.view_reconciled_at();
+        if at > 0 {
+            let name = "tessera_revocation_view_reconciled_timestamp_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} When the revocation view last caught up with the store (its age: time() - this).\n# TYPE {name} gauge\n{name} {at}"
             );
         }
         out

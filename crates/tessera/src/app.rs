@@ -4,11 +4,13 @@
 
 use crate::config::{AppError, Config, Role};
 use crate::roles::Shared;
-use crate::tasks::{set_all, watch_store};
+use crate::tasks::{set_all, watch_health};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
+use tessera_grpc::metrics::Metrics;
 use tessera_introspection::KeyFollower;
 use tessera_issuer::KeyManager;
 use tessera_storage::SqlStore;
@@ -26,6 +28,8 @@ pub struct Application {
     follower: Option<Arc<KeyFollower>>,
     ring: Arc<KeyRing>,
     key_manager: Option<Arc<KeyManager>>,
+    /// What health reads of the view: its age and the bound.
+    view: (Arc<Metrics>, Arc<dyn Clock>, Option<i64>),
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -63,6 +67,11 @@ impl Application {
             shared.issuer_role(keys, revocations).await?;
         }
         shared.housekeeping();
+        let view = (
+            shared.metrics.clone(),
+            shared.cfg.clock.clone(),
+            shared.max_view_age,
+        );
         let Shared {
             store,
             ring,
@@ -93,6 +102,7 @@ impl Application {
             follower,
             ring,
             key_manager: keys,
+            view,
             health,
             health_service,
             stop,
@@ -136,13 +146,15 @@ impl Application {
             health_service,
             stop,
             tasks,
+            view,
             ..
         } = self;
         let routes = with_reflection(routes)?.add_service(health_service);
-        let monitor = tokio::spawn(watch_store(
+        let monitor = tokio::spawn(watch_health(
             store.clone(),
             health.clone(),
             services.clone(),
+            view,
             stop.subscribe(),
         ));
         let shutting_down = {

@@ -148,6 +148,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_RECONCILE_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub reconcile_interval_ms: u64,
+    /// With a shared database: a verifier whose revocation view has not
+    /// caught up with the store for this long reports NOT_SERVING for
+    /// IntrospectionService (load balancers route away), seconds.
+    #[arg(long, env = "TESSERA_MAX_VIEW_STALENESS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..=3600))]
+    pub max_view_staleness: i64,
 }
 
 impl ServeArgs {
@@ -217,6 +223,7 @@ impl ServeArgs {
             allow_insecure_listen: self.allow_insecure_listen,
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
             reconcile_interval: std::time::Duration::from_millis(self.reconcile_interval_ms),
+            max_view_staleness: self.max_view_staleness,
         })
     }
 }

@@ -71,6 +71,8 @@ pub struct Config {
     pub verify_cache_bytes: u64,
     /// How often a view pulls what it missed from a shared store.
     pub reconcile_interval: std::time::Duration,
+    /// A view older than this (seconds) makes Verify NOT_SERVING.
+    pub max_view_staleness: i64,
 }
 
 impl std::fmt::Debug for Config {

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub http: axum::Router,
     /// In the introspection role: the `WatchKeys` follower.
     pub follower: Option<Arc<KeyFollower>>,
+    /// With a reconciled view: the age past which Verify is NOT_SERVING.
+    pub max_view_age: Option<i64>,
 }
 
 impl Shared {
@@ -71,6 +73,7 @@ impl Shared {
             routes: tonic::service::Routes::builder(),
             services: vec![""],
             follower: None,
+            max_view_age: None,
             cfg,
         })
     }
@@ -127,9 +130,12 @@ impl Shared {
         };
         let bus = self.bus(apply.clone()).await?;
         if self.store.backend() == Backend::Postgres {
+            self.metrics.view_reconciled(now);
+            self.max_view_age = Some(self.cfg.max_view_staleness);
             let task = reconcile(
                 self.store.clone(),
                 apply,
+                self.metrics.clone(),
                 self.cfg.clock.clone(),
                 margin,
                 self.cfg.reconcile_interval,

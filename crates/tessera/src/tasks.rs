@@ -6,6 +6,7 @@ use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::{Housekeeping, Ping, RevocationStore};
+use tessera_grpc::metrics::Metrics;
 use tessera_issuer::KeyManager;
 use tessera_storage::{REVOCATION_LOG_RETENTION, SqlStore};
 use tokio::sync::watch;
@@ -23,30 +24,60 @@ pub(crate) async fn set_all(
     }
 }
 
-/// SERVING while the store answers, NOT_SERVING while it does not.
-pub(crate) async fn watch_store(
+/// What each service needs to answer correctly: the issuer, the key service
+/// and `Revoke` need the store; `Verify` needs a fresh revocation view (it
+/// answers from memory, so a verifier stays SERVING through a database
+/// blip, and leaves once its view is older than the staleness bound). The
+/// whole server ("") is SERVING when every service it runs is.
+pub(crate) fn service_status(service: &str, store_ok: bool, view_ok: bool) -> bool {
+    match service {
+        "tessera.v1.IntrospectionService" => view_ok,
+        _ => store_ok,
+    }
+}
+
+/// Health per service, every 2 s, from the store's answer and the view's age
+/// (`max_view_age`: `None` when the view is fed in process and never stale).
+pub(crate) async fn watch_health(
     store: Arc<SqlStore>,
     health: HealthReporter,
     services: Vec<&'static str>,
+    view: (Arc<Metrics>, Arc<dyn Clock>, Option<i64>),
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last = None;
+    let (metrics, clock, max_view_age) = view;
+    let mut last: Vec<Option<bool>> = vec![None; services.len()];
     loop {
-        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
+        let store_ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
             .await
             .is_ok_and(|r| r.is_ok());
+        let view_ok =
+            max_view_age.is_none_or(|max| clock.now() - metrics.view_reconciled_at() <= max);
         if *stop.borrow() {
             return;
         }
-        if last != Some(ok) {
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                tracing::warn!("store not answering: NOT_SERVING");
-                ServingStatus::NotServing
-            };
-            set_all(&health, &services, status).await;
-            last = Some(ok);
+        let each: Vec<bool> = services
+            .iter()
+            .map(|s| service_status(s, store_ok, view_ok))
+            .collect();
+        let whole = services
+            .iter()
+            .filter(|s| !s.is_empty())
+            .all(|s| service_status(s, store_ok, view_ok));
+        for (i, s) in services.iter().enumerate() {
+            let ok = if s.is_empty() { whole } else { each[i] };
+            if last[i] != Some(ok) {
+                if !ok {
+                    tracing::warn!(service = %s, store_ok, view_ok, "NOT_SERVING");
+                }
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status(*s, status).await;
+                last[i] = Some(ok);
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -121,9 +152,11 @@ pub(crate) fn housekeeping(
 /// notification between services. Pub/sub stays the fast path; this is one
 /// indexed query that returns nothing when nothing changed. `fresh` holds the
 /// time of the last successful pull (the view's age).
+#[allow(clippy::too_many_arguments)] // each is one input of the loop
 pub(crate) fn reconcile(
     store: Arc<SqlStore>,
     apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     family_margin: i64,
     every: Duration,
@@ -141,7 +174,10 @@ pub(crate) fn reconcile(
             if now - last_ok > REVOCATION_LOG_RETENTION / 2 {
                 // Behind for longer than the log is sure to reach back: reload.
                 match reload(&store, &*apply, now, family_margin).await {
-                    Ok(c) => (cursor, last_ok) = (c, now),
+                    Ok(c) => {
+                        (cursor, last_ok) = (c, now);
+                        metrics.view_reconciled(now);
+                    }
                     Err(e) => tracing::warn!(error = %e, "revocation view reload failed"),
                 }
                 continue;
@@ -156,6 +192,7 @@ pub(crate) fn reconcile(
                     }
                     cursor.saw(rows.iter().map(|(id, _)| *id), now);
                     last_ok = now;
+                    metrics.view_reconciled(now);
                 }
                 Err(e) => tracing::warn!(error = %e, "revocation reconcile failed; retrying"),
             }
