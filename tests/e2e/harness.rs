@@ -174,6 +174,18 @@ impl Deployment {
                 (Some(format!("{base}/{name}")), Some(name))
             }
         };
+        if backend == Backend::Distributed {
+            // The deployment's KEK, shared by every instance started on it.
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&data_dir)
+                    .unwrap();
+            }
+            tessera::kek::load(&KekSource::DataDir, &data_dir).expect("create the test KEK");
+        }
         Self {
             backend,
             data_dir,
@@ -199,7 +211,11 @@ impl Deployment {
             database_url: self.database_url.clone(),
             redis_url: (self.backend == Backend::Distributed).then(|| self.redis_url.clone()),
             redis_prefix: self.redis_prefix.clone(),
-            kek: KekSource::DataDir,
+            // A shared store needs a supplied KEK: the deployment's own file.
+            kek: match self.backend {
+                Backend::Embedded => KekSource::DataDir,
+                Backend::Distributed => KekSource::File(self.data_dir.join("kek")),
+            },
             previous_kek: None,
             migrate: true,
             policy: Policy {
@@ -215,6 +231,7 @@ impl Deployment {
             verify_cache_bytes: 8 << 20,
             reconcile_interval: Duration::from_millis(200),
             max_view_staleness: 30,
+            issuer_set: true,
         }
     }
 

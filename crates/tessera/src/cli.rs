@@ -171,6 +171,7 @@ impl ServeArgs {
             (None, Some(p)) => KekSource::File(p),
             (None, None) => KekSource::DataDir,
         };
+        let issuer_set = self.issuer.is_some();
         let policy = Policy {
             issuer: self
                 .issuer
@@ -224,6 +225,7 @@ impl ServeArgs {
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
             reconcile_interval: std::time::Duration::from_millis(self.reconcile_interval_ms),
             max_view_staleness: self.max_view_staleness,
+            issuer_set,
         })
     }
 }

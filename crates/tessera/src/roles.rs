@@ -8,7 +8,7 @@
 //! itself), over gRPC in split roles.
 
 use crate::config::{AppError, Config, Role};
-use crate::kek;
+use crate::kek::{self, KekSource};
 use crate::tasks::{housekeeping, key_ticks, reconcile, reload};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,7 @@ impl Shared {
             Some(source) => Some(kek::load(source, &cfg.data_dir).map_err(AppError::Config)?),
             None => None,
         };
+        check_kek(&self.store, &kek, previous.as_ref()).await?;
         let keys = Arc::new(
             KeyManager::new(
                 self.store.clone(),
@@ -309,12 +310,50 @@ impl Shared {
     }
 }
 
+/// Refuses to start with a KEK that cannot open the stored keys, naming the
+/// KEK id the store expects (an id, not key material).
+async fn check_kek(
+    store: &SqlStore,
+    kek: &tessera_domain::seal::Kek,
+    previous: Option<&tessera_domain::seal::Kek>,
+) -> Result<(), AppError> {
+    use tessera_domain::store::KeyStore;
+    let ours = [Some(kek.id()), previous.map(tessera_domain::seal::Kek::id)];
+    let keys = store.load_keys().await?;
+    match keys
+        .iter()
+        .find(|k| !ours.contains(&Some(k.kek_id.as_str())))
+    {
+        Some(k) => Err(AppError::Config(format!(
+            "kek: the stored keys are sealed under KEK id {}, and this instance holds KEK id {}: start it with the deployment's KEK (TESSERA_KEK or --kek-file)",
+            k.kek_id,
+            kek.id()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a configuration that cannot work, naming the setting.
 fn validate(cfg: &Config) -> Result<(), AppError> {
     if !cfg.listen.ip().is_loopback() && !cfg.allow_insecure_listen {
         return Err(AppError::Config(
             "listen: plain TCP is served on loopback only; pass --allow-insecure-listen to serve it elsewhere (behind TLS)".into(),
         ));
+    }
+    // A shared deployment cannot start half-configured: every instance must
+    // expect the same `iss`, and every issuer must hold the same KEK (one
+    // generated per data directory would seal keys no other issuer opens).
+    if cfg.database_url.is_some() || cfg.role != Role::All {
+        if !cfg.issuer_set {
+            return Err(AppError::Config(
+                "issuer: required with a shared database or a split role (every instance must expect the same `iss`): pass --issuer https://… or set TESSERA_ISSUER".into(),
+            ));
+        }
+        if cfg.role != Role::Introspection && matches!(cfg.kek, KekSource::DataDir) {
+            return Err(AppError::Config(format!(
+                "kek: required with a shared database or a split role (every issuer must hold the same KEK; none is generated): set TESSERA_KEK or --kek-file to {KEK_HOWTO}"
+            )));
+        }
     }
     let config = |e: tessera_domain::error::DomainError| AppError::Config(e.to_string());
     cfg.policy.validate().map_err(config)?;
@@ -330,6 +369,9 @@ fn validate(cfg: &Config) -> Result<(), AppError> {
         .validate(longest_token, cfg.policy.clock_skew)
         .map_err(config)
 }
+
+/// How to make a KEK, for the errors that ask for one.
+const KEK_HOWTO: &str = "32 random bytes in base64url, e.g. `head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\\n'`";
 
 /// The durable store: SQLite in the data directory unless a database URL is
 /// set. The embedded store migrates on start; a shared database only when
