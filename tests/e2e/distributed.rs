@@ -2,7 +2,9 @@
 //! keys and revocations; Redis carries revocations with a TTL'd deny-list;
 //! Postgres is the truth.
 
-use crate::harness::{Backend, Deployment, OwnRedis, eventually, redis_url, verify_token};
+use crate::harness::{
+    Backend, Deployment, OwnRedis, SilentProxy, eventually, redis_url, verify_token,
+};
 use deadpool_redis::redis::AsyncCommands;
 use std::time::Duration;
 use tessera_proto::v1::revoke_request::Target;
@@ -383,5 +385,31 @@ async fn a_shared_deployment_cannot_start_half_configured() {
     let e = refused(cfg).await;
     assert!(e.contains("sealed under KEK id"), "{e}");
     assert!(!e.contains("postgres://"), "no URL in errors: {e}");
+    d.cleanup().await;
+}
+
+/// A verifier whose Redis connection went silent (a proxy that stops
+/// forwarding without closing): revocations still reach it through the
+/// store within the reconcile interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_redis_connection_delays_nothing_past_the_reconcile() {
+    let d = Deployment::new(Backend::Distributed).await;
+    let proxy = SilentProxy::start(d.redis_url.trim_start_matches("redis://").to_owned()).await;
+    let mut a = d.start().await;
+    let mut cfg = d.config();
+    cfg.redis_url = Some(proxy.url());
+    let (b, b_stop, b_done) = crate::harness::start_config(cfg).await;
+    let t = a.issue("sil").await;
+    assert_eq!(
+        verify_token(&mut b.introspection.clone(), &t.access_token).await,
+        Ok(())
+    );
+    proxy.freeze();
+    assert_eq!(a.revoke(Target::Token(t.access_token.clone())).await, 1);
+    let took = revoked_on(&b, &t.access_token, "B rejects through the store").await;
+    println!("silent Redis connection: a revocation on A reached B in {took:?}");
+    let _ = b_stop.send(());
+    b_done.await.unwrap().unwrap();
+    a.stop().await;
     d.cleanup().await;
 }

@@ -642,3 +642,70 @@ impl Drop for OwnRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy on a free loopback port that can go silent: frozen, it keeps
+/// every connection open but forwards nothing (a peer that vanished without
+/// a FIN, a wedged middlebox).
+pub struct SilentProxy {
+    pub port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentProxy {
+    pub async fn start(target: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                type Half = (
+                    Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                );
+                let halves: [Half; 2] =
+                    [(Box::new(ri), Box::new(wo)), (Box::new(ro), Box::new(wi))];
+                for (mut r, mut w) in halves {
+                    let f = f.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 8192];
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Frozen: swallow the bytes, keep the connection.
+                            if !f.load(Ordering::Relaxed) && w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn freeze(&self) {
+        self.frozen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

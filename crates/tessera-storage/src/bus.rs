@@ -35,6 +35,9 @@ fn redis_err(e: &redis::RedisError) -> DomainError {
     DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
 }
 
+/// How often the revocation subscription is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
 /// The longest any Redis call may take before it counts as failed.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -169,12 +172,29 @@ impl RedisBus {
                     store.in_force(clock.now(), family_margin, &*apply).await?;
                     subscribed = true;
                     tracing::debug!("following revocations");
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let payload: String = msg.get_payload().unwrap_or_default();
-                        match decode(&payload) {
-                            Some(e) => apply(&e),
-                            None => tracing::warn!("ignored an unreadable revocation message"),
+                    // Supervised: a PING every PING_EVERY must be answered
+                    // within REDIS_TIMEOUT, or the connection counts as dead
+                    // (a frozen Redis, a silently dropped connection) and is
+                    // replaced. The reconcile from the store bounds what a
+                    // dead subscription can delay meanwhile.
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut ping = tokio::time::interval(PING_EVERY);
+                    loop {
+                        tokio::select! {
+                            msg = messages.next() => {
+                                let Some(msg) = msg else { break };
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                match decode(&payload) {
+                                    Some(e) => apply(&e),
+                                    None => tracing::warn!("ignored an unreadable revocation message"),
+                                }
+                            }
+                            _ = ping.tick() => {
+                                let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    return Err(DomainError::StoreUnavailable("redis subscription did not answer PING".into()));
+                                }
+                            }
                         }
                     }
                     Ok::<(), DomainError>(())
