@@ -6,7 +6,8 @@
 #   scripts/bench.sh smoke   a few seconds per mode; fails on gross
 #                            regressions (ratios within the run). CI runs it.
 #   scripts/bench.sh full    the BENCHMARKS.md run: embedded SQLite with the
-#                            Redis-deny-list peer, then Postgres + Redis.
+#                            Redis-deny-list peer, then Postgres + Redis,
+#                            then revocation propagation to 3 verifiers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-smoke}"
@@ -32,6 +33,11 @@ full)
         --modes health,verify,verify-repeat,verify-strong,issue,refresh,revoke \
         --database-url "${TESSERA_TEST_DATABASE_URL%/*}/$db" \
         --redis-url "$TESSERA_TEST_REDIS_URL" --duration 4 --pool 60000
+    psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE $db WITH (FORCE)"
+    psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $db"
+    echo "## Propagation"
+    "$bin/tessera-bench" propagation --database-url "${TESSERA_TEST_DATABASE_URL%/*}/$db" \
+        --verifiers 3 --revocations 1000
     ;;
 *)
     echo "usage: scripts/bench.sh [smoke|full]" >&2

@@ -303,7 +303,7 @@ async fn an_unmigrated_database_is_refused_with_the_fix_named() {
 /// 200 ms), pulling it from Postgres; with Redis back, the fast path resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stopped_revocations_still_reach_every_verifier() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnRedis::start().unwrap();
     let mut d = Deployment::new(Backend::Distributed).await;
     d.redis_url = redis.url();
     let mut a = d.start().await;
@@ -331,7 +331,7 @@ async fn with_redis_stopped_revocations_still_reach_every_verifier() {
     .await;
     println!("Redis stopped: a reuse on A reached B through the store in {took:?}");
 
-    redis.resume();
+    redis.resume().unwrap();
     let t3 = a.issue("ray3").await;
     assert_eq!(a.revoke(Target::Token(t3.access_token.clone())).await, 1);
     revoked_on(&b, &t3.access_token, "B rejects again with Redis back").await;

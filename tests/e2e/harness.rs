@@ -576,72 +576,7 @@ pub async fn spawn_app(backend: Backend) -> (Deployment, TestApp) {
     (d, app)
 }
 
-/// A `redis-server` of a test's own, on a free loopback port, that the test
-/// may stop and start again (the shared Redis is never touched). Killed when
-/// dropped.
-pub struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("tessera-redis-{}", hex_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Self {
-            port,
-            dir,
-            child: None,
-        };
-        r.resume();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (again) on the same port and waits until it answers.
-    pub fn resume(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test.sh installs it)");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        for _ in 0..250 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not listen on {addr}");
-    }
-
-    /// Kills it (SIGKILL): connections drop, nothing is flushed.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use tessera_bench::OwnRedis;
 
 /// A TCP proxy on a free loopback port that can go silent: frozen, it keeps
 /// every connection open but forwards nothing (a peer that vanished without

@@ -11,6 +11,7 @@
 
 mod load;
 mod peer;
+mod propagation;
 mod report;
 mod server;
 mod workload;
@@ -36,6 +37,22 @@ enum Cmd {
     /// Start the release `tessera` binary on a free loopback port and measure
     /// the chosen modes, the floor first.
     Run(Box<RunArgs>),
+    /// How long a revocation takes to reach every verifier, with Redis up and
+    /// killed (split roles on Postgres, the bench's own redis-server).
+    Propagation {
+        /// The tessera binary (default: beside this one).
+        #[arg(long)]
+        tessera: Option<PathBuf>,
+        /// Postgres URL of an existing, empty database (it is migrated).
+        #[arg(long, env = "TESSERA_BENCH_DATABASE_URL")]
+        database_url: String,
+        /// Introspection instances.
+        #[arg(long, default_value_t = 3)]
+        verifiers: usize,
+        /// Revocations measured in each of the two phases.
+        #[arg(long, default_value_t = 1000)]
+        revocations: usize,
+    },
     /// Serve the Redis-deny-list peer (started by `run --peer`).
     Peer {
         /// Address to listen on (loopback).
@@ -316,6 +333,26 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Propagation {
+            tessera,
+            database_url,
+            verifiers,
+            revocations,
+        } => {
+            let bin = tessera.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .unwrap_or_default()
+                    .with_file_name("tessera")
+            });
+            match propagation::run(&bin, &database_url, verifiers.max(1), revocations.max(1)).await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tessera-bench propagation: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Peer {
             listen,
             issuer_endpoint,

@@ -48,7 +48,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// 32 random bytes, base64url: a KEK for a bench deployment (never kept).
-fn random_kek() -> std::io::Result<String> {
+pub fn random_kek() -> std::io::Result<String> {
     use base64::Engine;
     use std::io::Read;
     let mut b = [0u8; 32];
@@ -131,6 +131,14 @@ pub async fn tessera(bin: &Path, store: &Store, issuer: &str) -> Result<Server, 
     let kek = random_kek().map_err(|e| format!("KEK: {e}"))?;
     let envs = [("TESSERA_KEK", kek), ("TESSERA_LOG", "warn".to_owned())];
     spawn(bin, &args, &envs, Some(dir)).await
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
 }
 
 /// Waits until the server's health `Check` says SERVING.

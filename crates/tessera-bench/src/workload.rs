@@ -57,6 +57,36 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// True when `Verify` answers REVOKED for `token`.
+    pub async fn is_revoked(&mut self, token: &str) -> Result<bool, String> {
+        let r = self
+            .introspection
+            .verify(VerifyRequest {
+                token: token.to_owned(),
+                expected_audience: AUDIENCE.into(),
+                expected_kind: TokenKind::Access.into(),
+                consistency: Consistency::Default.into(),
+            })
+            .await
+            .map_err(|s| status(&s))?
+            .into_inner();
+        Ok(r.failure() == tessera_proto::v1::VerifyFailure::Revoked)
+    }
+
+    /// `Revoke` of a token.
+    pub async fn revoke_token(&mut self, token: &str) -> Result<(), String> {
+        self.revocation
+            .revoke(RevokeRequest {
+                target: Some(Target::Token(token.to_owned())),
+                reason: "bench".into(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| status(&s))
+    }
+}
+
 /// A worker's own state: the refresh token its chain continues from.
 #[derive(Default)]
 pub struct Slot {
