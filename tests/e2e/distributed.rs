@@ -413,3 +413,28 @@ async fn a_silently_dead_redis_connection_delays_nothing_past_the_reconcile() {
     a.stop().await;
     d.cleanup().await;
 }
+
+/// Redis frozen (SIGSTOP) and resumed: `Revoke` still answers (its fan-out
+/// gives up after 1 s), every verifier rejects through the store, and after
+/// SIGCONT the fast path serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_frozen_revoke_answers_and_verifiers_catch_up() {
+    let redis = OwnRedis::start().unwrap();
+    let mut d = Deployment::new(Backend::Distributed).await;
+    d.redis_url = redis.url();
+    let mut a = d.start().await;
+    let b = d.start().await;
+    let (t1, t2) = (a.issue("ice").await, a.issue("ice2").await);
+    redis.freeze().unwrap();
+    let asked = std::time::Instant::now();
+    assert_eq!(a.revoke(Target::Token(t1.access_token.clone())).await, 1);
+    println!("Redis frozen: Revoke answered after {:?}", asked.elapsed());
+    let took = revoked_on(&b, &t1.access_token, "B rejects with Redis frozen").await;
+    println!("Redis frozen: a revocation on A reached B in {took:?}");
+    redis.thaw().unwrap();
+    assert_eq!(a.revoke(Target::Token(t2.access_token.clone())).await, 1);
+    revoked_on(&b, &t2.access_token, "B rejects after Redis resumed").await;
+    a.stop().await;
+    b.stop().await;
+    d.cleanup().await;
+}

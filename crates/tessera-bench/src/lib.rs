@@ -60,8 +60,34 @@ impl OwnRedis {
         Err(format!("redis-server did not listen on {addr}"))
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as
+    /// with a hung server; `thaw` resumes it.
+    pub fn freeze(&self) -> Result<(), String> {
+        self.signal("-STOP")
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> Result<(), String> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> Result<(), String> {
+        let pid = self.child.as_ref().ok_or("not running")?.id().to_string();
+        let ok = Command::new("kill")
+            .args([which, &pid])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("kill {which} {pid} failed"))
+        }
+    }
+
     /// Kills it (SIGKILL): connections drop, nothing is flushed.
     pub fn stop(&mut self) {
+        let _ = self.thaw();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
