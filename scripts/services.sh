@@ -50,6 +50,14 @@ if ! pg_login; then
     pg_login || die "cannot log in to PostgreSQL as postgres on 127.0.0.1:5432; set TESSERA_TEST_DATABASE_URL"
 fi
 
+# The server binaries (initdb, pg_ctl) for the fault tests' own clusters:
+# Debian keeps them under /usr/lib/postgresql/<version>/bin.
+if [ -z "${TESSERA_PG_BINDIR:-}" ]; then
+    TESSERA_PG_BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+fi
+[ -x "${TESSERA_PG_BINDIR:-}/initdb" ] || die "no initdb found; set TESSERA_PG_BINDIR"
+export TESSERA_PG_BINDIR
+
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
 if ! command -v redis-cli >/dev/null 2>&1 || ! redis_up; then
     command -v redis-server >/dev/null 2>&1 || apt_install redis-server

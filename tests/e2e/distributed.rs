@@ -3,7 +3,7 @@
 //! Postgres is the truth.
 
 use crate::harness::{
-    Backend, Deployment, OwnRedis, SilentProxy, eventually, redis_url, verify_token,
+    Backend, Deployment, OwnPostgres, OwnRedis, SilentProxy, eventually, redis_url, verify_token,
 };
 use deadpool_redis::redis::AsyncCommands;
 use std::time::Duration;
@@ -436,5 +436,84 @@ async fn with_redis_frozen_revoke_answers_and_verifiers_catch_up() {
     revoked_on(&b, &t2.access_token, "B rejects after Redis resumed").await;
     a.stop().await;
     b.stop().await;
+    d.cleanup().await;
+}
+
+/// Postgres stopped (the test's own cluster, `pg_ctl -m immediate`) and
+/// started again: calls that need it answer UNAVAILABLE fast, Verify keeps
+/// answering from memory, a revocation acknowledged before the stop is still
+/// in force after it, and everything recovers without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_stopped_answers_stay_honest_and_recover() {
+    let pg = OwnPostgres::start();
+    let d = Deployment::new_on(Backend::Distributed, &pg.admin_url()).await;
+    let mut app = d.start().await;
+    let (kept, live) = (app.issue("pg").await, app.issue("pg2").await);
+    assert_eq!(
+        app.revoke(Target::Token(kept.access_token.clone())).await,
+        1
+    );
+
+    pg.stop();
+    let asked = std::time::Instant::now();
+    let err = app
+        .issuer
+        .issue(tessera_proto::v1::IssueRequest {
+            subject: "x".into(),
+            audience: crate::harness::AUDIENCE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    println!(
+        "Postgres stopped: Issue answered {:?} after {:?}",
+        err.code(),
+        asked.elapsed()
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let asked = std::time::Instant::now();
+    let err = app
+        .revocation
+        .revoke(RevokeRequest {
+            target: Some(Target::Token(live.access_token.clone())),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    println!(
+        "Postgres stopped: Revoke answered {:?} after {:?}",
+        err.code(),
+        asked.elapsed()
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable, "no false success");
+    assert!(app.refresh(&live.refresh_token).await.is_err());
+    // Verify answers from memory: the revoked token stays revoked, the live
+    // one (whose revocation failed) stays valid.
+    assert_eq!(
+        app.verify(&kept.access_token).await,
+        Err(VerifyFailure::Revoked)
+    );
+    assert_eq!(app.verify(&live.access_token).await, Ok(()));
+
+    pg.resume();
+    eventually("Issue works again", || {
+        let mut i = app.issuer.clone();
+        async move {
+            i.issue(tessera_proto::v1::IssueRequest {
+                subject: "y".into(),
+                audience: crate::harness::AUDIENCE.into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    assert_eq!(
+        app.verify_strong(&kept.access_token).await,
+        Err(VerifyFailure::Revoked)
+    );
+    assert!(app.refresh(&live.refresh_token).await.is_ok());
+    app.stop().await;
     d.cleanup().await;
 }

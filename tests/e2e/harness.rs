@@ -78,6 +78,8 @@ pub struct Deployment {
     /// The Redis the distributed deployment uses (the shared one, unless a
     /// fault test starts its own).
     pub redis_url: String,
+    /// The cluster the deployment's database lives in.
+    pub admin_url: String,
     pub clock: ManualClock,
     /// Family rules the next `start` uses.
     pub families: FamilyPolicy,
@@ -151,13 +153,19 @@ pub async fn key_material(data_dir: &std::path::Path, store_url: &str) -> Vec<St
 impl Deployment {
     /// A fresh deployment: new data dir; for Postgres a new database.
     pub async fn new(backend: Backend) -> Self {
+        Self::new_on(backend, &admin_database_url()).await
+    }
+
+    /// A deployment whose database lives in the cluster at `admin` (the
+    /// fault tests' own).
+    pub async fn new_on(backend: Backend, admin: &str) -> Self {
         init_logs();
         let id = hex_id();
         let data_dir = std::env::temp_dir().join(format!("tessera-test-{id}"));
         let (database_url, database_name) = match backend {
             Backend::Embedded => (None, None),
             Backend::Distributed => {
-                let admin = admin_database_url();
+                let admin = admin.to_owned();
                 let name = format!("tessera_t_{id}");
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
                     .await
@@ -193,6 +201,7 @@ impl Deployment {
             database_name,
             redis_prefix: format!("tessera-test-{id}:"),
             redis_url: redis_url(),
+            admin_url: admin.to_owned(),
             clock: ManualClock::starting_now(),
             families: FamilyPolicy::default(),
             keys: KeySchedule::default(),
@@ -287,7 +296,7 @@ impl Deployment {
             record_secrets(&key_material(&self.data_dir, &self.store_url()).await);
         }
         if let Some(name) = &self.database_name {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_database_url())
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url)
                 .await
                 .unwrap();
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -642,5 +651,133 @@ impl SilentProxy {
 impl Drop for SilentProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A PostgreSQL cluster of a test's own (`initdb` into a temporary
+/// directory, `pg_ctl` on a free loopback port, run as the `postgres` user
+/// when the tests run as root), so the test may stop and start it freely.
+/// The binaries come from `TESSERA_PG_BINDIR` (scripts/services.sh sets it).
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl OwnPostgres {
+    fn run(&self, program: &str, args: &[&str]) {
+        let bindir = std::env::var("TESSERA_PG_BINDIR").expect(
+            "TESSERA_PG_BINDIR (scripts/services.sh sets it) names the PostgreSQL binaries",
+        );
+        let bin = format!("{bindir}/{program}");
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout
+            == b"0\n";
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("su");
+            let line = std::iter::once(bin.as_str())
+                .chain(args.iter().copied())
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            c.args(["postgres", "-s", "/bin/sh", "-c", &line]);
+            c
+        } else {
+            let mut c = std::process::Command::new(&bin);
+            c.args(args);
+            c
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tessera-pg-{}", hex_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let pg = Self { port, dir };
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.resume();
+        pg
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the cluster (again) and waits until it accepts connections.
+    pub fn resume(&self) {
+        let data = self.dir.join("data");
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-l",
+                self.dir.join("log").to_str().unwrap(),
+                "start",
+            ],
+        );
+    }
+
+    /// Stops it at once (`-m immediate`: connections cut, no checkpoint).
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        if data.join("postmaster.pid").exists() {
+            self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -100,10 +100,10 @@ impl SqlStore {
             .disable_statement_logging();
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            // A store that does not hand out a connection within a second is
+            // A store that does not hand out a connection within 0.8 s is
             // down for this call: answer UNAVAILABLE fast, not at the
             // client's deadline (the pool's default waits 30 s).
-            .acquire_timeout(Duration::from_secs(1))
+            .acquire_timeout(Duration::from_millis(800))
             .connect_with(options)
             .await
             .map_err(store_err)?;
