@@ -178,15 +178,7 @@ async fn health_follows_the_store_and_errors_stay_clean() {
 
     // Calls that need the store fail UNAVAILABLE, fast, with a clean message.
     let asked = std::time::Instant::now();
-    let err = app
-        .issuer
-        .issue(tessera_proto::v1::IssueRequest {
-            subject: "x".into(),
-            audience: crate::harness::AUDIENCE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = app.try_issue("x").await.unwrap_err();
     println!(
         "Postgres down: Issue answered UNAVAILABLE after {:?}",
         asked.elapsed()
@@ -456,15 +448,7 @@ async fn with_postgres_stopped_answers_stay_honest_and_recover() {
 
     pg.stop();
     let asked = std::time::Instant::now();
-    let err = app
-        .issuer
-        .issue(tessera_proto::v1::IssueRequest {
-            subject: "x".into(),
-            audience: crate::harness::AUDIENCE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = app.try_issue("x").await.unwrap_err();
     println!(
         "Postgres stopped: Issue answered {:?} after {:?}",
         err.code(),
@@ -496,17 +480,8 @@ async fn with_postgres_stopped_answers_stay_honest_and_recover() {
     assert_eq!(app.verify(&live.access_token).await, Ok(()));
 
     pg.resume();
-    eventually("Issue works again", || {
-        let mut i = app.issuer.clone();
-        async move {
-            i.issue(tessera_proto::v1::IssueRequest {
-                subject: "y".into(),
-                audience: crate::harness::AUDIENCE.into(),
-                ..Default::default()
-            })
-            .await
-            .is_ok()
-        }
+    eventually("Issue works again", || async {
+        app.try_issue("y").await.is_ok()
     })
     .await;
     assert_eq!(

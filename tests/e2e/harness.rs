@@ -375,7 +375,13 @@ impl TestApp {
     }
 
     pub async fn issue(&mut self, subject: &str) -> IssueResponse {
+        self.try_issue(subject).await.expect("Issue")
+    }
+
+    /// `Issue`, or its error status.
+    pub async fn try_issue(&self, subject: &str) -> Result<IssueResponse, tonic::Status> {
         self.issuer
+            .clone()
             .issue(IssueRequest {
                 subject: subject.into(),
                 audience: AUDIENCE.into(),
@@ -383,8 +389,7 @@ impl TestApp {
                 ..Default::default()
             })
             .await
-            .expect("Issue")
-            .into_inner()
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn verify_with(&mut self, token: &str, consistency: Consistency) -> VerifyResponse {
