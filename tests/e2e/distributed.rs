@@ -492,3 +492,89 @@ async fn with_postgres_stopped_answers_stay_honest_and_recover() {
     app.stop().await;
     d.cleanup().await;
 }
+
+/// A verifier killed abruptly (its task aborted mid-flight, no graceful
+/// shutdown: what SIGKILL leaves) while another instance keeps revoking, and
+/// started again: it rejects every token revoked so far from its first
+/// answer, because a view is filled from the store before it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_killed_and_restarted_rejects_every_revoked_token_at_once() {
+    let d = Deployment::new(Backend::Distributed).await;
+    let a = d.start().await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(a.try_issue(&format!("k{i}")).await.unwrap().access_token);
+    }
+    let (b, _b_stop, b_task) = crate::harness::start_config(d.config()).await;
+    // Revocations run on A throughout.
+    let revoking = {
+        let mut r = a.revocation.clone();
+        let tokens = tokens.clone();
+        tokio::spawn(async move {
+            for t in tokens {
+                r.revoke(RevokeRequest {
+                    target: Some(Target::Token(t)),
+                    reason: String::new(),
+                })
+                .await
+                .unwrap();
+            }
+        })
+    };
+    // Kill it once some revocations have landed and more are coming.
+    eventually("some revocations land before the kill", || async {
+        d.count("SELECT COUNT(*) FROM revoked_tokens WHERE jti LIKE $1", "%")
+            .await
+            >= 5
+    })
+    .await;
+    b_task.abort();
+    drop(b);
+    // Every revocation acknowledged before the restart, as the store knows it.
+    let before: Vec<String> = {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&d.store_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT jti FROM revoked_tokens")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    let (b2, b2_stop, b2_task) = crate::harness::start_config(d.config()).await;
+    let mut first_answers = Vec::new();
+    for t in &tokens {
+        first_answers.push(verify_token(&mut b2.introspection.clone(), t).await);
+    }
+    let jti_of = |t: &str| decode_payload(t)["jti"].as_str().unwrap().to_owned();
+    for (t, answer) in tokens.iter().zip(&first_answers) {
+        if before.contains(&jti_of(t)) {
+            assert_eq!(
+                *answer,
+                Err(VerifyFailure::Revoked),
+                "revoked before the restart"
+            );
+        }
+    }
+    println!(
+        "restarted verifier: {} tokens revoked before it started, all rejected at its first answers",
+        before.len()
+    );
+    revoking.await.unwrap();
+    for t in &tokens {
+        revoked_on(&b2, t, "the restarted verifier rejects every revoked token").await;
+    }
+    let _ = b2_stop.send(());
+    b2_task.await.unwrap().unwrap();
+    a.stop().await;
+    d.cleanup().await;
+}
+
+/// The claims of a token, unverified (for test bookkeeping only).
+fn decode_payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
