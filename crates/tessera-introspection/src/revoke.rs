@@ -4,6 +4,7 @@
 use crate::{Verifier, token_field};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
+use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
 use tessera_grpc::metrics::RevokedKind;
@@ -241,41 +242,76 @@ impl RevocationService for RevocationApi {
     #[tracing::instrument(skip_all)]
     async fn watch_revocations(
         &self,
-        _request: Request<WatchRevocationsRequest>,
+        request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let mut events = self.v.feed.subscribe();
-        let mut shutdown = self.v.shutdown.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    e = events.recv() => e,
-                    _ = tx.closed() => return,
-                    _ = shutdown.wait_for(|s| *s) => return,
-                };
-                let msg = match event {
-                    Ok(e) => Ok(watch_message(e)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        Err(Status::aborted(
-                            "the watcher fell behind; resubscribe and re-read what it needs",
-                        ))
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let stop = msg.is_err();
-                if tx.send(msg).await.is_err() || stop {
-                    return;
-                }
-            }
-        });
+        let after = i64::try_from(request.into_inner().after_id)
+            .map_err(|_| invalid("after_id", "is larger than any log id"))?;
+        let store = self.v.store.clone();
+        let start = match after {
+            0 => store.revocation_cursor().await.map_err(from_domain)?,
+            n => n,
+        };
+        let (v, tx_rx) = (self.v.clone(), tokio::sync::mpsc::channel(64));
+        let (tx, rx) = tx_rx;
+        tokio::spawn(async move { follow_log(v, LogCursor::new(start), tx).await });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
     }
 }
 
-fn watch_message(e: RevocationEvent) -> WatchRevocationsResponse {
-    match e {
+/// Streams the revocation log from `cursor` to `tx`: whatever is logged
+/// after it, then each time this instance applies a revocation (the feed
+/// only wakes it) or every second, until the watcher leaves or the server
+/// stops. Reading the log, not a buffer, is what makes a slow or
+/// reconnecting watcher miss nothing.
+async fn follow_log(
+    v: crate::Verifier,
+    mut cursor: LogCursor,
+    tx: tokio::sync::mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
+) {
+    let mut wake = v.feed.subscribe();
+    let mut shutdown = v.shutdown.clone();
+    let margin = v.policy.family_margin();
+    loop {
+        loop {
+            let rows = match v
+                .store
+                .revocations_after(cursor.high(), &cursor.holes(), margin)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(from_domain(e))).await;
+                    return;
+                }
+            };
+            let full = rows.len() >= 10_000;
+            cursor.saw(rows.iter().map(|(id, _)| *id), v.clock.now());
+            for (id, e) in rows {
+                if tx.send(Ok(watch_message(id, e))).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        tokio::select! {
+            r = wake.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tx.closed() => return,
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+fn watch_message(id: i64, e: RevocationEvent) -> WatchRevocationsResponse {
+    let message = match e {
         RevocationEvent::Jti { jti, until } => WatchRevocationsResponse {
             jti,
             revoked_until: Some(timestamp(until)),
@@ -298,6 +334,10 @@ fn watch_message(e: RevocationEvent) -> WatchRevocationsResponse {
             kid,
             ..Default::default()
         },
+    };
+    WatchRevocationsResponse {
+        id: u64::try_from(id).unwrap_or(0),
+        ..message
     }
 }
 
