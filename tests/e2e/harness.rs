@@ -113,15 +113,18 @@ fn init_logs() {
 /// one per line.
 pub fn record_secrets(secrets: &[String]) {
     use std::io::Write;
+    // Tests run in parallel: one locked write per call, so two tests'
+    // secrets never interleave into a merged line and an empty one.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Ok(path) = std::env::var("TESSERA_TEST_SECRETS") {
-        let mut f = std::fs::OpenOptions::new()
+        let lines: String = secrets.iter().map(|s| format!("{s}\n")).collect();
+        let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .expect("open TESSERA_TEST_SECRETS");
-        for s in secrets {
-            writeln!(f, "{s}").unwrap();
-        }
+            .and_then(|mut f| f.write_all(lines.as_bytes()))
+            .expect("append to TESSERA_TEST_SECRETS");
     }
 }
 
@@ -133,6 +136,11 @@ pub async fn key_material(data_dir: &std::path::Path, store_url: &str) -> Vec<St
     let Ok(kek_text) = std::fs::read_to_string(data_dir.join("kek")) else {
         return Vec::new();
     };
+    assert!(
+        !kek_text.trim().is_empty(),
+        "an empty KEK file in {} at cleanup",
+        data_dir.display()
+    );
     let mut out = vec![kek_text.trim().to_owned()];
     let kek = tessera::kek::load(&KekSource::DataDir, data_dir).unwrap();
     let store = tessera_storage::SqlStore::connect(store_url).await.unwrap();
