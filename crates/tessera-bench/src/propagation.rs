@@ -84,9 +84,14 @@ async fn until_rejected(
     Ok(last.into_iter().flatten().collect())
 }
 
-/// The whole run; prints a markdown table.
-pub async fn run(bin: &Path, database_url: &str, verifiers: usize, n: usize) -> Result<(), String> {
-    let mut redis = OwnRedis::start()?;
+/// One issuer and `verifiers` introspection instances on `database_url`
+/// and `redis`, all serving.
+async fn topology(
+    bin: &Path,
+    database_url: &str,
+    redis: &OwnRedis,
+    verifiers: usize,
+) -> Result<(Server, Vec<Server>), String> {
     let kek = server::random_kek().map_err(|e| e.to_string())?;
     let prefix = format!("tessera-bench-prop-{}:", std::process::id());
     let common: Vec<String> = [
@@ -141,6 +146,13 @@ pub async fn run(bin: &Path, database_url: &str, verifiers: usize, n: usize) -> 
             .await?,
         );
     }
+    Ok((issuer, servers))
+}
+
+/// The whole run; prints a markdown table.
+pub async fn run(bin: &Path, database_url: &str, verifiers: usize, n: usize) -> Result<(), String> {
+    let mut redis = OwnRedis::start()?;
+    let (issuer, servers) = topology(bin, database_url, &redis, verifiers).await?;
     let mut issuing = Clients::connect(&issuer.url)
         .await
         .map_err(|e| e.to_string())?;
