@@ -249,6 +249,7 @@ impl Deployment {
             reconcile_interval: Duration::from_millis(200),
             max_view_staleness: 30,
             issuer_set: true,
+            edge: tessera::Edge::default(),
         }
     }
 

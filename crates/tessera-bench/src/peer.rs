@@ -124,8 +124,7 @@ pub async fn serve(
     issuer: &str,
     redis_url: &str,
 ) -> Result<(), String> {
-    let ch = tessera_grpc::net::endpoint(issuer_endpoint)
-        .map_err(|e| e.to_string())?
+    let ch = tessera_grpc::net::endpoint(issuer_endpoint, None)?
         .connect()
         .await
         .map_err(|e| format!("issuer endpoint: {e}"))?;
@@ -170,10 +169,15 @@ pub async fn serve(
         .set_serving::<IntrospectionServiceServer<Peer>>()
         .await;
     println!("peer listening on {addr}");
-    tessera_grpc::net::server()
+    // The same server options and connection handling as Tessera's.
+    tessera_grpc::net::server(std::time::Duration::from_secs(10))
         .add_service(health_service)
         .add_service(IntrospectionServiceServer::new(Peer { keys, redis }))
-        .serve_with_incoming(tessera_grpc::net::incoming(listener))
+        .serve_with_incoming(tessera_grpc::net::incoming(
+            listener,
+            None,
+            tessera_grpc::net::ConnLimits::default(),
+        ))
         .await
         .map_err(|e| e.to_string())
 }

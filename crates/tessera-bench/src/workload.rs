@@ -29,8 +29,11 @@ pub struct Clients {
 impl Clients {
     /// Opens one HTTP/2 connection to `url` (the same socket options as
     /// Tessera's own clients: TCP_NODELAY, keepalive).
-    pub async fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
-        let ch = tessera_grpc::net::endpoint(url)?.connect().await?;
+    pub async fn connect(url: &str) -> Result<Self, String> {
+        let ch = tessera_grpc::net::endpoint(url, None)?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             health: HealthClient::new(ch.clone()),
             issuer: IssuerServiceClient::new(ch.clone()),

@@ -17,9 +17,11 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 mod convert;
+pub mod gate;
 pub mod metrics;
 pub mod net;
 pub mod ports;
+pub mod tls;
 pub use convert::{duration_secs, json_to_struct, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.

@@ -48,6 +48,7 @@ pub struct Metrics {
     purpose_redeemed: AtomicU64,
     keys_compromised: AtomicU64,
     fanout_failures: AtomicU64,
+    shed: AtomicU64,
     view_reconciled_at: AtomicI64,
 }
 
@@ -104,6 +105,11 @@ impl Metrics {
     /// A durable revocation whose fan-out failed (left to the reconcile).
     pub fn fanout_failed(&self) {
         bump(&self.fanout_failures);
+    }
+
+    /// A call refused because too many were in flight.
+    pub fn shed(&self) {
+        bump(&self.shed);
     }
 
     /// A key was killed.
@@ -172,6 +178,11 @@ impl Metrics {
                 "tessera_revocation_fanout_failures_total",
                 "Durable revocations whose fan-out failed (views catch up from the store).",
                 &self.fanout_failures,
+            ),
+            (
+                "tessera_load_shed_total",
+                "Calls refused with RESOURCE_EXHAUSTED because too many were in flight.",
+                &self.shed,
             ),
         ] {
             let _ = writeln!(

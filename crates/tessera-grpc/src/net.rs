@@ -3,10 +3,18 @@
 //! holds the last segment of a multi-frame HTTP/2 response until the peer's
 //! delayed ACK (~40 ms on Linux), which once put a 44 ms stall on every RPC.
 
+use crate::tls::{ClientTls, ServerTls};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Server};
 
 /// Idle time before the kernel sends TCP keepalive probes, so a peer that
 /// vanished without a FIN (power loss, a dropped NAT entry) is noticed.
@@ -17,27 +25,291 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The accepted-connection stream for `listener`: `TCP_NODELAY` and TCP
-/// keepalive on every accepted socket (gRPC and HTTP share the port).
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE))
+/// Bounds on the connections one listener keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections open at once (including those still in their handshake);
+    /// past it the listener stops accepting until one closes, so the process
+    /// never runs out of descriptors.
+    pub max_connections: usize,
+    /// Time a new connection has to send its first bytes (plain) or finish
+    /// its TLS handshake; a peer that connects and says nothing is dropped.
+    pub handshake_timeout: Duration,
 }
 
-/// A server builder with HTTP/2 keepalive pings, so dead peers are closed.
-pub fn server() -> Server {
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the services learn of a connection (in each request's extensions).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// The identities of the peer's verified client certificate (mTLS).
+    pub tls_names: Option<Arc<[String]>>,
+}
+
+/// An accepted connection: plain or TLS, holding its place under the cap.
+pub struct Conn {
+    io: Io,
+    info: ConnInfo,
+    _slot: OwnedSemaphorePermit,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The accepted-connection stream for `listener`: `TCP_NODELAY` and TCP
+/// keepalive on every socket (gRPC and HTTP share the port), TLS when
+/// `tls` is given, and the bounds of `limits`. An accept error (such as
+/// running out of descriptors) backs off from 5 ms to 1 s instead of
+/// spinning. Each handshake runs in its own task, so a slow one never holds
+/// up the next accept.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    limits: ConnLimits,
+) -> impl futures_core::Stream<Item = std::io::Result<Conn>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, tls, limits, tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    limits: ConnLimits,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Conn>>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            () = tx.closed() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => listener.accept().await.map(|(s, a)| (s, a, slot)),
+                Err(_) => return,
+            },
+        };
+        let (stream, remote, slot) = match accepted {
+            Ok(a) => {
+                backoff = Duration::ZERO;
+                a
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                if backoff == Duration::from_secs(1) || backoff == Duration::from_millis(5) {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                }
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let (tls, tx) = (tls.clone(), tx.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(
+                limits.handshake_timeout,
+                handshake(stream, remote, tls.as_deref()),
+            );
+            match handshake.await {
+                Ok(Ok((io, info))) => {
+                    let _ = tx
+                        .send(Ok(Conn {
+                            io,
+                            info,
+                            _slot: slot,
+                        }))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(%remote, "handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<&ServerTls>,
+) -> std::io::Result<(Io, ConnInfo)> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    let mut info = ConnInfo {
+        remote: Some(remote),
+        tls_names: None,
+    };
+    let Some(tls) = tls else {
+        // A plain peer must speak first (the HTTP/2 preface or an HTTP/1.1
+        // request line) within the handshake timeout.
+        stream.readable().await?;
+        return Ok((Io::Plain(stream), info));
+    };
+    let stream = tls.acceptor().accept(stream).await?;
+    if let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(<[_]>::first)
+    {
+        info.tls_names = Some(crate::tls::cert_names(cert).into());
+    }
+    Ok((Io::Tls(Box::new(stream)), info))
+}
+
+/// A server builder with HTTP/2 keepalive pings (dead peers are closed) and
+/// the HTTP/2 limits: streams per connection, header list size, and a
+/// server-side deadline for every call (a client's shorter `grpc-timeout`
+/// wins).
+pub fn server(request_timeout: Duration) -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+        .timeout(request_timeout)
 }
 
-/// A client endpoint with the same options as the server side.
-pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// Concurrent streams one HTTP/2 connection may open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Largest header list a request may send (a token travels in the body).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// A client endpoint with the same options as the server side, and TLS
+/// (verifying the server against `tls`'s CA) for an `https://` URL.
+pub fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
         .tcp_nodelay(true)
         .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    match (url.starts_with("https://"), tls) {
+        (true, Some(tls)) => endpoint.tls_config(tls.config()).map_err(|e| e.to_string()),
+        (true, None) => Err("an https:// endpoint needs --peer-ca-file (the CA that signs the service's certificate)".into()),
+        (false, _) => Ok(endpoint),
+    }
+}
+
+/// A channel to another Tessera service that presents this instance's
+/// service key (if any) on every call.
+pub type PeerChannel = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <service key>` to every outgoing call.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer([redacted])"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Bearer {
+    /// Presents `key`; `None` presents nothing.
+    pub fn new(key: Option<&str>) -> Result<Self, String> {
+        key.map(|k| {
+            let mut v = MetadataValue::try_from(format!("Bearer {k}"))
+                .map_err(|_| "service_key: not a printable ASCII key".to_owned())?;
+            v.set_sensitive(true);
+            Ok(v)
+        })
+        .transpose()
+        .map(Self)
+    }
+
+    /// A lazily connected channel to `url` presenting this key.
+    pub fn channel(&self, url: &str, tls: Option<&ClientTls>) -> Result<PeerChannel, String> {
+        Ok(InterceptedService::new(
+            endpoint(url, tls)?.connect_lazy(),
+            self.clone(),
+        ))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
 }

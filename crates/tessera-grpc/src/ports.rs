@@ -8,11 +8,11 @@
 //! - [`KeyKiller`]: what the revocation service needs of the issuer for
 //!   `Revoke{kid}` — only the issuer's key manager changes key state.
 
+use crate::net::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{CompromiseKeyRequest, RevokeRequest, RevokeResponse};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// The revocation service, as the issuer calls it. In process, the
@@ -36,7 +36,7 @@ pub trait Revoker: Send + Sync + 'static {
 }
 
 #[tonic::async_trait]
-impl Revoker for RevocationServiceClient<Channel> {
+impl Revoker for RevocationServiceClient<PeerChannel> {
     async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
         // The generated client's own method (takes `&mut self`).
         RevocationServiceClient::revoke(&mut self.clone(), request)
@@ -56,7 +56,7 @@ pub trait KeyKiller: Send + Sync + 'static {
 }
 
 #[tonic::async_trait]
-impl KeyKiller for KeyServiceClient<Channel> {
+impl KeyKiller for KeyServiceClient<PeerChannel> {
     async fn kill(&self, kid: &str, reason: &str) -> Result<bool, Status> {
         let r = KeyServiceClient::compromise_key(
             &mut self.clone(),

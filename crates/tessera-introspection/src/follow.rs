@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use tessera_domain::keys::{KeyRing, KeySet, KeyState, VerifyingKey};
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
+use tessera_grpc::net::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{GetJwksRequest, PublicKey, WatchKeysRequest};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 /// Keeps a [`KeyRing`] equal to the issuer's published set.
 pub struct KeyFollower {
-    client: KeyServiceClient<Channel>,
+    client: KeyServiceClient<PeerChannel>,
     ring: Arc<KeyRing>,
     view: Arc<MemoryRevocations>,
     min_refetch: Duration,
@@ -46,7 +46,7 @@ impl KeyFollower {
     /// A follower of the issuer behind `client`, filling `ring`; compromised
     /// kids announced on the stream go into `view` at once.
     pub fn new(
-        client: KeyServiceClient<Channel>,
+        client: KeyServiceClient<PeerChannel>,
         ring: Arc<KeyRing>,
         view: Arc<MemoryRevocations>,
         min_refetch: Duration,

@@ -2,6 +2,7 @@
 //! fan-out. A retry after any failure is safe: every step is idempotent.
 
 use crate::{Verifier, token_field};
+use tessera_domain::callers::{Caller, RevokeRight};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
 use tessera_domain::reconcile::LogCursor;
@@ -193,6 +194,26 @@ fn jti_target(
     Ok((t.jti, exp))
 }
 
+/// The caller's right to revoke this kind of target. A token given whole is
+/// a revocation of its jti.
+fn may_revoke(caller: &Caller, r: &RevokeRequest) -> Result<(), Status> {
+    let (right, name) = match r.target {
+        None => return Ok(()),
+        Some(Target::Token(_) | Target::Jti(_)) => (RevokeRight::Jti, "tokens by jti"),
+        Some(Target::FamilyId(_)) => (RevokeRight::Family, "families"),
+        Some(Target::Subject(_)) => (RevokeRight::Subject, "subjects"),
+        Some(Target::Kid(_)) => (RevokeRight::Kid, "signing keys"),
+    };
+    if caller.may_revoke(right) {
+        Ok(())
+    } else {
+        Err(tessera_grpc::gate::not_allowed(
+            caller,
+            &format!("revoke {name}"),
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl RevocationService for RevocationApi {
     #[tracing::instrument(skip_all, fields(target))]
@@ -200,6 +221,9 @@ impl RevocationService for RevocationApi {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        if let Some(caller) = tessera_grpc::gate::caller(&request) {
+            may_revoke(caller, request.get_ref())?;
+        }
         let r = request.into_inner();
         if r.reason.len() > 1024 {
             return Err(invalid("reason", "at most 1024 bytes"));

@@ -4,11 +4,13 @@
 
 use crate::keys::KeyManager;
 use std::sync::Arc;
+use tessera_domain::callers::Caller;
 use tessera_domain::clock::Clock;
 use tessera_domain::issue::{IssueCommand, mint_login};
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::Store;
+use tessera_grpc::gate::not_allowed;
 use tessera_grpc::metrics::Metrics;
 use tessera_grpc::ports::Revoker;
 use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
@@ -76,6 +78,23 @@ fn issue_command(r: IssueRequest) -> Result<IssueCommand, Status> {
     })
 }
 
+/// The caller's rights over what it asks for: the audience, every extra
+/// claim name (checked after validation, so a malformed request is
+/// INVALID_ARGUMENT whoever sends it).
+fn may_issue(caller: &Caller, cmd: &IssueCommand) -> Result<(), Status> {
+    if !caller.may_issue_for(&cmd.audience) {
+        let aud = &cmd.audience;
+        return Err(not_allowed(
+            caller,
+            &format!("issue tokens for audience {aud:?}"),
+        ));
+    }
+    if let Some(name) = cmd.extra_claims.keys().find(|n| !caller.may_add_claim(n)) {
+        return Err(not_allowed(caller, &format!("add the claim {name:?}")));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl IssuerService for IssuerApi {
     #[tracing::instrument(skip_all, fields(family_id))]
@@ -84,8 +103,12 @@ impl IssuerService for IssuerApi {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
+        let caller = tessera_grpc::gate::caller(&request).cloned();
         let cmd = issue_command(request.into_inner())?;
         cmd.validate(&me.cfg.policy).map_err(from_domain)?;
+        if let Some(caller) = caller {
+            may_issue(&caller, &cmd)?;
+        }
         let version = me
             .store
             .subject_version(&cmd.subject)

@@ -2,7 +2,7 @@
 //! infrastructure, adds each role's routes (see [`crate::roles`]) and binds
 //! the listener; [`Application::run`] stacks the layers and serves.
 
-use crate::config::{AppError, Config, Role};
+use crate::config::{AppError, Config, Edge, Role};
 use crate::roles::Shared;
 use crate::tasks::{set_all, watch_health};
 use std::future::Future;
@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
+use tessera_grpc::gate::{Authenticate, CallerRegistry, Shed};
 use tessera_grpc::metrics::Metrics;
+use tessera_grpc::tls::ServerTls;
 use tessera_introspection::KeyFollower;
 use tessera_issuer::KeyManager;
 use tessera_storage::SqlStore;
@@ -35,6 +37,15 @@ pub struct Application {
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    edge: EdgeParts,
+}
+
+/// What `serve` stacks in front of the routes.
+struct EdgeParts {
+    callers: Arc<CallerRegistry>,
+    tls: Option<Arc<ServerTls>>,
+    metrics: Arc<Metrics>,
+    cfg: Edge,
 }
 
 impl std::fmt::Debug for Application {
@@ -67,6 +78,19 @@ impl Application {
             shared.issuer_role(keys, revocations).await?;
         }
         shared.housekeeping();
+        let edge = EdgeParts {
+            callers: shared.callers.clone(),
+            tls: shared.server_tls.clone(),
+            metrics: shared.metrics.clone(),
+            cfg: shared.cfg.edge.clone(),
+        };
+        let watcher = crate::edge::watch(
+            edge.cfg.callers_file.clone(),
+            edge.callers.clone(),
+            edge.tls.clone(),
+            shared.stop.subscribe(),
+        );
+        shared.tasks.push(watcher);
         let view = (
             shared.metrics.clone(),
             shared.cfg.clock.clone(),
@@ -107,6 +131,7 @@ impl Application {
             health_service,
             stop,
             tasks,
+            edge,
         })
     }
 
@@ -147,6 +172,7 @@ impl Application {
             stop,
             tasks,
             view,
+            edge,
             ..
         } = self;
         let routes = with_reflection(routes)?.add_service(health_service);
@@ -167,7 +193,7 @@ impl Application {
                 set_all(&health, &services, ServingStatus::NotServing).await;
             }
         };
-        let result = serve(listener, routes, shutting_down).await;
+        let result = serve(listener, routes, edge, shutting_down).await;
         let _ = stop.send(true);
         let _ = monitor.await;
         for t in tasks {
@@ -194,21 +220,34 @@ fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Rou
 
 /// The server stack, outermost first. Every layer that lands goes here, in
 /// this order, so a request meets them top-down:
-/// 1. the connection: `TCP_NODELAY`, TCP and HTTP/2 keepalive
-///    (`tessera_grpc::net`);
+/// 1. the connection (`tessera_grpc::net`): the connection cap, accept
+///    backoff, the handshake timeout, TLS (and mTLS), `TCP_NODELAY`, TCP
+///    and HTTP/2 keepalive, HTTP/2 stream and header limits, and the
+///    server-side deadline of every call;
 /// 2. (to come) trace-context propagation;
-/// 3. (to come) the concurrency limit and load shedding;
-/// 4. (to come) caller authentication;
-/// 5. the routes: gRPC services, and HTTP/1.1 too for the JWKS endpoints.
+/// 3. the concurrency limit: past it calls are shed at once
+///    (`RESOURCE_EXHAUSTED`), never queued; health is never shed;
+/// 4. caller authentication, the RPC right and the caller's rate (finer
+///    rights are checked by each service);
+/// 5. the routes: gRPC services (each with its message-size limit), and
+///    HTTP/1.1 too for the JWKS endpoints.
 async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
+    edge: EdgeParts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
-    tessera_grpc::net::server()
+    let metrics = edge.metrics;
+    let shed = Shed::new(edge.cfg.max_in_flight, Arc::new(move || metrics.shed()));
+    tessera_grpc::net::server(edge.cfg.request_timeout)
         .accept_http1(true)
+        .layer(shed)
+        .layer(Authenticate::new(edge.callers))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(tessera_grpc::net::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tessera_grpc::net::incoming(listener, edge.tls, edge.cfg.conn),
+            shutdown,
+        )
         .await
         .map_err(|e| AppError::Server(e.to_string()))
 }

@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_domain::Secret;
 use tessera_domain::clock::Clock;
 use tessera_domain::error::DomainError;
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::FamilyPolicy;
 use tessera_domain::schedule::KeySchedule;
+use tessera_grpc::net::ConnLimits;
+use tessera_grpc::tls::TlsFiles;
 use thiserror::Error;
 
 /// Which services one process serves. The services always talk to each
@@ -76,6 +79,42 @@ pub struct Config {
     /// True when the issuer (`iss`) was configured, not derived from the
     /// listen address.
     pub issuer_set: bool,
+    /// Who may call, TLS, and the limits of the port.
+    pub edge: Edge,
+}
+
+/// The edge of the port: callers, TLS both ways, and limits.
+#[derive(Clone)]
+pub struct Edge {
+    /// The callers file; `None` admits every caller (loopback only).
+    pub callers_file: Option<PathBuf>,
+    /// Server TLS (and mTLS) files; `None` serves plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The CA that signs the other Tessera services' certificates, for this
+    /// instance's own calls to `https://` endpoints.
+    pub peer_ca: Option<PathBuf>,
+    /// The service key this instance presents on its own calls.
+    pub service_key: Option<Secret>,
+    /// Connection cap and handshake timeout.
+    pub conn: ConnLimits,
+    /// Calls in flight at once before new ones are shed.
+    pub max_in_flight: usize,
+    /// The longest any call may run on the server.
+    pub request_timeout: Duration,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self {
+            callers_file: None,
+            tls: None,
+            peer_ca: None,
+            service_key: None,
+            conn: ConnLimits::default(),
+            max_in_flight: 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {

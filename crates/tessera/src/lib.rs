@@ -8,8 +8,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod callers_cli;
 pub mod cli;
 mod config;
+mod edge;
 pub mod http;
 pub mod kek;
 pub mod keys_cli;
@@ -17,4 +19,4 @@ mod roles;
 mod tasks;
 
 pub use app::Application;
-pub use config::{AppError, Config, Role};
+pub use config::{AppError, Config, Edge, Role};

@@ -50,9 +50,13 @@ async fn serve(cfg: Config) -> Result<(), tessera::AppError> {
     app.run(shutdown_signal()).await
 }
 
-async fn healthcheck(endpoint: String) -> bool {
+async fn healthcheck(endpoint: String, ca: Option<std::path::PathBuf>) -> bool {
     let check = async {
-        let channel = tessera_grpc::net::endpoint(&endpoint)
+        let tls = match ca {
+            Some(ca) => Some(tessera_grpc::tls::ClientTls::load(&ca, None).ok()?),
+            None => None,
+        };
+        let channel = tessera_grpc::net::endpoint(&endpoint, tls.as_ref())
             .ok()?
             .connect()
             .await
@@ -91,8 +95,16 @@ async fn main() -> ExitCode {
         .await
         .map_err(|e| e.to_string()),
         Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
-        Command::Healthcheck { endpoint } => {
-            if healthcheck(endpoint).await {
+        Command::Callers(tessera::cli::CallersCommand::Add {
+            name,
+            rpcs,
+            audiences,
+        }) => tessera::callers_cli::add(&name, &rpcs, &audiences),
+        Command::Healthcheck {
+            endpoint,
+            peer_ca_file,
+        } => {
+            if healthcheck(endpoint, peer_ca_file).await {
                 println!("SERVING");
                 return ExitCode::SUCCESS;
             }

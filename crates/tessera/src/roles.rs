@@ -12,6 +12,7 @@ use crate::kek::{self, KekSource};
 use crate::tasks::{housekeeping, key_ticks, reconcile, reload};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_domain::callers::Callers;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::purpose_ttl;
@@ -19,8 +20,11 @@ use tessera_domain::reconnect::Reconnect;
 use tessera_domain::refresh::RefreshSecret;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::RevocationBus;
+use tessera_grpc::gate::CallerRegistry;
 use tessera_grpc::metrics::Metrics;
+use tessera_grpc::net::{Bearer, PeerChannel};
 use tessera_grpc::ports::{KeyKiller, Revoker};
+use tessera_grpc::tls::{ClientTls, ServerTls};
 use tessera_introspection::{IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier};
 use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
@@ -31,7 +35,6 @@ use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 /// What to do with a revocation learnt from the bus or the store.
 type Apply = Arc<dyn Fn(&RevocationEvent) + Send + Sync>;
@@ -54,15 +57,62 @@ pub(crate) struct Shared {
     pub follower: Option<Arc<KeyFollower>>,
     /// With a reconciled view: the age past which Verify is NOT_SERVING.
     pub max_view_age: Option<i64>,
+    /// The callers in force (reloaded by a task).
+    pub callers: Arc<CallerRegistry>,
+    /// Server TLS, when the port serves TLS (reloaded by a task).
+    pub server_tls: Option<Arc<ServerTls>>,
+    /// What this instance presents on its calls to the other services.
+    bearer: Bearer,
+    client_tls: Option<ClientTls>,
 }
+
+/// Largest request message a token RPC decodes (tokens are at most 8 KiB;
+/// extra claims a few KiB). tonic reads the length prefix first, so a
+/// larger message is refused before it is read.
+const TOKEN_RPC_MAX_MESSAGE: usize = 16 * 1024;
 
 impl Shared {
     /// Validates `cfg`, opens (and if allowed migrates) the store.
     pub async fn open(cfg: Config) -> Result<Self, AppError> {
         validate(&cfg)?;
+        let callers = Arc::new(CallerRegistry::default());
+        match &cfg.edge.callers_file {
+            Some(path) => callers.replace(load_callers(path)?),
+            None => tracing::warn!(
+                listen = %cfg.listen,
+                "no callers file: every caller that can reach this loopback port is admitted (set --callers-file to require service keys)"
+            ),
+        }
+        let server_tls = match &cfg.edge.tls {
+            Some(files) => Some(Arc::new(
+                ServerTls::load(files.clone()).map_err(AppError::Config)?,
+            )),
+            None => None,
+        };
+        let client_tls = match &cfg.edge.peer_ca {
+            Some(ca) => {
+                let identity = cfg
+                    .edge
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.cert.as_path(), t.key.as_path()));
+                Some(ClientTls::load(ca, identity).map_err(AppError::Config)?)
+            }
+            None => None,
+        };
+        let key = cfg
+            .edge
+            .service_key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k.expose()).into_owned());
+        let bearer = Bearer::new(key.as_deref()).map_err(AppError::Config)?;
         let store = Arc::new(open_store(&cfg).await?);
         let metrics = Arc::new(Metrics::default());
         Ok(Self {
+            callers,
+            server_tls,
+            bearer,
+            client_tls,
             ring: Arc::new(KeyRing::with_signature_cache(cfg.verify_cache_bytes)),
             view: Arc::new(MemoryRevocations::new()),
             http: crate::http::metrics(metrics.clone()),
@@ -153,7 +203,7 @@ impl Shared {
                     "issuer_endpoint",
                     "introspection",
                 )?;
-                let client = KeyServiceClient::new(lazy_channel(url, "issuer_endpoint")?);
+                let client = KeyServiceClient::new(self.channel(url, "issuer_endpoint")?);
                 (self.follow_issuer(client.clone()).await?, Arc::new(client))
             }
         };
@@ -171,10 +221,14 @@ impl Shared {
         };
         let revocations = Arc::new(RevocationApi::new(verifier.clone()));
         self.routes
-            .add_service(IntrospectionServiceServer::new(IntrospectionApi::new(
-                verifier,
-            )))
-            .add_service(RevocationServiceServer::from_arc(revocations.clone()));
+            .add_service(
+                IntrospectionServiceServer::new(IntrospectionApi::new(verifier))
+                    .max_decoding_message_size(TOKEN_RPC_MAX_MESSAGE),
+            )
+            .add_service(
+                RevocationServiceServer::from_arc(revocations.clone())
+                    .max_decoding_message_size(TOKEN_RPC_MAX_MESSAGE),
+            );
         self.services.extend([
             "tessera.v1.IntrospectionService",
             "tessera.v1.RevocationService",
@@ -195,10 +249,9 @@ impl Shared {
             Some(api) => api,
             None => {
                 let url = required(&cfg.revocation_endpoint, "revocation_endpoint", "issuer")?;
-                Arc::new(RevocationServiceClient::new(lazy_channel(
-                    url,
-                    "revocation_endpoint",
-                )?))
+                Arc::new(RevocationServiceClient::new(
+                    self.channel(url, "revocation_endpoint")?,
+                ))
             }
         };
         let secret = keys.service_secret(tessera_issuer::REFRESH_SECRET).await?;
@@ -229,8 +282,12 @@ impl Shared {
         );
         self.http = std::mem::take(&mut self.http).merge(http);
         self.routes
-            .add_service(IssuerServiceServer::new(issuer))
-            .add_service(KeyServiceServer::new(key_api));
+            .add_service(
+                IssuerServiceServer::new(issuer).max_decoding_message_size(TOKEN_RPC_MAX_MESSAGE),
+            )
+            .add_service(
+                KeyServiceServer::new(key_api).max_decoding_message_size(TOKEN_RPC_MAX_MESSAGE),
+            );
         self.services
             .extend(["tessera.v1.IssuerService", "tessera.v1.KeyService"]);
         if cfg.role == Role::Issuer {
@@ -266,7 +323,7 @@ impl Shared {
     /// Learns the key set from the issuer (`GetJwks`, then `WatchKeys`).
     async fn follow_issuer(
         &mut self,
-        client: KeyServiceClient<Channel>,
+        client: KeyServiceClient<PeerChannel>,
     ) -> Result<Arc<dyn KeySource>, AppError> {
         let follower = Arc::new(KeyFollower::new(
             client,
@@ -335,9 +392,15 @@ async fn check_kek(
 
 /// Refuses a configuration that cannot work, naming the setting.
 fn validate(cfg: &Config) -> Result<(), AppError> {
-    if !cfg.listen.ip().is_loopback() && !cfg.allow_insecure_listen {
+    // Off loopback, anyone on the network can reach the port: it must
+    // encrypt and know its callers, unless insecure mode is named.
+    let edge = &cfg.edge;
+    if !cfg.listen.ip().is_loopback()
+        && !(edge.tls.is_some() && edge.callers_file.is_some())
+        && !cfg.allow_insecure_listen
+    {
         return Err(AppError::Config(
-            "listen: plain TCP is served on loopback only; pass --allow-insecure-listen to serve it elsewhere (behind TLS)".into(),
+            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file); or name insecure mode with --allow-insecure-listen".into(),
         ));
     }
     // A shared deployment cannot start half-configured: every instance must
@@ -409,10 +472,22 @@ fn required<'a>(value: &'a Option<String>, setting: &str, role: &str) -> Result<
         .ok_or_else(|| AppError::Config(format!("{setting}: required with --role {role}")))
 }
 
-fn lazy_channel(url: &str, setting: &str) -> Result<Channel, AppError> {
-    tessera_grpc::net::endpoint(url)
-        .map(|e| e.connect_lazy())
-        .map_err(|e| AppError::Config(format!("{setting}: {e}")))
+impl Shared {
+    /// A lazily connected channel to another service, presenting this
+    /// instance's service key and verifying its certificate.
+    fn channel(&self, url: &str, setting: &str) -> Result<PeerChannel, AppError> {
+        self.bearer
+            .channel(url, self.client_tls.as_ref())
+            .map_err(|e| AppError::Config(format!("{setting}: {e}")))
+    }
+}
+
+/// Reads and parses the callers file; the error names the file and line.
+pub(crate) fn load_callers(path: &std::path::Path) -> Result<Callers, AppError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))?;
+    Callers::parse(&text)
+        .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))
 }
 
 /// A key killed on another instance: stop signing with it now rather than at

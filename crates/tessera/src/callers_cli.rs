@@ -1,0 +1,34 @@
+//! `tessera callers add`: a new service key, shown once, and the lines that
+//! grant it in the callers file (only the key's SHA-256 is ever stored).
+
+use tessera_domain::callers::{Callers, RPCS, new_service_key};
+
+/// Prints a new key for `name` and its callers-file entry. The entry is
+/// parsed before it is printed, so what it prints always loads.
+pub fn add(name: &str, rpcs: &[String], audiences: &[String]) -> Result<(), String> {
+    if let Some(bad) = rpcs.iter().find(|r| !RPCS.contains(&r.as_str())) {
+        return Err(format!(
+            "--rpcs: unknown rpc {bad:?}; known: {}",
+            RPCS.join(", ")
+        ));
+    }
+    let (key, hash) = new_service_key();
+    let list = |items: &[String]| {
+        let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let entry = format!(
+        "[[caller]]\nid = {name:?}\nkey_sha256 = [\"{hash}\"]\nrpcs = {}\naudiences = {}\n",
+        list(rpcs),
+        list(audiences)
+    );
+    Callers::parse(&entry).map_err(|e| format!("the entry would not load: {e}"))?;
+    let key = String::from_utf8_lossy(key.expose()).into_owned();
+    println!("# The service key of {name}. It is shown this once: give it to the caller");
+    println!("# (TESSERA_SERVICE_KEY, or `authorization: Bearer <key>` on each call).");
+    println!("{key}");
+    println!();
+    println!("# Add to the callers file (it is reloaded on change and on SIGHUP):");
+    print!("{entry}");
+    Ok(())
+}
