@@ -16,5 +16,6 @@ mod keys;
 mod lifecycle;
 mod purpose;
 mod roles;
+mod session_claims;
 mod sigcache;
 mod tokens;
