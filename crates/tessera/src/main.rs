@@ -75,6 +75,7 @@ async fn healthcheck(endpoint: String) -> bool {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tessera::install_crypto_provider();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
