@@ -233,7 +233,8 @@ async fn plain_tcp_to_the_tls_only_stores_is_refused() {
     );
     let e = refused(cfg).await;
     assert!(
-        e.contains("database_url: could not connect: database error (code 28000)"),
+        e.contains("database_url: could not connect: database error (code 28000)")
+            && e.contains("see sslmode in database_url"),
         "{e}"
     );
 

@@ -86,12 +86,23 @@ fn connect_err(e: sqlx::Error) -> DomainError {
         sqlx::Error::Configuration(_) => {
             DomainError::field("database_url", "the URL's options were refused")
         }
-        other => match store_err(other) {
-            DomainError::StoreUnavailable(what) => {
-                DomainError::StoreUnavailable(format!("database_url: could not connect: {what}"))
+        other => {
+            // 28000: the server's authentication rules (pg_hba.conf) have no
+            // entry for this connection; with a TLS-only server that is
+            // usually a URL without TLS.
+            let hba = matches!(&other, sqlx::Error::Database(db) if db.code().as_deref() == Some("28000"));
+            let hint = if hba {
+                " (refused by the server's authentication rules: does it take TLS connections only? see sslmode in database_url)"
+            } else {
+                ""
+            };
+            match store_err(other) {
+                DomainError::StoreUnavailable(what) => DomainError::StoreUnavailable(format!(
+                    "database_url: could not connect: {what}{hint}"
+                )),
+                d => d,
             }
-            d => d,
-        },
+        }
     }
 }
 
