@@ -8,7 +8,7 @@ SELECT f.family_id FROM families f JOIN refresh_tokens t ON t.family_id = f.fami
   WHERE t.token_hash = sha256(('c' || :client_id || 'g' || :p)::bytea) FOR UPDATE OF f;
 SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id,
        f.idle_expires_at, f.absolute_expires_at, f.subject_version, f.revoked_at,
-       t.generation, t.consumed_at, t.successor_hash,
+       f.extra_claims, t.generation, t.consumed_at, t.successor_hash,
        COALESCE((SELECT v.version FROM subjects v WHERE v.subject = f.subject), 0) AS current_version,
        CAST(CASE WHEN s.token_hash IS NOT NULL AND s.consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT) AS successor_current
   FROM refresh_tokens t

@@ -78,6 +78,10 @@ pub struct Deployment {
     /// The Redis the distributed deployment uses (the shared one, unless a
     /// fault test starts its own).
     pub redis_url: String,
+    /// With a `rediss://` Redis: the CA and client certificate.
+    pub redis_tls: tessera_storage::RedisTls,
+    /// How often started apps reconcile their view from the store.
+    pub reconcile_interval: Duration,
     /// The cluster the deployment's database lives in.
     pub admin_url: String,
     pub clock: ManualClock,
@@ -168,6 +172,7 @@ impl Deployment {
     /// fault tests' own).
     pub async fn new_on(backend: Backend, admin: &str) -> Self {
         init_logs();
+        tessera::install_crypto_provider();
         let id = hex_id();
         let data_dir = std::env::temp_dir().join(format!("tessera-test-{id}"));
         let (database_url, database_name) = match backend {
@@ -186,8 +191,15 @@ impl Deployment {
                     .execute(&mut conn)
                     .await
                     .expect("create the test database");
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                (Some(format!("{base}/{name}")), Some(name))
+                // The admin URL's options (e.g. sslmode, sslrootcert, whose
+                // path has slashes of its own) carry over to the new database.
+                let (path, query) = admin
+                    .split_once('?')
+                    .map_or((admin.as_str(), String::new()), |(p, q)| {
+                        (p, format!("?{q}"))
+                    });
+                let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+                (Some(format!("{base}/{name}{query}")), Some(name))
             }
         };
         if backend == Backend::Distributed {
@@ -209,6 +221,8 @@ impl Deployment {
             database_name,
             redis_prefix: format!("tessera-test-{id}:"),
             redis_url: redis_url(),
+            redis_tls: Default::default(),
+            reconcile_interval: Duration::from_millis(200),
             admin_url: admin.to_owned(),
             clock: ManualClock::starting_now(),
             families: FamilyPolicy::default(),
@@ -228,6 +242,7 @@ impl Deployment {
             database_url: self.database_url.clone(),
             redis_url: (self.backend == Backend::Distributed).then(|| self.redis_url.clone()),
             redis_prefix: self.redis_prefix.clone(),
+            redis_tls: self.redis_tls.clone(),
             // A shared store needs a supplied KEK: the deployment's own file.
             kek: match self.backend {
                 Backend::Embedded => KekSource::DataDir,
@@ -246,7 +261,7 @@ impl Deployment {
             key_tick: self.key_tick,
             allow_insecure_listen: false,
             verify_cache_bytes: 8 << 20,
-            reconcile_interval: Duration::from_millis(200),
+            reconcile_interval: self.reconcile_interval,
             max_view_staleness: 30,
             issuer_set: true,
             edge: tessera::Edge::default(),
@@ -675,6 +690,8 @@ impl Drop for SilentProxy {
 pub struct OwnPostgres {
     pub port: u16,
     dir: PathBuf,
+    /// The TLS variant: the CA its clients must trust.
+    ca: Option<PathBuf>,
 }
 
 impl OwnPostgres {
@@ -712,6 +729,44 @@ impl OwnPostgres {
     }
 
     pub fn start() -> Self {
+        let pg = Self::init(None);
+        pg.resume();
+        pg
+    }
+
+    /// A cluster that takes TLS connections only: `ssl = on` with the
+    /// test PKI's server certificate, and a pg_hba.conf whose one TCP line
+    /// is `hostssl` (a plain connection finds no entry and is refused).
+    pub fn start_tls(pki: &crate::pki::TestPki) -> Self {
+        let pg = Self::init(Some(pki.ca.clone()));
+        let data = pg.dir.join("data");
+        let (cert, key) = (data.join("server.pem"), data.join("server.key"));
+        std::fs::copy(&pki.server_cert, &cert).unwrap();
+        std::fs::copy(&pki.server_key, &key).unwrap();
+        // Postgres refuses a key file that others can read, or that another
+        // user owns (unless root owns it with mode 0640).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let _ = std::process::Command::new("chown")
+            .arg("postgres:postgres")
+            .args([&cert, &key])
+            .status();
+        let conf = format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        );
+        append(&data.join("postgresql.conf"), &conf);
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.resume();
+        pg
+    }
+
+    fn init(ca: Option<PathBuf>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -723,7 +778,7 @@ impl OwnPostgres {
             .args(["postgres:postgres"])
             .arg(&dir)
             .status();
-        let pg = Self { port, dir };
+        let pg = Self { port, dir, ca };
         let data = pg.dir.join("data");
         pg.run(
             "initdb",
@@ -737,13 +792,16 @@ impl OwnPostgres {
                 "UTF8",
             ],
         );
-        pg.resume();
         pg
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`; for the TLS variant
+    /// with `?sslmode=verify-full&sslrootcert=<the test CA>`.
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let tls = self.ca.as_ref().map_or(String::new(), |ca| {
+            format!("?sslmode=verify-full&sslrootcert={}", ca.display())
+        });
+        format!("postgres://postgres@127.0.0.1:{}/postgres{tls}", self.port)
     }
 
     /// Starts the cluster (again) and waits until it accepts connections.
@@ -784,6 +842,15 @@ impl OwnPostgres {
             ],
         );
     }
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
 }
 
 impl Drop for OwnPostgres {

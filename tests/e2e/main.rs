@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod pki;
 
 mod binary;
 mod distributed;
@@ -16,5 +17,7 @@ mod keys;
 mod lifecycle;
 mod purpose;
 mod roles;
+mod session_claims;
 mod sigcache;
+mod store_tls;
 mod tokens;

@@ -175,6 +175,7 @@ pub fn mint_login(
         idle_expires_at: (now + families.idle_timeout).min(absolute),
         absolute_expires_at: absolute,
         subject_version,
+        extra_claims: cmd.extra_claims.clone(),
     };
     Ok(Minted {
         access_token,

@@ -141,6 +141,29 @@ pub struct FamilyRecord {
     /// The subject's version (equal to the family's; a family behind its
     /// subject is revoked).
     pub subject_version: u64,
+    /// The extra claims given at Issue (empty for a family stored before
+    /// they were kept, or opened without any).
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl FamilyRecord {
+    /// The family's extra claims that may still be minted: those whose names
+    /// are on the allowlist now (an operator who drops a name from
+    /// `--extra-claims` stops it at the next refresh) and never a registered
+    /// claim, whatever a stored row says.
+    pub fn carried_claims(
+        &self,
+        allowlist: &[String],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.extra_claims
+            .iter()
+            .filter(|(name, _)| {
+                allowlist.iter().any(|a| a == *name)
+                    && !crate::claims::REGISTERED_CLAIMS.contains(&name.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// What the store did with a presented refresh token.

@@ -57,6 +57,7 @@ fn snapshot() -> FamilySnapshot {
             idle_expires_at: NOW + 100,
             absolute_expires_at: NOW + 1000,
             subject_version: 2,
+            extra_claims: Default::default(),
         },
         revoked: false,
         current_subject_version: 2,
@@ -237,4 +238,22 @@ fn outcomes_carry_the_family_as_applied() {
         Decision::Refuse(RefusedBecause::IdleExpired).outcome(f),
         RotateOutcome::IdleExpired
     ));
+}
+
+#[test]
+fn a_family_carries_only_its_allowlisted_non_registered_claims() {
+    let mut f = snapshot().family;
+    assert!(f.carried_claims(&["tenant".into()]).is_empty(), "none kept");
+    f.extra_claims = serde_json::json!({"tenant": "acme", "plan": "gold", "sub": "admin"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let allow = ["tenant".to_owned(), "sub".to_owned()];
+    let carried = f.carried_claims(&allow);
+    // `plan` left the allowlist since Issue; `sub` is registered, whatever
+    // the allowlist or a stored row says.
+    assert_eq!(
+        carried,
+        *serde_json::json!({"tenant": "acme"}).as_object().unwrap()
+    );
 }

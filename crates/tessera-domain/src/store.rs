@@ -114,6 +114,9 @@ pub struct NewFamily {
     pub absolute_expires_at: UnixTime,
     /// The subject's version at login.
     pub subject_version: u64,
+    /// The caller's extra claims (allowlisted at Issue): they belong to the
+    /// session, so every access token a refresh mints carries them too.
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Durable sessions: families, refresh tokens, subject versions and

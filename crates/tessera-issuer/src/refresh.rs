@@ -125,7 +125,9 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
         &family.family_id,
         version,
         me.cfg.policy.access_ttl_default,
-        Default::default(),
+        // The session's claims from Issue (item 11 of issue 9): every access
+        // token of the family carries them, not only the first.
+        family.carried_claims(&me.cfg.policy.extra_claims_allowlist),
         now,
     );
     let access_token = sign(&key, TokenKind::Access, &claims).map_err(from_domain)?;

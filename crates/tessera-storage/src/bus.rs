@@ -18,6 +18,8 @@ use tessera_domain::store::{RevocationBus, RevocationStore};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
+use crate::tls::RedisTls;
+
 /// The embedded mode's bus: the one process already applied the event to its
 /// view, so there is nothing to carry.
 #[derive(Debug, Default, Clone, Copy)]
@@ -44,7 +46,20 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The error for an unusable Redis URL; the URL (which may hold a password)
 /// and the library's message are never repeated.
 fn invalid_url<E>(_: E) -> DomainError {
-    DomainError::field("redis_url", "not a valid Redis URL")
+    DomainError::field(
+        "redis_url",
+        "not a valid Redis URL (redis://… or, with TLS, rediss://…)",
+    )
+}
+
+/// Why the first connection to Redis failed, naming the setting: a TLS
+/// failure with rustls's description, anything else by kind (a Redis error
+/// can echo a command's arguments, such as an AUTH password).
+fn connect_err(e: &redis::RedisError) -> DomainError {
+    DomainError::StoreUnavailable(match crate::tls::failure(e) {
+        Some(t) => crate::tls::handshake_failed("redis_url", t, "redis_ca_file"),
+        None => format!("redis_url: could not connect ({:?})", e.kind()),
+    })
 }
 
 /// Redis connection settings from `url`, with the socket options every
@@ -93,9 +108,26 @@ fn decode(s: &str) -> Option<RevocationEvent> {
 }
 
 impl RedisBus {
-    /// Connects to `url` and checks that Redis answers.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+    /// Connects to `url` and checks that Redis answers. A `rediss://` URL
+    /// speaks TLS (rustls), trusting `tls.ca_file` if set and presenting the
+    /// client certificate if one is set; TLS files with a `redis://` URL are
+    /// refused rather than silently unused.
+    pub async fn connect(url: &str, prefix: &str, tls: &RedisTls) -> Result<Self> {
         let info = connection_info(url).map_err(invalid_url)?;
+        let info = if url.starts_with("rediss://") {
+            // The files go into the connection info, which both the pool and
+            // the subscriber below are built from: every connection is TLS.
+            let client = redis::Client::build_with_tls(info, tls.certificates()?)
+                .map_err(|_| DomainError::field("redis_url", "TLS settings were refused"))?;
+            client.get_connection_info().clone()
+        } else if let Some(setting) = tls.first_set() {
+            return Err(DomainError::field(
+                setting,
+                "is set, but redis_url is not a rediss:// (TLS) URL",
+            ));
+        } else {
+            info
+        };
         // Built from the manager, not `Config::from_url`: deadpool's config
         // would reset the TCP settings to the library's defaults.
         // Bounded waits: a stopped or frozen Redis fails a publish within
@@ -113,7 +145,17 @@ impl RedisBus {
             client,
             prefix: prefix.to_owned(),
         };
-        bus.ping().await?;
+        // The first connection says why it failed (a refused certificate, a
+        // TLS/plain mismatch), so a misconfigured instance refuses to start
+        // with the fix named rather than "pool unavailable".
+        let mut c = bus.pool.get().await.map_err(|e| match e {
+            deadpool_redis::PoolError::Backend(e) => connect_err(&e),
+            _ => DomainError::StoreUnavailable("redis_url: no connection within 1 s".into()),
+        })?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| connect_err(&e))?;
         Ok(bus)
     }
 

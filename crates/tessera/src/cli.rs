@@ -97,11 +97,24 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
     pub data_dir: PathBuf,
     /// Postgres URL for the durable store instead of SQLite in the data dir.
+    /// TLS as with libpq: `?sslmode=verify-full&sslrootcert=/path/ca.pem`.
     #[arg(long, env = "TESSERA_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Redis URL for the deny-list and revocation fan-out.
+    /// Redis URL for the deny-list and revocation fan-out; `rediss://…`
+    /// for TLS.
     #[arg(long, env = "TESSERA_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// With a rediss:// URL: PEM file of the CA(s) that sign the Redis
+    /// server's certificate (default: the webpki/Mozilla roots).
+    #[arg(long, env = "TESSERA_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// With a rediss:// URL: PEM client certificate, for a Redis that asks
+    /// for one (`tls-auth-clients yes`).
+    #[arg(long, env = "TESSERA_REDIS_CLIENT_CERT", requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// The private key of --redis-client-cert (PEM).
+    #[arg(long, env = "TESSERA_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "TESSERA_REDIS_PREFIX", default_value = "tessera:")]
     pub redis_prefix: String,
@@ -334,6 +347,11 @@ impl ServeArgs {
             database_url: self.database_url,
             redis_url: self.redis_url,
             redis_prefix: self.redis_prefix,
+            redis_tls: tessera_storage::RedisTls {
+                ca_file: self.redis_ca_file,
+                client_cert_file: self.redis_client_cert,
+                client_key_file: self.redis_client_key,
+            },
             kek,
             migrate: self.migrate,
             policy,

@@ -51,6 +51,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of Redis keys and channels.
     pub redis_prefix: String,
+    /// With a `rediss://` Redis URL: the CA to trust and the client
+    /// certificate to present.
+    pub redis_tls: tessera_storage::RedisTls,
     /// Where the KEK comes from.
     pub kek: KekSource,
     /// The KEK being replaced, while a rewrap is under way.

@@ -20,3 +20,14 @@ mod tasks;
 
 pub use app::Application;
 pub use config::{AppError, Config, Edge, Role};
+
+/// Makes aws-lc-rs the process's rustls crypto provider; call once, first
+/// thing in `main` (and in test setup). redis-rs builds its TLS client
+/// configuration from the process default, and rustls panics at the first
+/// `rediss://` connection if it cannot pick one (two providers compiled in,
+/// e.g. ring pulled in by a dependency's default features). sqlx names
+/// aws-lc-rs explicitly. A second call (or a provider already installed by
+/// the embedding program) changes nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

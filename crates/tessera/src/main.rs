@@ -79,6 +79,7 @@ async fn healthcheck(endpoint: String, ca: Option<std::path::PathBuf>) -> bool {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tessera::install_crypto_provider();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {

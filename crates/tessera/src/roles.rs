@@ -308,7 +308,7 @@ impl Shared {
         let Some(url) = &self.cfg.redis_url else {
             return Ok(Arc::new(LocalBus));
         };
-        let bus = RedisBus::connect(url, &self.cfg.redis_prefix).await?;
+        let bus = RedisBus::connect(url, &self.cfg.redis_prefix, &self.cfg.redis_tls).await?;
         let follow = bus.follow(
             apply,
             self.store.clone(),
@@ -417,6 +417,11 @@ fn validate(cfg: &Config) -> Result<(), AppError> {
                 "kek: required with a shared database or a split role (every issuer must hold the same KEK; none is generated): set TESSERA_KEK or --kek-file to {KEK_HOWTO}"
             )));
         }
+    }
+    if let (None, Some(setting)) = (&cfg.redis_url, cfg.redis_tls.first_set()) {
+        return Err(AppError::Config(format!(
+            "{setting}: set without redis_url (it applies to a rediss:// Redis)"
+        )));
     }
     let config = |e: tessera_domain::error::DomainError| AppError::Config(e.to_string());
     cfg.policy.validate().map_err(config)?;

@@ -53,7 +53,10 @@ pub(crate) fn store_err(e: sqlx::Error) -> DomainError {
         ),
         sqlx::Error::PoolTimedOut => "connection pool timed out".to_owned(),
         sqlx::Error::PoolClosed => "connection pool closed".to_owned(),
-        sqlx::Error::Io(io) => format!("i/o error ({:?})", io.kind()),
+        sqlx::Error::Io(io) => match crate::tls::failure(io) {
+            Some(t) => format!("tls error ({t})"),
+            None => format!("i/o error ({:?})", io.kind()),
+        },
         sqlx::Error::Tls(_) => "tls error".to_owned(),
         sqlx::Error::Protocol(_) => "protocol error".to_owned(),
         sqlx::Error::RowNotFound => "row not found".to_owned(),
@@ -62,6 +65,45 @@ pub(crate) fn store_err(e: sqlx::Error) -> DomainError {
         _ => "database error".to_owned(),
     };
     DomainError::StoreUnavailable(what)
+}
+
+/// Why the first connection failed, naming the setting. A TLS failure says
+/// what rustls or sqlx's TLS layer refused (a certificate, a server without
+/// TLS, an unreadable `sslrootcert`: sqlx's TLS messages carry at most a
+/// file path); anything else says what [`store_err`] says. Never the URL.
+fn connect_err(e: sqlx::Error) -> DomainError {
+    if let Some(t) = crate::tls::failure(&e) {
+        return DomainError::StoreUnavailable(crate::tls::handshake_failed(
+            "database_url",
+            t,
+            "sslrootcert in database_url",
+        ));
+    }
+    match e {
+        sqlx::Error::Tls(inner) => {
+            DomainError::StoreUnavailable(format!("database_url: TLS: {inner}"))
+        }
+        sqlx::Error::Configuration(_) => {
+            DomainError::field("database_url", "the URL's options were refused")
+        }
+        other => {
+            // 28000: the server's authentication rules (pg_hba.conf) have no
+            // entry for this connection; with a TLS-only server that is
+            // usually a URL without TLS.
+            let hba = matches!(&other, sqlx::Error::Database(db) if db.code().as_deref() == Some("28000"));
+            let hint = if hba {
+                " (refused by the server's authentication rules: does it take TLS connections only? see sslmode in database_url)"
+            } else {
+                ""
+            };
+            match store_err(other) {
+                DomainError::StoreUnavailable(what) => DomainError::StoreUnavailable(format!(
+                    "database_url: could not connect: {what}{hint}"
+                )),
+                d => d,
+            }
+        }
+    }
 }
 
 /// The durable store.
@@ -95,8 +137,10 @@ impl SqlStore {
         };
         // sqlx logs statements (and slow ones at WARN) with their SQL text
         // and bind summary; no log line of ours may carry SQL, so both are off.
+        // `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in a Postgres URL
+        // choose TLS (rustls with aws-lc-rs), as with libpq.
         let options = sqlx::any::AnyConnectOptions::from_str(&url)
-            .map_err(store_err)?
+            .map_err(connect_err)?
             .disable_statement_logging();
         let pool = AnyPoolOptions::new()
             .max_connections(max)
@@ -106,7 +150,7 @@ impl SqlStore {
             .acquire_timeout(Duration::from_millis(800))
             .connect_with(options)
             .await
-            .map_err(store_err)?;
+            .map_err(connect_err)?;
         if backend == Backend::Sqlite {
             // WAL lets readers run beside the writer; it persists in the file.
             sqlx::query("PRAGMA journal_mode = WAL")

@@ -2,8 +2,9 @@
 
 use super::{Backend, SqlStore, log_revocation, store_err, to_i64, to_u64};
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use tessera_domain::clock::UnixTime;
-use tessera_domain::error::Result;
+use tessera_domain::error::{DomainError, Result};
 use tessera_domain::purpose::RedeemOutcome;
 use tessera_domain::refresh::{
     Decision, FamilyRecord, FamilySnapshot, PresentedToken, RotateOutcome, RotateRequest, decide,
@@ -15,7 +16,7 @@ use tessera_domain::store::{NewFamily, SessionStore};
 /// current one, in one statement.
 const SNAPSHOT: &str = "SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id, \
         f.idle_expires_at, f.absolute_expires_at, f.subject_version, f.revoked_at, \
-        t.generation, t.consumed_at, t.successor_hash, \
+        f.extra_claims, t.generation, t.consumed_at, t.successor_hash, \
         COALESCE((SELECT v.version FROM subjects v WHERE v.subject = f.subject), 0) AS current_version, \
         CAST(CASE WHEN s.token_hash IS NOT NULL AND s.consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT) AS successor_current \
     FROM refresh_tokens t \
@@ -35,6 +36,7 @@ struct SnapshotRow {
     absolute_expires_at: i64,
     subject_version: i64,
     revoked_at: Option<i64>,
+    extra_claims: Option<String>,
     generation: i64,
     consumed_at: Option<i64>,
     successor_hash: Option<Vec<u8>>,
@@ -43,8 +45,9 @@ struct SnapshotRow {
 }
 
 impl SnapshotRow {
-    fn into_snapshot(self) -> FamilySnapshot {
-        FamilySnapshot {
+    fn into_snapshot(self) -> Result<FamilySnapshot> {
+        let extra_claims = decode_claims(self.extra_claims.as_deref())?;
+        Ok(FamilySnapshot {
             family: FamilyRecord {
                 family_id: self.family_id,
                 subject: self.subject,
@@ -54,6 +57,7 @@ impl SnapshotRow {
                 idle_expires_at: self.idle_expires_at,
                 absolute_expires_at: self.absolute_expires_at,
                 subject_version: to_u64(self.subject_version),
+                extra_claims,
             },
             revoked: self.revoked_at.is_some(),
             current_subject_version: to_u64(self.current_version),
@@ -64,8 +68,28 @@ impl SnapshotRow {
                 successor_hash: self.successor_hash.and_then(|h| h.try_into().ok()),
                 successor_current: self.successor_current == 1,
             },
-        }
+        })
     }
+}
+
+/// A family's extra claims as stored: NULL (a family opened before they were
+/// kept, or without any) is none; anything but a JSON object is a broken
+/// row, refused rather than minted from.
+fn decode_claims(text: Option<&str>) -> Result<Map<String, Value>> {
+    match text {
+        None => Ok(Map::new()),
+        Some(t) => match serde_json::from_str(t) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(DomainError::Internal(
+                "a family's stored extra claims are not a JSON object".into(),
+            )),
+        },
+    }
+}
+
+/// The column value for a family's extra claims: NULL when there are none.
+fn encode_claims(claims: &Map<String, Value>) -> Option<String> {
+    (!claims.is_empty()).then(|| Value::Object(claims.clone()).to_string())
 }
 
 #[async_trait]
@@ -82,8 +106,8 @@ impl SessionStore for SqlStore {
     async fn open_family(&self, f: &NewFamily) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
         sqlx::query(
-            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version, extra_claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&f.family_id)
         .bind(&f.subject)
@@ -95,6 +119,7 @@ impl SessionStore for SqlStore {
         .bind(f.idle_expires_at)
         .bind(f.absolute_expires_at)
         .bind(to_i64(f.subject_version))
+        .bind(encode_claims(&f.extra_claims))
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
@@ -137,7 +162,7 @@ impl SessionStore for SqlStore {
             tx.rollback().await.map_err(store_err)?;
             return Ok(RotateOutcome::Unknown);
         };
-        let snapshot = row.into_snapshot();
+        let snapshot = row.into_snapshot()?;
         let decision = decide(&snapshot, req, scopes);
         let f = &snapshot.family;
         match decision {
