@@ -10,6 +10,7 @@ mod pki;
 
 mod binary;
 mod distributed;
+mod edge;
 mod flows;
 mod input;
 mod key_safety;

@@ -363,21 +363,68 @@ where
 
 /// tonic refuses a message over the decoding limit with a bare
 /// `OUT_OF_RANGE` (and never reads the body past its length prefix). Say
-/// which field and why, like every other bad input.
+/// which field and why, like every other bad input. The status comes in the
+/// headers of a trailers-only response or in the trailers.
 fn explain_oversize(response: http::Response<Body>) -> http::Response<Body> {
-    let headers = response.headers();
-    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers
-            .get("grpc-message")
-            .is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("too large")));
-    if !oversize {
-        return response;
+    if is_oversize(response.headers()) {
+        return oversize_status().into_http();
     }
+    response.map(|body| Body::new(ExplainOversize(body)))
+}
+
+fn is_oversize(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers.get("grpc-message").is_some_and(|m| {
+            // grpc-message is percent-encoded on the wire.
+            m.to_str()
+                .is_ok_and(|m| m.contains("too large") || m.contains("too%20large"))
+        })
+}
+
+fn oversize_status() -> Status {
     crate::invalid(
         "request",
         "the message is larger than this RPC accepts (see the README's limits)",
     )
-    .into_http()
+}
+
+/// A response body whose trailers are rewritten by [`explain_oversize`].
+struct ExplainOversize(Body);
+
+impl http_body::Body for ExplainOversize {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.get_mut().0).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_trailers() {
+                    Ok(trailers) if is_oversize(&trailers) => {
+                        let mut status =
+                            oversize_status().into_http::<Body>().into_parts().0.headers;
+                        status.remove(http::header::CONTENT_TYPE);
+                        http_body::Frame::trailers(status)
+                    }
+                    Ok(trailers) => http_body::Frame::trailers(trailers),
+                    Err(frame) => frame,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 #[cfg(test)]

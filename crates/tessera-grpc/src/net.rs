@@ -212,7 +212,9 @@ async fn handshake(
     let Some(tls) = tls else {
         // A plain peer must speak first (the HTTP/2 preface or an HTTP/1.1
         // request line) within the handshake timeout.
-        stream.readable().await?;
+        // (`readable()` may report ready before any byte arrived; a peek
+        // returns only once one has, or at EOF.)
+        stream.peek(&mut [0u8; 1]).await?;
         return Ok((Io::Plain(stream), info));
     };
     let stream = tls.acceptor().accept(stream).await?;

@@ -1,0 +1,738 @@
+//! The edge of the port: only known callers, with their rights; TLS and
+//! mTLS (with certificates reloaded in place); service keys between the
+//! split roles; and the limits (message size, load shedding, per-caller
+//! rates, silent connections, the connection cap).
+
+use crate::harness::{
+    AUDIENCE, Backend, Deployment, eventually, on_both_backends, reason, start_config,
+};
+use crate::pki::TestPki;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera::{Application, Config, Role};
+use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
+use tessera_proto::v1::key_service_client::KeyServiceClient;
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{IssueRequest, RevokeRequest, RotateKeysRequest, TokenKind, VerifyRequest};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+
+/// A new service key and its callers-file hash.
+fn key() -> (String, String) {
+    let (k, hash) = tessera_domain::callers::new_service_key();
+    let k = String::from_utf8(k.expose().to_vec()).unwrap();
+    crate::harness::record_secrets(std::slice::from_ref(&k));
+    (k, hash)
+}
+
+fn with_key<T>(message: T, key: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+fn issue_request(audience: &str) -> IssueRequest {
+    IssueRequest {
+        subject: "ana".into(),
+        audience: audience.into(),
+        scopes: vec!["orders:read".into()],
+        ..Default::default()
+    }
+}
+
+fn verify_request(token: &str) -> VerifyRequest {
+    VerifyRequest {
+        token: token.into(),
+        expected_audience: AUDIENCE.into(),
+        expected_kind: TokenKind::Access as i32,
+        consistency: tessera_proto::v1::Consistency::Default as i32,
+    }
+}
+
+fn assert_refused(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, why: &str) {
+    let s = r.expect_err("the call must be refused");
+    assert_eq!(s.code(), code, "{s:?}");
+    assert_eq!(reason(&s), why, "{s:?}");
+}
+
+/// Keys of the callers of [`callers_file`].
+struct Keys {
+    orders: String,
+    gateway: String,
+    ops: String,
+    plain: String,
+}
+
+fn callers_file(path: &Path) -> Keys {
+    let (orders, orders_h) = key();
+    let (gateway, gateway_h) = key();
+    let (ops, ops_h) = key();
+    let (plain, plain_h) = key();
+    let text = format!(
+        r#"
+[[caller]]
+id = "orders"
+key_sha256 = ["{orders_h}"]
+rpcs = ["Issue", "Refresh", "Revoke"]
+audiences = ["{AUDIENCE}"]
+extra_claims = ["tenant"]
+revoke = ["jti", "family"]
+
+[[caller]]
+id = "gateway"
+key_sha256 = ["{gateway_h}"]
+
+[[caller]]
+id = "ops"
+key_sha256 = ["{ops_h}"]
+keys_admin = true
+revoke = ["subject", "kid"]
+
+[[caller]]
+id = "plain"
+key_sha256 = ["{plain_h}"]
+rpcs = ["Issue"]
+audiences = ["*"]
+"#
+    );
+    std::fs::write(path, text).unwrap();
+    Keys {
+        orders,
+        gateway,
+        ops,
+        plain,
+    }
+}
+
+async fn callers_and_rights(backend: Backend) {
+    let d = Deployment::new(backend).await;
+    let file = d.data_dir.join("callers.toml");
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let k = callers_file(&file);
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file.clone());
+    let (app, stop, handle) = start_config(cfg).await;
+    let mut issuer = app.issuer.clone();
+    let mut intro = app.introspection.clone();
+
+    // No credential, or an unknown one: UNAUTHENTICATED.
+    assert_refused(
+        issuer.issue(issue_request(AUDIENCE)).await,
+        Code::Unauthenticated,
+        "ERROR_REASON_CALLER_UNKNOWN",
+    );
+    assert_refused(
+        issuer
+            .issue(with_key(issue_request(AUDIENCE), "tsk_guess"))
+            .await,
+        Code::Unauthenticated,
+        "ERROR_REASON_CALLER_UNKNOWN",
+    );
+    // Known, but lacking the right: PERMISSION_DENIED, naming it.
+    let token = issuer
+        .issue(with_key(issue_request(AUDIENCE), &k.orders))
+        .await
+        .unwrap()
+        .into_inner();
+    for (r, what) in [
+        (
+            issuer
+                .issue(with_key(issue_request("billing"), &k.orders))
+                .await,
+            "billing",
+        ),
+        (
+            issuer
+                .issue(with_key(issue_request(AUDIENCE), &k.gateway))
+                .await,
+            "call Issue",
+        ),
+    ] {
+        let s = r.unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        assert_eq!(reason(&s), "ERROR_REASON_CALLER_NOT_ALLOWED");
+        assert!(s.message().contains(what), "{s:?}");
+    }
+    let mut tenant = issue_request(AUDIENCE);
+    tenant.extra_claims = Some(tessera_grpc::json_to_struct(
+        serde_json::json!({"tenant": "acme"}).as_object().unwrap(),
+    ));
+    issuer
+        .issue(with_key(tenant.clone(), &k.orders))
+        .await
+        .unwrap();
+    assert_refused(
+        issuer.issue(with_key(tenant, &k.plain)).await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+
+    // Verify needs a known caller (any), by default.
+    assert_refused(
+        intro.verify(verify_request(&token.access_token)).await,
+        Code::Unauthenticated,
+        "ERROR_REASON_CALLER_UNKNOWN",
+    );
+    let v = intro
+        .verify(with_key(verify_request(&token.access_token), &k.gateway))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid);
+
+    // Revocation rights by target.
+    let mut revocation = app.revocation.clone();
+    let revoke = |target| RevokeRequest {
+        target: Some(target),
+        reason: "test".into(),
+    };
+    assert_refused(
+        revocation
+            .revoke(with_key(revoke(Target::Subject("ana".into())), &k.orders))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+    revocation
+        .revoke(with_key(
+            revoke(Target::Token(token.access_token.clone())),
+            &k.orders,
+        ))
+        .await
+        .unwrap();
+
+    // Key administration: only `keys_admin`.
+    let mut keys = app.keys.clone();
+    assert_refused(
+        keys.rotate_keys(with_key(RotateKeysRequest::default(), &k.orders))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+    keys.rotate_keys(with_key(RotateKeysRequest::default(), &k.ops))
+        .await
+        .unwrap();
+
+    // Health and the JWKS stay open.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    assert!(h.is_ok(), "{h:?}");
+    assert_eq!(app.http_get("/.well-known/jwks.json", "").await.0, 200);
+
+    // A change to the file is picked up without a restart...
+    let (newcomer, newcomer_h) = key();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "\n[[caller]]\nid = \"newcomer\"\nkey_sha256 = [\"{newcomer_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"{AUDIENCE}\"]\n"
+    ));
+    std::fs::write(&file, &text).unwrap();
+    eventually("the new caller is admitted", || {
+        let mut i = issuer.clone();
+        let nk = newcomer.clone();
+        async move {
+            i.issue(with_key(issue_request(AUDIENCE), &nk))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    // ...and a broken file is refused while the one in force stays.
+    std::fs::write(&file, "[[caller]]\nid = \"x\"\nrpcs = [\"Everything\"]\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    issuer
+        .issue(with_key(issue_request(AUDIENCE), &newcomer))
+        .await
+        .expect("the previous callers file stays in force");
+    issuer
+        .issue(with_key(issue_request(AUDIENCE), &k.orders))
+        .await
+        .unwrap();
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+on_both_backends!(callers_and_rights);
+
+/// The split roles on Postgres + Redis, each with a callers file and its own
+/// service key with the narrowest rights: the verifier learns keys and
+/// forwards key kills; the issuer reports revocations. A verifier's key
+/// cannot rotate keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_roles_call_each_other_with_service_keys() {
+    let d = Deployment::new(Backend::Distributed).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let (issuer_key, issuer_h) = key();
+    let (verifier_key, verifier_h) = key();
+    let (app_key, app_h) = key();
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[access]
+jwks = "caller"
+
+[[caller]]
+id = "tessera-issuer"
+key_sha256 = ["{issuer_h}"]
+rpcs = ["Revoke"]
+revoke = ["family", "subject", "kid"]
+
+[[caller]]
+id = "tessera-verifier"
+key_sha256 = ["{verifier_h}"]
+rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
+
+[[caller]]
+id = "orders"
+key_sha256 = ["{app_h}"]
+rpcs = ["Issue", "Refresh"]
+audiences = ["{AUDIENCE}"]
+"#
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = d.config();
+    cfg.role = Role::Issuer;
+    cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));
+    cfg.edge.callers_file = Some(file.clone());
+    cfg.edge.service_key = Some(tessera_domain::Secret::new(issuer_key.into_bytes()));
+    let (issuer, istop, ihandle) = start_config(cfg).await;
+
+    // Without its key the verifier cannot learn the keys: it refuses to
+    // start, naming the cause.
+    let mut cfg = d.config();
+    cfg.role = Role::Introspection;
+    cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.issuer_endpoint = Some(format!("http://{}", issuer.addr));
+    cfg.edge.callers_file = Some(file.clone());
+    let e = Application::build(cfg.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("Unauthenticated"), "{e}");
+    cfg.edge.service_key = Some(tessera_domain::Secret::new(
+        verifier_key.clone().into_bytes(),
+    ));
+    let (verifier, vstop, vhandle) = start_config(cfg).await;
+
+    // A login, then reuse of its refresh token: the issuer reports the
+    // family to the verifier with its own key; the token is rejected.
+    let mut iss = issuer.issuer.clone();
+    let login = iss
+        .issue(with_key(issue_request(AUDIENCE), &app_key))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut intro = verifier.introspection.clone();
+    let valid = intro
+        .verify(with_key(verify_request(&login.access_token), &app_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(valid.valid, "{valid:?}");
+    let refresh = |t: &str| tessera_proto::v1::RefreshRequest {
+        refresh_token: t.into(),
+        ..Default::default()
+    };
+    iss.refresh(with_key(refresh(&login.refresh_token), &app_key))
+        .await
+        .unwrap();
+    // Past the grace window, a second use of the old token is reuse.
+    d.clock.advance(60);
+    let reused = iss
+        .refresh(with_key(refresh(&login.refresh_token), &app_key))
+        .await;
+    assert_eq!(reused.unwrap_err().code(), Code::Unauthenticated);
+    eventually("the reused family is rejected at the verifier", || {
+        let mut i = intro.clone();
+        let (t, k) = (login.access_token.clone(), app_key.clone());
+        async move {
+            let r = i.verify(with_key(verify_request(&t), &k)).await;
+            r.is_ok_and(|r| !r.into_inner().valid)
+        }
+    })
+    .await;
+
+    // The verifier's own key cannot rotate keys on the issuer.
+    let mut keys = KeyServiceClient::new(issuer.channel.clone());
+    assert_refused(
+        keys.rotate_keys(with_key(RotateKeysRequest::default(), &verifier_key))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+
+    let _ = vstop.send(());
+    let _ = vhandle.await;
+    let _ = istop.send(());
+    let _ = ihandle.await;
+    drop((issuer, verifier));
+    d.cleanup().await;
+}
+
+/// Serves `cfg` with no test client (the test connects its own way).
+async fn serve(
+    cfg: Config,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tessera::AppError>>,
+) {
+    let app = Application::build(cfg).await.expect("build the app");
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    (addr, tx, handle)
+}
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
+    }
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// TLS and optional mTLS: a client certificate named in the callers file
+/// is a caller; a client without one (or a key) is unknown; plain TCP to the
+/// TLS port gets nowhere; a replaced certificate is served without restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_client_certificates() {
+    let d = Deployment::new(Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let pki = TestPki::generate();
+    let dir = tempdir(&d);
+    let (cert, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::copy(&pki.server_cert, &cert).unwrap();
+    std::fs::copy(&pki.server_key, &key_file).unwrap();
+    let file = dir.join("callers.toml");
+    std::fs::write(
+        &file,
+        "[[caller]]\nid = \"ops\"\ntls_names = [\"tessera-test-client\"]\nkeys_admin = true\n",
+    )
+    .unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    cfg.edge.tls = Some(tessera_grpc::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key_file.clone(),
+        client_ca: Some(pki.ca.clone()),
+        client_auth: tessera_grpc::tls::ClientAuth::Optional,
+    });
+    let (addr, stop, handle) = serve(cfg).await;
+
+    let with_cert = tls_channel(addr, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
+        .await
+        .unwrap();
+    KeyServiceClient::new(with_cert)
+        .rotate_keys(RotateKeysRequest::default())
+        .await
+        .expect("the client certificate names a key administrator");
+    let without = tls_channel(addr, &pki.ca, None).await.unwrap();
+    assert_refused(
+        KeyServiceClient::new(without.clone())
+            .rotate_keys(RotateKeysRequest::default())
+            .await,
+        Code::Unauthenticated,
+        "ERROR_REASON_CALLER_UNKNOWN",
+    );
+    // Health is open, over TLS.
+    tonic_health::pb::health_client::HealthClient::new(without)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    // A client that does not trust the server's CA, and a plain client,
+    // get nowhere.
+    let wrong = tls_channel(addr, &pki.other_ca, None).await;
+    assert!(wrong.is_err(), "a server certificate from an untrusted CA");
+    let plain = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let r = IntrospectionServiceClient::new(ch)
+            .verify(VerifyRequest::default())
+            .await;
+        assert!(r.is_err(), "plain HTTP/2 on the TLS port: {r:?}");
+    }
+
+    // Replace the certificate and key with ones from another CA: served
+    // without a restart.
+    let next = TestPki::generate();
+    std::fs::copy(&next.server_key, &key_file).unwrap();
+    std::fs::copy(&next.server_cert, &cert).unwrap();
+    eventually("the new certificate is served", || {
+        let ca = next.ca.clone();
+        async move { tls_channel(addr, &ca, None).await.is_ok() }
+    })
+    .await;
+    assert!(tls_channel(addr, &pki.ca, None).await.is_err());
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    d.cleanup().await;
+}
+
+fn tempdir(d: &Deployment) -> std::path::PathBuf {
+    let dir = d.data_dir.join("edge");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Off loopback the port must encrypt and know its callers, unless
+/// insecure mode is named.
+#[tokio::test]
+async fn non_loopback_needs_tls_and_callers() {
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let e = Application::build(cfg.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--tls-cert") && e.contains("--callers-file"),
+        "{e}"
+    );
+    cfg.allow_insecure_listen = true;
+    let app = Application::build(cfg).await.unwrap();
+    drop(app);
+    d.cleanup().await;
+}
+
+/// A message over the RPC's limit is refused before it is read, with the
+/// field named; past the in-flight bound calls are shed at once while
+/// health answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_messages_and_load_shedding() {
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.edge.max_in_flight = 2;
+    let (app, stop, handle) = start_config(cfg).await;
+    for size in [64 * 1024, 5 << 20] {
+        let s = app
+            .introspection
+            .clone()
+            .verify(verify_request(&"a".repeat(size)))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{size}: {s:?}");
+        assert_eq!(reason(&s), "ERROR_REASON_FIELD_INVALID");
+        assert!(s.message().contains("`request`"), "{s:?}");
+    }
+
+    // 64 Issue calls at once against a bound of 2: some are shed.
+    let calls = (0..64).map(|_| {
+        let mut i = app.issuer.clone();
+        tokio::spawn(async move { i.issue(issue_request(AUDIENCE)).await })
+    });
+    let mut shed = 0;
+    let mut ok = 0;
+    for c in calls.collect::<Vec<_>>() {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert_eq!(reason(&s), "ERROR_REASON_OVERLOADED");
+                shed += 1;
+            }
+        }
+    }
+    eprintln!("64 concurrent Issue calls, 2 in flight allowed: {ok} served, {shed} shed");
+    assert!(shed > 0 && ok >= 2, "{ok} served, {shed} shed");
+    let metrics = app.http_get("/metrics", "").await.2;
+    assert!(
+        metrics.contains(&format!("tessera_load_shed_total {shed}")),
+        "{metrics}"
+    );
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+/// One caller flooding past its rate is refused (RESOURCE_EXHAUSTED); the
+/// other caller's calls all succeed meanwhile. Prints both callers' p99.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_caller_does_not_starve_another() {
+    let d = Deployment::new(Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let (flood_key, flood_h) = key();
+    let (calm_key, calm_h) = key();
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[caller]]\nid = \"flood\"\nkey_sha256 = [\"{flood_h}\"]\nrate_per_second = 100\nburst = 20\n\n[[caller]]\nid = \"calm\"\nkey_sha256 = [\"{calm_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"*\"]\nrate_per_second = 100\n"
+        ),
+    )
+    .unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    let (app, stop, handle) = start_config(cfg).await;
+    let token = app
+        .issuer
+        .clone()
+        .issue(with_key(issue_request(AUDIENCE), &calm_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+
+    let calm = |n: usize| {
+        let (i, t, k) = (app.introspection.clone(), token.clone(), calm_key.clone());
+        async move {
+            let mut lat = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let r = i.clone().verify(with_key(verify_request(&t), &k)).await;
+                lat.push(started.elapsed());
+                assert!(r.unwrap().into_inner().valid, "the calm caller is served");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lat.sort();
+            lat[lat.len() * 99 / 100]
+        }
+    };
+    let quiet_p99 = calm(50).await;
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..8)
+        .map(|_| {
+            let (i, t, k) = (app.introspection.clone(), token.clone(), flood_key.clone());
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                for _ in 0..400 {
+                    match i.clone().verify(with_key(verify_request(&t), &k)).await {
+                        Ok(_) => {}
+                        Err(s) => {
+                            assert_eq!(s.code(), Code::ResourceExhausted);
+                            assert_eq!(reason(&s), "ERROR_REASON_OVERLOADED");
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let flood_p99 = calm(50).await;
+    for f in flooders {
+        f.await.unwrap();
+    }
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "flood: 3200 Verify calls from one caller (100/s allowed), {refused} refused; the other caller's p99 {quiet_p99:?} quiet, {flood_p99:?} during the flood, every call served"
+    );
+    assert!(refused > 0);
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+/// Connections that never speak are closed after the handshake timeout,
+/// and while the cap is full new ones wait; then they are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_capped() {
+    use tokio::io::AsyncReadExt;
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.edge.conn = tessera_grpc::net::ConnLimits {
+        max_connections: 4,
+        handshake_timeout: Duration::from_millis(500),
+    };
+    let (addr, stop, handle) = serve(cfg).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let started = Instant::now();
+    for s in &mut silent {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a silent connection is closed by the server");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    eprintln!("4 silent connections closed after {:?}", started.elapsed());
+    // The cap is free again: a real client is served.
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    let _ = handle.await;
+    d.cleanup().await;
+}
+
+/// `tessera callers add` prints a key once and an entry that admits it.
+#[test]
+fn callers_add_prints_a_key_and_its_entry() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "callers",
+            "add",
+            "orders",
+            "--rpcs",
+            "Issue,Refresh",
+            "--audiences",
+            AUDIENCE,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().find(|l| l.starts_with("tsk_")).unwrap();
+    crate::harness::record_secrets(&[key.to_owned()]);
+    let entry: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("[[caller]]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let callers = tessera_domain::callers::Callers::parse(&entry).unwrap();
+    let c = callers.by_key(key).unwrap();
+    assert!(c.id == "orders" && c.may_call("Refresh") && !c.may_call("Revoke"));
+    assert!(
+        !entry.contains(key),
+        "the file holds the hash, never the key"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["callers", "add", "x", "--rpcs", "Everything"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown rpc"));
+}
