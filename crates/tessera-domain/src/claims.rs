@@ -66,8 +66,9 @@ pub struct Claims {
     pub extra: Map<String, Value>,
 }
 
-/// Claim names callers may never set: the registered ones above.
-pub const REGISTERED_CLAIMS: &[&str] = &[
+/// The claims Tessera sets: the fields above, in the order Verify checks
+/// them (`verify/parse.rs` destructures this array, so its order matters).
+pub const REGISTERED_CLAIMS: [&str; 11] = [
     "iss",
     "sub",
     "aud",
@@ -75,8 +76,8 @@ pub const REGISTERED_CLAIMS: &[&str] = &[
     "nbf",
     "iat",
     "jti",
-    "sid",
     "ver",
+    "sid",
     "scope",
     "client_id",
 ];

@@ -20,6 +20,7 @@ mod convert;
 pub mod metrics;
 pub mod net;
 pub mod ports;
+pub mod requests;
 pub use convert::{duration_secs, json_to_struct, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.

@@ -5,13 +5,14 @@
 use crate::keys::KeyManager;
 use std::sync::Arc;
 use tessera_domain::clock::Clock;
-use tessera_domain::issue::{IssueCommand, mint_login};
+use tessera_domain::issue::mint_login;
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::Store;
 use tessera_grpc::metrics::Metrics;
 use tessera_grpc::ports::Revoker;
-use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
+use tessera_grpc::requests::issue_command;
+use tessera_grpc::{from_domain, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssuePurposeTokenResponse, IssueRequest, IssueResponse,
@@ -64,18 +65,6 @@ impl IssuerApi {
     }
 }
 
-/// Parse, don't validate: the request becomes a domain command here.
-fn issue_command(r: IssueRequest) -> Result<IssueCommand, Status> {
-    Ok(IssueCommand {
-        access_ttl: duration_secs("access_token_ttl", r.access_token_ttl)?,
-        subject: r.subject,
-        audience: r.audience,
-        scopes: r.scopes,
-        extra_claims: r.extra_claims.map(struct_to_json).unwrap_or_default(),
-        client_id: (!r.client_id.is_empty()).then_some(r.client_id),
-    })
-}
-
 #[tonic::async_trait]
 impl IssuerService for IssuerApi {
     #[tracing::instrument(skip_all, fields(family_id))]
@@ -84,8 +73,8 @@ impl IssuerService for IssuerApi {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
-        let cmd = issue_command(request.into_inner())?;
-        cmd.validate(&me.cfg.policy).map_err(from_domain)?;
+        // Parse, don't validate: the request becomes a checked command.
+        let cmd = issue_command(request.into_inner(), &me.cfg.policy)?;
         let version = me
             .store
             .subject_version(&cmd.subject)
