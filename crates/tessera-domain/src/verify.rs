@@ -309,3 +309,7 @@ mod tests;
 #[cfg(test)]
 #[path = "verify_rules_tests.rs"]
 mod rules_tests;
+
+#[cfg(test)]
+#[path = "verify_props.rs"]
+mod props;

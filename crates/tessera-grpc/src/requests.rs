@@ -87,3 +87,7 @@ pub fn verify_failure(f: Failure) -> v1::VerifyFailure {
         Failure::InvalidClaim => v1::VerifyFailure::InvalidClaim,
     }
 }
+
+#[cfg(test)]
+#[path = "requests_props.rs"]
+mod props;
