@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod adversarial;
 mod binary;
 mod distributed;
 mod flows;
