@@ -20,6 +20,7 @@ mod claims;
 mod forge;
 mod header;
 mod identifiers;
+mod names;
 mod structure;
 
 use crate::harness::{AUDIENCE, Backend, Deployment, TestApp, on_both_backends, spawn_app};
@@ -130,8 +131,8 @@ async fn every_hostile_token_gets_its_answer(backend: Backend) {
     header::algorithm_switches(&kit, &mut cases);
     header::signatures(&kit, &mut cases);
     header::parameters(&kit, &mut cases);
-    header::kid(&kit, &mut cases);
-    header::duplicates(&kit, &mut cases);
+    names::kid(&kit, &mut cases);
+    names::duplicates(&kit, &mut cases);
     claims::typ(&kit, &mut cases);
     claims::claims(&kit, &mut cases);
     structure::structure(&kit, &mut cases);
