@@ -8,6 +8,7 @@
 mod harness;
 mod pki;
 
+mod adversarial;
 mod binary;
 mod distributed;
 mod edge;

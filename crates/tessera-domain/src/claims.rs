@@ -66,8 +66,9 @@ pub struct Claims {
     pub extra: Map<String, Value>,
 }
 
-/// Claim names callers may never set: the registered ones above.
-pub const REGISTERED_CLAIMS: &[&str] = &[
+/// The claims Tessera sets: the fields above, in the order Verify checks
+/// them (`verify/parse.rs` destructures this array, so its order matters).
+pub const REGISTERED_CLAIMS: [&str; 11] = [
     "iss",
     "sub",
     "aud",
@@ -75,8 +76,46 @@ pub const REGISTERED_CLAIMS: &[&str] = &[
     "nbf",
     "iat",
     "jti",
-    "sid",
     "ver",
+    "sid",
     "scope",
     "client_id",
 ];
+
+/// Names a caller may never add with `extra_claims`, nor an operator allow
+/// with `--extra-claims`: every claim Tessera sets, the JOSE header names
+/// Tessera sets (`alg`, `kid`, `typ`: some JWT libraries merge header and
+/// claims into one map, so a claim of that name could shadow the header),
+/// and the claims other verifiers act on for security (RFC 7800 `cnf`,
+/// RFC 8693 `act` and `may_act`, OpenID Connect `azp`, RFC 7519 `typ`/`cty`
+/// nesting). A token whose meaning a caller could change this way would
+/// mislead every verifier that trusts it.
+pub const RESERVED_CLAIM_NAMES: [&str; 19] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "ver",
+    "sid",
+    "scope",
+    "client_id",
+    "alg",
+    "kid",
+    "typ",
+    "cty",
+    "cnf",
+    "act",
+    "may_act",
+    "azp",
+];
+
+/// True when callers may not set a claim named `name` (case-insensitively:
+/// `Sub` next to `sub` would mislead a reader of the token and of the logs).
+pub fn is_reserved_claim(name: &str) -> bool {
+    RESERVED_CLAIM_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}

@@ -23,14 +23,44 @@ impl TokenKind {
     }
 
     /// The kind whose `typ` this is. RFC 8725 recommends comparing the
-    /// media type case-insensitively and allows the `application/` prefix.
+    /// media type case-insensitively and allows the `application/` prefix
+    /// (RFC 7515 §4.1.9), itself in any letter case (media types are).
     pub fn from_typ(typ: &str) -> Option<Self> {
+        const PREFIX: &str = "application/";
         let t = typ
-            .strip_prefix("application/")
-            .or_else(|| typ.strip_prefix("APPLICATION/"))
-            .unwrap_or(typ);
+            .get(..PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+            .map_or(typ, |_| &typ[PREFIX.len()..]);
         [Self::Access, Self::EmailVerification, Self::PasswordReset]
             .into_iter()
             .find(|k| k.typ().eq_ignore_ascii_case(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_is_compared_as_a_media_type() {
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
+            assert_eq!(TokenKind::from_typ(typ), Some(TokenKind::Access), "{typ}");
+        }
+        for typ in [
+            "",
+            "jwt",
+            "at+jwt ",
+            "text/at+jwt",
+            "application/",
+            "applicatio",
+            "é",
+        ] {
+            assert_eq!(TokenKind::from_typ(typ), None, "{typ}");
+        }
     }
 }

@@ -71,6 +71,26 @@ impl Policy {
                 "must name at least one algorithm",
             ));
         }
+        self.validate_extra_claims()
+    }
+
+    /// `--extra-claims` may not name a claim Tessera sets or verifiers act
+    /// on: refused at start, so a deployment never runs believing callers
+    /// can set `sub` (Issue would refuse every such request anyway). Nor an
+    /// empty name, nor one that could disguise itself in logs.
+    fn validate_extra_claims(&self) -> Result<()> {
+        for name in &self.extra_claims_allowlist {
+            crate::issue::check_text("extra_claims", name, 64)?;
+            if crate::claims::is_reserved_claim(name) {
+                return Err(DomainError::field(
+                    "extra_claims",
+                    format!(
+                        "`{name}` is a reserved claim name (set by Tessera or read by verifiers); reserved: {}",
+                        crate::claims::RESERVED_CLAIM_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -92,6 +112,38 @@ impl Policy {
                     self.access_ttl_min, self.access_ttl_max
                 ),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_claims_naming_a_reserved_claim_are_refused_at_start() {
+        let with = |names: &[&str]| Policy {
+            extra_claims_allowlist: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..Policy::default()
+        };
+        assert!(with(&["tenant", "org_id"]).validate().is_ok());
+        for name in crate::claims::RESERVED_CLAIM_NAMES.iter().copied().chain([
+            "SUB",
+            "Exp",
+            "",
+            "ten\u{200B}ant",
+            "a\nb",
+        ]) {
+            match with(&["tenant", name]).validate() {
+                Err(DomainError::InvalidField { field, .. }) => {
+                    assert_eq!(field, "extra_claims", "{name:?}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        // Every claim Verify reads is among the reserved names.
+        for name in crate::claims::REGISTERED_CLAIMS {
+            assert!(crate::claims::is_reserved_claim(name), "{name}");
         }
     }
 }

@@ -13,11 +13,12 @@ use crate::kind::TokenKind;
 use crate::policy::{MAX_TOKEN_BYTES, Policy};
 use crate::revocation::{MemoryRevocations, RevocationQuery};
 use crate::store::RevocationStore;
-use serde::Deserialize;
-use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
-use std::fmt;
 use std::sync::Arc;
+
+mod parse;
+pub use parse::MAX_NUMERIC_DATE;
+use parse::{MINTED_HEADERS, StrictObject, strict_object};
 
 /// Why a token is not valid. Exactly one reason: the first failing step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,10 +43,15 @@ pub enum Failure {
     WrongTokenKind,
     /// Revoked: jti, family, subject version or key.
     Revoked,
-    /// `jku`, `x5u`, `jwk`, `x5c` or an unknown `crit` in the header.
+    /// A header parameter Tessera never mints (anything but `alg`, `kid`
+    /// and `typ`: `jku`, `jwk`, `x5c`, `crit`, `b64`, `zip`, …), whatever
+    /// its value.
     UnsupportedHeader,
-    /// A required claim is missing or of the wrong type.
+    /// A required claim is absent.
     MissingClaim,
+    /// A claim is present but of the wrong type or out of range (e.g. `exp`
+    /// as a string, a fraction or past year 9999; `aud` as a number).
+    InvalidClaim,
 }
 
 impl Failure {
@@ -64,6 +70,7 @@ impl Failure {
             Self::Revoked => "revoked",
             Self::UnsupportedHeader => "unsupported_header",
             Self::MissingClaim => "missing_claim",
+            Self::InvalidClaim => "invalid_claim",
         }
     }
 }
@@ -101,44 +108,6 @@ pub struct Expectation<'a> {
     pub kind: TokenKind,
 }
 
-/// A header JSON object, rejecting duplicate member names (RFC 7515 section 4
-/// says a JWS with duplicate header names must be rejected or use the last;
-/// we reject, as DESIGN step 1 asks).
-struct StrictHeader(Vec<(String, Value)>);
-
-impl StrictHeader {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-}
-
-impl<'de> Deserialize<'de> for StrictHeader {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrictHeader;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictHeader, A::Error> {
-                let mut out: Vec<(String, Value)> = Vec::with_capacity(4);
-                while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    if out.iter().any(|(seen, _)| *seen == k) {
-                        return Err(de::Error::custom("duplicate header parameter"));
-                    }
-                    out.push((k, v));
-                }
-                Ok(StrictHeader(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// Header parameters that would let the token choose its own key (RFC 8725
-/// section 3.10 warns against following them); we never do, so we reject.
-const FORBIDDEN_HEADERS: &[&str] = &["jku", "x5u", "jwk", "x5c"];
-
 /// Steps 1–3: shape, header, signature. Also parses the claims (their JSON
 /// shape is part of step 1, but it is only worth parsing once signed).
 pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<Signed, Failure> {
@@ -152,9 +121,7 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
     else {
         return Err(Failure::Malformed);
     };
-    let header_json = b64url_decode(h64).ok_or(Failure::Malformed)?;
-    let header: StrictHeader =
-        serde_json::from_slice(&header_json).map_err(|_| Failure::Malformed)?;
+    let header: StrictObject = strict_object(&b64url_decode(h64).ok_or(Failure::Malformed)?)?;
     let payload = b64url_decode(p64).ok_or(Failure::Malformed)?;
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Failure::Malformed);
@@ -167,8 +134,15 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
         .and_then(Algorithm::from_name)
         .filter(|a| policy.allowed_algorithms.contains(a))
         .ok_or(Failure::AlgorithmNotAllowed)?;
-    if FORBIDDEN_HEADERS.iter().any(|h| header.get(h).is_some()) || header.get("crit").is_some() {
-        // We understand no `crit` extension, so any `crit` is unknown (RFC 7515 4.1.11).
+    // Only what we mint: `jku`/`jwk`/`x5u`/`x5c` would let the token pick
+    // its own key, `crit` names extensions we do not implement, `b64: false`
+    // changes what the signature covers; any other name is one whose
+    // meaning to another verifier we cannot vouch for.
+    if header
+        .0
+        .iter()
+        .any(|(name, _)| !MINTED_HEADERS.contains(&name.as_str()))
+    {
         return Err(Failure::UnsupportedHeader);
     }
     let kid = header
@@ -196,10 +170,9 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
         return Err(Failure::BadSignature);
     }
 
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Failure::MissingClaim,
-        _ => Failure::Malformed,
-    })?;
+    // Typed only once signed: an unsigned payload's types are no one's
+    // business, and the answer must not depend on which check ran first.
+    let claims = parse::claims(&payload)?;
     let kind = header
         .get("typ")
         .and_then(Value::as_str)
@@ -332,3 +305,11 @@ pub fn sign(
 #[cfg(test)]
 #[path = "verify_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "verify_rules_tests.rs"]
+mod rules_tests;
+
+#[cfg(test)]
+#[path = "verify_props.rs"]
+mod props;

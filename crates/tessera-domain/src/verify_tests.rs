@@ -1,4 +1,5 @@
-//! One test per pipeline step and per way of failing it.
+//! One test per pipeline step and per way of failing it. The fixture is
+//! shared with `verify_rules_tests.rs` and `verify_props.rs`.
 
 use super::*;
 use crate::b64url_encode;
@@ -7,15 +8,15 @@ use crate::keys::{KeyMaterial, KeyState, SigningKey, VerifyingKey};
 use crate::revocation::RevocationEvent;
 use serde_json::json;
 
-const NOW: i64 = 1_700_000_000;
+pub(super) const NOW: i64 = 1_700_000_000;
 
-struct Fx {
-    key: SigningKey,
-    keys: KeySet,
-    policy: Policy,
+pub(super) struct Fx {
+    pub(super) key: SigningKey,
+    pub(super) keys: KeySet,
+    pub(super) policy: Policy,
 }
 
-fn fx() -> Fx {
+pub(super) fn fx() -> Fx {
     let m = KeyMaterial::generate(Algorithm::Es256, "k1").unwrap();
     let e = KeyMaterial::generate(Algorithm::EdDsa, "k2").unwrap();
     Fx {
@@ -28,7 +29,7 @@ fn fx() -> Fx {
     }
 }
 
-fn claims(policy: &Policy) -> Claims {
+pub(super) fn claims(policy: &Policy) -> Claims {
     Claims {
         iss: policy.issuer.clone(),
         sub: "alice".into(),
@@ -45,12 +46,12 @@ fn claims(policy: &Policy) -> Claims {
     }
 }
 
-const EXPECT: Expectation<'static> = Expectation {
+pub(super) const EXPECT: Expectation<'static> = Expectation {
     audience: "api",
     kind: TokenKind::Access,
 };
 
-fn run(f: &Fx, token: &str, now: i64) -> Result<Claims, Failure> {
+pub(super) fn run(f: &Fx, token: &str, now: i64) -> Result<Claims, Failure> {
     verify(
         token,
         &f.keys,
@@ -63,7 +64,7 @@ fn run(f: &Fx, token: &str, now: i64) -> Result<Claims, Failure> {
 }
 
 /// A token with a hand-made header and payload, signed by the fixture key.
-fn forge(f: &Fx, header: &Value, payload: &Value) -> String {
+pub(super) fn forge(f: &Fx, header: &Value, payload: &Value) -> String {
     let input = format!(
         "{}.{}",
         b64url_encode(header.to_string()),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tessera_domain::verify::Failure;
 
 /// Verify outcomes, in a fixed order: `valid`, then every failure.
-const OUTCOMES: [Option<Failure>; 13] = [
+const OUTCOMES: [Option<Failure>; 14] = [
     None,
     Some(Failure::Malformed),
     Some(Failure::BadSignature),
@@ -21,6 +21,7 @@ const OUTCOMES: [Option<Failure>; 13] = [
     Some(Failure::Revoked),
     Some(Failure::UnsupportedHeader),
     Some(Failure::MissingClaim),
+    Some(Failure::InvalidClaim),
 ];
 
 /// What a revocation targeted.
@@ -39,7 +40,7 @@ pub enum RevokedKind {
 /// Every counter of one process.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    verify: [AtomicU64; 13],
+    verify: [AtomicU64; OUTCOMES.len()],
     revoked: [AtomicU64; 4],
     issued: AtomicU64,
     refreshed: AtomicU64,

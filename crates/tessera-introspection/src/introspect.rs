@@ -1,15 +1,12 @@
 //! `IntrospectionService.Verify`.
 
-use crate::{Verifier, token_field};
+use crate::Verifier;
 use tessera_domain::claims::{Audience, Claims};
-use tessera_domain::issue::check_text;
-use tessera_domain::kind::TokenKind;
 use tessera_domain::verify::{Expectation, Failure, Signed, verify_cached, verify_strong};
-use tessera_grpc::{from_domain, invalid, json_to_struct, required_enum, timestamp, token_kind};
+use tessera_grpc::requests::{verify_command, verify_failure};
+use tessera_grpc::{from_domain, json_to_struct, timestamp};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
-use tessera_proto::v1::{
-    Consistency, VerifiedClaims, VerifyFailure, VerifyRequest, VerifyResponse,
-};
+use tessera_proto::v1::{VerifiedClaims, VerifyFailure, VerifyRequest, VerifyResponse};
 use tonic::{Request, Response, Status};
 
 /// `IntrospectionService`.
@@ -22,45 +19,6 @@ impl IntrospectionApi {
     /// The service.
     pub fn new(v: Verifier) -> Self {
         Self { v }
-    }
-}
-
-/// A validated Verify request.
-struct VerifyCommand<'a> {
-    token: &'a str,
-    audience: &'a str,
-    kind: TokenKind,
-    strong: bool,
-}
-
-fn verify_command(r: &VerifyRequest) -> Result<VerifyCommand<'_>, Status> {
-    let token = token_field("token", &r.token)?;
-    check_text("expected_audience", &r.expected_audience, 255).map_err(from_domain)?;
-    let kind = required_enum::<tessera_proto::v1::TokenKind>("expected_kind", r.expected_kind)?;
-    let kind = token_kind(kind).ok_or_else(|| invalid("expected_kind", "is required"))?;
-    let consistency = required_enum::<Consistency>("consistency", r.consistency)?;
-    Ok(VerifyCommand {
-        token,
-        audience: &r.expected_audience,
-        kind,
-        strong: consistency == Consistency::Strong,
-    })
-}
-
-fn failure(f: Failure) -> VerifyFailure {
-    match f {
-        Failure::Malformed => VerifyFailure::Malformed,
-        Failure::BadSignature => VerifyFailure::BadSignature,
-        Failure::UnknownKey => VerifyFailure::UnknownKey,
-        Failure::AlgorithmNotAllowed => VerifyFailure::AlgorithmNotAllowed,
-        Failure::Expired => VerifyFailure::Expired,
-        Failure::NotYetValid => VerifyFailure::NotYetValid,
-        Failure::WrongIssuer => VerifyFailure::WrongIssuer,
-        Failure::WrongAudience => VerifyFailure::WrongAudience,
-        Failure::WrongTokenKind => VerifyFailure::WrongTokenKind,
-        Failure::Revoked => VerifyFailure::Revoked,
-        Failure::UnsupportedHeader => VerifyFailure::UnsupportedHeader,
-        Failure::MissingClaim => VerifyFailure::MissingClaim,
     }
 }
 
@@ -176,7 +134,7 @@ impl IntrospectionService for IntrospectionApi {
                 span.record("outcome", f.as_str());
                 VerifyResponse {
                     valid: false,
-                    failure: failure(f).into(),
+                    failure: verify_failure(f).into(),
                     claims: None,
                 }
             }

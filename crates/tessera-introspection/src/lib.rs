@@ -16,11 +16,9 @@ pub use revoke::RevocationApi;
 use std::sync::Arc;
 use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
-use tessera_domain::policy::{MAX_TOKEN_BYTES, Policy};
+use tessera_domain::policy::Policy;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::{RevocationBus, Store};
-use tessera_grpc::invalid;
-use tonic::Status;
 
 /// Where the key set Verify trusts comes from (a port: the issuer's ring in
 /// the embedded mode, the `WatchKeys` follower in split roles).
@@ -87,18 +85,4 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier").finish_non_exhaustive()
     }
-}
-
-/// A token field of a request: required, at most 8 KiB.
-fn token_field<'a>(field: &str, token: &'a str) -> Result<&'a str, Status> {
-    if token.is_empty() {
-        return Err(invalid(field, "is required"));
-    }
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(invalid(
-            field,
-            format!("is larger than {MAX_TOKEN_BYTES} bytes"),
-        ));
-    }
-    Ok(token)
 }

@@ -1,7 +1,7 @@
 //! `RevocationService.Revoke`: durable first, then the local view, then the
 //! fan-out. A retry after any failure is safe: every step is idempotent.
 
-use crate::{Verifier, token_field};
+use crate::Verifier;
 use tessera_domain::callers::{Caller, RevokeRight};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
@@ -9,6 +9,7 @@ use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
 use tessera_grpc::metrics::RevokedKind;
+use tessera_grpc::requests::token_field;
 use tessera_grpc::{from_domain, invalid, timestamp};
 use tessera_proto::v1::revocation_service_server::RevocationService;
 use tessera_proto::v1::revoke_request::Target;

@@ -13,7 +13,8 @@ use tessera_domain::store::Store;
 use tessera_grpc::gate::not_allowed;
 use tessera_grpc::metrics::Metrics;
 use tessera_grpc::ports::Revoker;
-use tessera_grpc::{duration_secs, from_domain, struct_to_json, timestamp};
+use tessera_grpc::requests::issue_command;
+use tessera_grpc::{from_domain, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssuePurposeTokenResponse, IssueRequest, IssueResponse,
@@ -66,18 +67,6 @@ impl IssuerApi {
     }
 }
 
-/// Parse, don't validate: the request becomes a domain command here.
-fn issue_command(r: IssueRequest) -> Result<IssueCommand, Status> {
-    Ok(IssueCommand {
-        access_ttl: duration_secs("access_token_ttl", r.access_token_ttl)?,
-        subject: r.subject,
-        audience: r.audience,
-        scopes: r.scopes,
-        extra_claims: r.extra_claims.map(struct_to_json).unwrap_or_default(),
-        client_id: (!r.client_id.is_empty()).then_some(r.client_id),
-    })
-}
-
 /// The caller's rights over what it asks for: the audience, every extra
 /// claim name (checked after validation, so a malformed request is
 /// INVALID_ARGUMENT whoever sends it).
@@ -104,8 +93,8 @@ impl IssuerService for IssuerApi {
     ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
         let caller = tessera_grpc::gate::caller(&request).cloned();
-        let cmd = issue_command(request.into_inner())?;
-        cmd.validate(&me.cfg.policy).map_err(from_domain)?;
+        // Parse, don't validate: the request becomes a checked command.
+        let cmd = issue_command(request.into_inner(), &me.cfg.policy)?;
         if let Some(caller) = caller {
             may_issue(&caller, &cmd)?;
         }

@@ -323,7 +323,12 @@ impl ServeArgs {
             access_ttl_default: self.access_token_ttl,
             access_ttl_max: self.access_token_max_ttl,
             clock_skew: self.clock_skew,
-            extra_claims_allowlist: self.extra_claims,
+            // `TESSERA_EXTRA_CLAIMS=` (empty) means none, not one empty name.
+            extra_claims_allowlist: self
+                .extra_claims
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
             ..Policy::default()
         };
         let previous_kek = match (

@@ -20,24 +20,18 @@ pub fn routes(
         let keys = jwks_keys.clone();
         async move { jwks_response(&keys, &headers) }
     };
-    let config = move |headers: HeaderMap| {
-        let keys = keys.clone();
-        let issuer = issuer.clone();
-        let algorithms = algorithms.clone();
+    // Built once, from the configuration only. Never from the request's
+    // `Host` (or any forwarded header): the document is served with
+    // `Cache-Control: public`, so one request with `Host: evil.example`
+    // through a shared cache would point every discovery-based verifier
+    // at an attacker's keys. The JWKS lives beside the discovery document,
+    // which OpenID Connect Discovery §4 puts under the issuer URL, so its
+    // scheme (https when the issuer is) and any path prefix are the issuer's.
+    let body = discovery_document(&issuer, &algorithms);
+    let config = move || {
+        let max_age = keys.jwks().max_age;
+        let body = body.clone();
         async move {
-            // The JWKS lives beside this document, on the host the client used.
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1");
-            let body = serde_json::json!({
-                "issuer": issuer,
-                "jwks_uri": format!("http://{host}/.well-known/jwks.json"),
-                "id_token_signing_alg_values_supported": algorithms,
-                "token_endpoint_auth_methods_supported": ["none"],
-            })
-            .to_string();
-            let max_age = keys.jwks().max_age;
             (
                 [
                     (header::CONTENT_TYPE, "application/json".to_owned()),
@@ -50,6 +44,17 @@ pub fn routes(
     axum::Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(config))
+}
+
+/// The OpenID Connect discovery document of `issuer`.
+pub fn discovery_document(issuer: &str, algorithms: &[&str]) -> String {
+    serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+        "id_token_signing_alg_values_supported": algorithms,
+        "token_endpoint_auth_methods_supported": ["none"],
+    })
+    .to_string()
 }
 
 /// `GET /metrics`: every counter, Prometheus text format. Served on the
@@ -108,4 +113,36 @@ fn jwks_response(keys: &KeyManager, headers: &HeaderMap) -> Response {
         doc.json.clone(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jwks_uri_is_the_issuers() {
+        for (issuer, want) in [
+            (
+                "https://auth.example.com",
+                "https://auth.example.com/.well-known/jwks.json",
+            ),
+            (
+                "https://auth.example.com/",
+                "https://auth.example.com/.well-known/jwks.json",
+            ),
+            (
+                "http://127.0.0.1:50051",
+                "http://127.0.0.1:50051/.well-known/jwks.json",
+            ),
+            (
+                "https://example.com/t1",
+                "https://example.com/t1/.well-known/jwks.json",
+            ),
+        ] {
+            let doc: serde_json::Value =
+                serde_json::from_str(&discovery_document(issuer, &["ES256"])).unwrap();
+            assert_eq!(doc["jwks_uri"], want);
+            assert_eq!(doc["issuer"], issuer);
+        }
+    }
 }
