@@ -47,6 +47,9 @@ pub enum Verdict {
     /// Not a token Verify answers about (over 8 KiB): INVALID_ARGUMENT
     /// naming the `token` field.
     Refused,
+    /// A request over the RPC's message limit (16 KiB), refused before it
+    /// is read: INVALID_ARGUMENT naming `request`.
+    TooLarge,
     /// Discovery: 200, and `jwks_uri` is the configured issuer's.
     IssuersJwks,
 }

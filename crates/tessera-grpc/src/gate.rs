@@ -367,9 +367,31 @@ where
 /// headers of a trailers-only response or in the trailers.
 fn explain_oversize(response: http::Response<Body>) -> http::Response<Body> {
     if is_oversize(response.headers()) {
-        return oversize_status().into_http();
+        let response = oversize_status().into_http();
+        log_status(response.headers());
+        return response;
     }
+    log_status(response.headers());
     response.map(|body| Body::new(ExplainOversize(body)))
+}
+
+/// Every error status sent, at DEBUG with its message and details: what an
+/// operator needs to see why calls fail, and what the test suite's log
+/// scan searches for leaked secrets (no status may carry one).
+fn log_status(headers: &http::HeaderMap) {
+    if headers.get("grpc-status").is_none_or(|s| s == "0")
+        || !tracing::enabled!(tracing::Level::DEBUG)
+    {
+        return;
+    }
+    if let Some(status) = Status::from_header_map(headers) {
+        tracing::debug!(
+            code = ?status.code(),
+            message = status.message(),
+            details = %String::from_utf8_lossy(status.details()),
+            "call answered with an error"
+        );
+    }
 }
 
 fn is_oversize(headers: &http::HeaderMap) -> bool {
@@ -407,9 +429,13 @@ impl http_body::Body for ExplainOversize {
                         let mut status =
                             oversize_status().into_http::<Body>().into_parts().0.headers;
                         status.remove(http::header::CONTENT_TYPE);
+                        log_status(&status);
                         http_body::Frame::trailers(status)
                     }
-                    Ok(trailers) => http_body::Frame::trailers(trailers),
+                    Ok(trailers) => {
+                        log_status(&trailers);
+                        http_body::Frame::trailers(trailers)
+                    }
                     Err(frame) => frame,
                 };
                 Poll::Ready(Some(Ok(frame)))

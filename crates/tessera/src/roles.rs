@@ -395,10 +395,8 @@ fn validate(cfg: &Config) -> Result<(), AppError> {
     // Off loopback, anyone on the network can reach the port: it must
     // encrypt and know its callers, unless insecure mode is named.
     let edge = &cfg.edge;
-    if !cfg.listen.ip().is_loopback()
-        && !(edge.tls.is_some() && edge.callers_file.is_some())
-        && !cfg.allow_insecure_listen
-    {
+    let guarded = edge.tls.is_some() && edge.callers_file.is_some();
+    if !(cfg.listen.ip().is_loopback() || guarded || cfg.allow_insecure_listen) {
         return Err(AppError::Config(
             "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file); or name insecure mode with --allow-insecure-listen".into(),
         ));

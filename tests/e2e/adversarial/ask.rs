@@ -66,10 +66,10 @@ async fn verify(
                 .get_error_details()
                 .bad_request()
                 .and_then(|b| b.field_violations.first().map(|v| v.field.clone()));
-            if s.code() == tonic::Code::InvalidArgument && field.as_deref() == Some("token") {
-                Ok(Verdict::Refused)
-            } else {
-                Err(format!("status {:?} ({field:?})", s.code()))
+            match (s.code(), field.as_deref()) {
+                (tonic::Code::InvalidArgument, Some("token")) => Ok(Verdict::Refused),
+                (tonic::Code::InvalidArgument, Some("request")) => Ok(Verdict::TooLarge),
+                _ => Err(format!("status {:?} ({field:?})", s.code())),
             }
         }
     }

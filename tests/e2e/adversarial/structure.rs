@@ -106,7 +106,7 @@ pub fn structure(k: &Kit, c: &mut Cases) {
     c.add(
         "1 MB",
         format!("{h}.{}.{s}", "A".repeat(1 << 20)),
-        Verdict::Refused,
+        Verdict::TooLarge,
     );
 
     // Bytes that are not UTF-8, JSON that is not an object.
