@@ -205,12 +205,14 @@ impl Application {
 }
 
 /// gRPC reflection (v1, and v1alpha, which grpcurl 1.8 asks for) of the
-/// contract and of health.
+/// contract, of health, and of the `google.rpc` error details (so grpcurl
+/// prints an ErrorInfo's reason instead of raw bytes).
 fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Routes, AppError> {
     let configure = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let server = |e: tonic_reflection::server::Error| AppError::Server(e.to_string());
     Ok(routes

@@ -5,7 +5,12 @@ use tessera_domain::callers::{Callers, RPCS, new_service_key};
 
 /// Prints a new key for `name` and its callers-file entry. The entry is
 /// parsed before it is printed, so what it prints always loads.
-pub fn add(name: &str, rpcs: &[String], audiences: &[String]) -> Result<(), String> {
+pub fn add(
+    name: &str,
+    rpcs: &[String],
+    audiences: &[String],
+    revoke: &[String],
+) -> Result<(), String> {
     if let Some(bad) = rpcs.iter().find(|r| !RPCS.contains(&r.as_str())) {
         return Err(format!(
             "--rpcs: unknown rpc {bad:?}; known: {}",
@@ -18,9 +23,10 @@ pub fn add(name: &str, rpcs: &[String], audiences: &[String]) -> Result<(), Stri
         format!("[{}]", quoted.join(", "))
     };
     let entry = format!(
-        "[[caller]]\nid = {name:?}\nkey_sha256 = [\"{hash}\"]\nrpcs = {}\naudiences = {}\n",
+        "[[caller]]\nid = {name:?}\nkey_sha256 = [\"{hash}\"]\nrpcs = {}\naudiences = {}\nrevoke = {}\n",
         list(rpcs),
-        list(audiences)
+        list(audiences),
+        list(revoke)
     );
     Callers::parse(&entry).map_err(|e| format!("the entry would not load: {e}"))?;
     let key = String::from_utf8_lossy(key.expose()).into_owned();

@@ -100,7 +100,8 @@ async fn main() -> ExitCode {
             name,
             rpcs,
             audiences,
-        }) => tessera::callers_cli::add(&name, &rpcs, &audiences),
+            revoke,
+        }) => tessera::callers_cli::add(&name, &rpcs, &audiences, &revoke),
         Command::Healthcheck {
             endpoint,
             peer_ca_file,
