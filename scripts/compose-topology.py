@@ -4,7 +4,9 @@ commands and environment as the file gives each Tessera service, and runs
 Issue -> Verify -> Revoke -> Verify across them, so compose.yaml cannot
 drift from what is tested. No container engine runs here: Postgres and
 Redis are the test services (scripts/services.sh), host names are mapped to
-loopback ports, and the KEK secret is a temporary file.
+loopback ports, and the secrets are made by scripts/compose-setup.sh into a
+temporary directory. Every call is made over TLS with the application's
+service key, and one without a key must be refused.
 
 Usage: scripts/compose-topology.py (after sourcing scripts/services.sh and
 scripts/tools.sh; needs the release binary, which it builds)."""
@@ -17,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import base64
 
 import yaml
 
@@ -47,9 +48,12 @@ def order(services):
     return out
 
 
-def grpcurl(addr, method, body):
-    r = subprocess.run(["grpcurl", "-plaintext", "-d", json.dumps(body), addr, method],
+def grpcurl(addr, method, body, ca, key=None, expect_ok=True):
+    auth = ["-H", f"authorization: Bearer {key}"] if key else []
+    r = subprocess.run(["grpcurl", "-cacert", ca, *auth, "-d", json.dumps(body), addr, method],
                        capture_output=True, text=True, timeout=10)
+    if not expect_ok:
+        return r
     if r.returncode != 0:
         raise SystemExit(f"compose topology: {method} on {addr} failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
@@ -66,21 +70,22 @@ def main():
     db = f"tessera_compose_{os.getpid()}"
     subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {db}"], check=True)
     work = tempfile.mkdtemp(prefix="tessera-compose-")
-    kek = os.path.join(work, "kek")
-    with open(kek, "w") as f:
-        f.write(base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="))
-    os.chmod(kek, 0o600)
+    deploy = os.path.join(work, "deploy")
+    subprocess.run([os.path.join(ROOT, "scripts", "compose-setup.sh"), deploy], check=True)
     ports = {n: free_port() for n in ours}
+    # compose secrets -> the files compose-setup.sh made
+    secrets = {name: os.path.join(work, spec["file"].removeprefix("./"))
+               for name, spec in compose["secrets"].items()}
     # compose host:port -> this machine
     mapping = [
         (r"postgres://[^\s]*@postgres:5432/tessera", admin.rsplit("/", 1)[0] + "/" + db),
         (r"redis://redis:6379", os.environ["TESSERA_TEST_REDIS_URL"]),
-        (r"/run/secrets/tessera_kek", kek),
-    ] + [(rf"http://{re.escape(n)}:50051", f"http://127.0.0.1:{ports[n]}") for n in ours]
+    ] + [(rf"/run/secrets/{re.escape(n)}\b", path) for n, path in secrets.items()] \
+      + [(rf"https://{re.escape(n)}:50051", f"https://127.0.0.1:{ports[n]}") for n in ours]
 
     def local(text, name):
         text = text.replace("0.0.0.0:50051", f"127.0.0.1:{ports[name]}")
-        text = text.replace("http://127.0.0.1:50051", f"http://127.0.0.1:{ports[name]}")
+        text = text.replace("https://127.0.0.1:50051", f"https://127.0.0.1:{ports[name]}")
         for pattern, value in mapping:
             text = re.sub(pattern, value, text)
         return text
@@ -110,22 +115,29 @@ def main():
                 raise SystemExit(f"compose topology: {name} never became healthy")
             print(f"compose topology: {name} healthy on 127.0.0.1:{ports[name]}")
         at = {n: f"127.0.0.1:{ports[n]}" for n in ours}
-        issued = grpcurl(at["issuer"], "tessera.v1.IssuerService/Issue",
-                         {"subject": "compose", "audience": "orders-api"})
+        ca = os.path.join(deploy, "tls", "ca.pem")
+        key = open(os.path.join(deploy, "keys", "app.key")).read().strip()
+        login = {"subject": "compose", "audience": "orders-api"}
+        refused = grpcurl(at["issuer"], "tessera.v1.IssuerService/Issue", login, ca, expect_ok=False)
+        if refused.returncode == 0 or "Unauthenticated" not in refused.stderr:
+            raise SystemExit(f"compose topology: Issue without a service key was not refused: {refused.stderr}")
+        issued = grpcurl(at["issuer"], "tessera.v1.IssuerService/Issue", login, ca, key)
         verify = {"token": issued["accessToken"], "expected_audience": "orders-api",
                   "expected_kind": "TOKEN_KIND_ACCESS", "consistency": "CONSISTENCY_DEFAULT"}
-        v = grpcurl(at["introspection-2"], "tessera.v1.IntrospectionService/Verify", verify)
+        v = grpcurl(at["introspection-2"], "tessera.v1.IntrospectionService/Verify", verify, ca, key)
         assert v.get("valid") is True, v
-        grpcurl(at["introspection-1"], "tessera.v1.RevocationService/Revoke", {"token": issued["accessToken"]})
+        grpcurl(at["introspection-1"], "tessera.v1.RevocationService/Revoke",
+                {"token": issued["accessToken"]}, ca, key)
         for _ in range(100):
-            v = grpcurl(at["introspection-2"], "tessera.v1.IntrospectionService/Verify", verify)
+            v = grpcurl(at["introspection-2"], "tessera.v1.IntrospectionService/Verify", verify, ca, key)
             if v.get("failure") == "VERIFY_FAILURE_REVOKED":
                 break
             time.sleep(0.05)
         else:
             raise SystemExit(f"compose topology: the revocation never reached introspection-2: {v}")
-        print(f"compose topology: {len(ours)} services from compose.yaml; Issue on issuer, "
-              "Verify on introspection-2, Revoke on introspection-1, Verify REVOKED on introspection-2: ok")
+        print(f"compose topology: {len(ours)} services from compose.yaml, TLS and callers; Issue without a "
+              "key refused; Issue on issuer, Verify on introspection-2, Revoke on introspection-1, "
+              "Verify REVOKED on introspection-2: ok")
     finally:
         for p in procs:
             p.terminate()

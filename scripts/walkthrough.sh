@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 root=$(pwd)
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+stop_split() { pkill -TERM -f 'tessera serve --role (issuer|introspection) --listen 127.0.0.1:5005[12]' 2>/dev/null || true; }
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; stop_split; rm -rf "$work"' EXIT
 
 if (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null; then
     echo "walkthrough.sh: 127.0.0.1:50051 is already in use; stop what listens there" >&2
@@ -72,3 +73,28 @@ done
 grep -q "no callers file" "$work/server.err" || {
     echo "walkthrough.sh: the server without a callers file did not warn" >&2; exit 1; }
 echo "README callers walk-through: a service key admitted, no key refused"
+kill "$server"; wait "$server" 2>/dev/null || true
+
+# The third: the split roles on Postgres + Redis, as the README gives them.
+# The reader's settings block is replaced by a database of our own.
+source scripts/services.sh
+split="$work/split"
+mkdir "$split"
+block walkthrough-split >"$split/split.sh"
+[ -s "$split/split.sh" ] || { echo "walkthrough.sh: no walkthrough-split block in README.md" >&2; exit 1; }
+db="tessera_walkthrough_$$"
+psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $db"
+export TESSERA_DATABASE_URL="${TESSERA_TEST_DATABASE_URL%/*}/$db"
+head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$split/tessera-kek"
+# Its own process group, so both servers it starts are stopped with it.
+(cd "$split" && TESSERA_LOG=warn timeout 120 bash -euo pipefail split.sh) >"$split/out.txt" 2>&1 || {
+    cat "$split/out.txt" >&2; exit 1; }
+stop_split
+sleep 1
+psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+grep -qF '"valid": true' "$split/out.txt" || {
+    echo "walkthrough.sh: the split-role example did not verify its token:" >&2
+    cat "$split/out.txt" >&2
+    exit 1
+}
+echo "README split-role example: issued on the issuer, valid at the introspection instance"

@@ -258,7 +258,12 @@ async fn callers_and_rights(backend: Backend) {
     d.cleanup().await;
 }
 
-on_both_backends!(callers_and_rights);
+on_both_backends!(
+    callers_and_rights,
+    tls_and_client_certificates,
+    oversize_messages_and_load_shedding,
+    a_flooding_caller_does_not_starve_another,
+);
 
 /// The split roles on Postgres + Redis, each with a callers file and its own
 /// service key with the narrowest rights: the verifier learns keys and
@@ -422,9 +427,8 @@ async fn tls_channel(
 /// TLS and optional mTLS: a client certificate named in the callers file
 /// is a caller; a client without one (or a key) is unknown; plain TCP to the
 /// TLS port gets nowhere; a replaced certificate is served without restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_and_client_certificates() {
-    let d = Deployment::new(Backend::Embedded).await;
+async fn tls_and_client_certificates(backend: Backend) {
+    let d = Deployment::new(backend).await;
     std::fs::create_dir_all(&d.data_dir).unwrap();
     let pki = TestPki::generate();
     let dir = tempdir(&d);
@@ -530,9 +534,8 @@ async fn non_loopback_needs_tls_and_callers() {
 /// A message over the RPC's limit is refused before it is read, with the
 /// field named; past the in-flight bound calls are shed at once while
 /// health answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_messages_and_load_shedding() {
-    let d = Deployment::new(Backend::Embedded).await;
+async fn oversize_messages_and_load_shedding(backend: Backend) {
+    let d = Deployment::new(backend).await;
     let mut cfg = d.config();
     cfg.edge.max_in_flight = 2;
     let (app, stop, handle) = start_config(cfg).await;
@@ -581,9 +584,8 @@ async fn oversize_messages_and_load_shedding() {
 
 /// One caller flooding past its rate is refused (RESOURCE_EXHAUSTED); the
 /// other caller's calls all succeed meanwhile. Prints both callers' p99.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_caller_does_not_starve_another() {
-    let d = Deployment::new(Backend::Embedded).await;
+async fn a_flooding_caller_does_not_starve_another(backend: Backend) {
+    let d = Deployment::new(backend).await;
     std::fs::create_dir_all(&d.data_dir).unwrap();
     let (flood_key, flood_h) = key();
     let (calm_key, calm_h) = key();

@@ -131,6 +131,10 @@ struct RunArgs {
     /// Most calls in one phase, warm-up included.
     #[arg(long, default_value_t = 5_000_000)]
     max_requests: u64,
+    /// Serve with a callers file and present a service key on every call
+    /// (the cost of caller authentication).
+    #[arg(long)]
+    callers: bool,
     /// Fail (exit 1) on gross regressions, judged as ratios to the floor of
     /// this run: single-call Verify p50 over 5x health's, Issue over 30x,
     /// loaded Verify under 0.1x the floor, or any failed call.
@@ -244,6 +248,31 @@ async fn measure(
     Ok(row)
 }
 
+/// A callers file admitting one bench caller to everything the modes call;
+/// its key is presented on every call. Returns the server arguments and
+/// the file (removed on drop).
+fn callers_file() -> Result<(Vec<String>, Option<TempFile>), String> {
+    let (key, hash) = tessera_domain::callers::new_service_key();
+    let path =
+        std::env::temp_dir().join(format!("tessera-bench-callers-{}.toml", std::process::id()));
+    let text = format!(
+        "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\"]\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\n"
+    );
+    std::fs::write(&path, text).map_err(|e| format!("callers file: {e}"))?;
+    workload::present_service_key(String::from_utf8_lossy(key.expose()).into_owned());
+    let args = vec!["--callers-file".to_owned(), path.display().to_string()];
+    Ok((args, Some(TempFile(path))))
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 async fn run(a: RunArgs) -> Result<bool, String> {
     let bin = match &a.tessera {
         Some(p) => p.clone(),
@@ -256,7 +285,12 @@ async fn run(a: RunArgs) -> Result<bool, String> {
         redis_url: a.database_url.as_ref().and(a.redis_url.clone()),
     };
     let issuer = "https://bench.tessera.invalid";
-    let srv = server::tessera(&bin, &store, issuer).await?;
+    let (extra, _callers_file) = if a.callers {
+        callers_file()?
+    } else {
+        (Vec::new(), None)
+    };
+    let srv = server::tessera(&bin, &store, issuer, &extra).await?;
     server::wait_serving(&srv.url).await?;
     let idle_rss = srv.pid.and_then(server::rss_bytes);
     let mut rows = Vec::new();

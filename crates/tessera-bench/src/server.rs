@@ -105,8 +105,14 @@ pub struct Store {
     pub redis_url: Option<String>,
 }
 
-/// Starts `tessera serve` on a free loopback port with a fresh data dir.
-pub async fn tessera(bin: &Path, store: &Store, issuer: &str) -> Result<Server, String> {
+/// Starts `tessera serve` on a free loopback port with a fresh data dir,
+/// and `extra` arguments.
+pub async fn tessera(
+    bin: &Path,
+    store: &Store,
+    issuer: &str,
+    extra: &[String],
+) -> Result<Server, String> {
     let dir = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut args: Vec<String> = [
@@ -128,6 +134,7 @@ pub async fn tessera(bin: &Path, store: &Store, issuer: &str) -> Result<Server, 
         args.extend(["--redis-url".into(), r.clone()]);
         args.extend(["--redis-prefix".into(), prefix]);
     }
+    args.extend(extra.iter().cloned());
     let kek = random_kek().map_err(|e| format!("KEK: {e}"))?;
     let envs = [("TESSERA_KEK", kek), ("TESSERA_LOG", "warn".to_owned())];
     spawn(bin, &args, &envs, Some(dir)).await

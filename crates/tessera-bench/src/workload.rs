@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tessera_grpc::net::{Bearer, PeerChannel};
 use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
@@ -10,30 +11,41 @@ use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     Consistency, IssueRequest, JtiTarget, RefreshRequest, RevokeRequest, TokenKind, VerifyRequest,
 };
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 /// The audience every bench token is issued for.
 pub const AUDIENCE: &str = "bench-api";
 
+/// The service key every bench call presents, when the server under test
+/// has a callers file (`run --callers`).
+static SERVICE_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Present `key` on every call from now on.
+pub fn present_service_key(key: String) {
+    let _ = SERVICE_KEY.set(key);
+}
+
 /// The clients of one connection.
 #[derive(Clone)]
 pub struct Clients {
-    health: HealthClient<Channel>,
-    issuer: IssuerServiceClient<Channel>,
-    introspection: IntrospectionServiceClient<Channel>,
-    revocation: RevocationServiceClient<Channel>,
+    health: HealthClient<PeerChannel>,
+    issuer: IssuerServiceClient<PeerChannel>,
+    introspection: IntrospectionServiceClient<PeerChannel>,
+    revocation: RevocationServiceClient<PeerChannel>,
 }
 
 impl Clients {
     /// Opens one HTTP/2 connection to `url` (the same socket options as
-    /// Tessera's own clients: TCP_NODELAY, keepalive).
+    /// Tessera's own clients: TCP_NODELAY, keepalive), presenting the
+    /// service key if one is set, as Tessera's own clients do.
     pub async fn connect(url: &str) -> Result<Self, String> {
+        let bearer = Bearer::new(SERVICE_KEY.get().map(String::as_str))?;
         let ch = tessera_grpc::net::endpoint(url, None)?
             .connect()
             .await
             .map_err(|e| e.to_string())?;
+        let ch = tonic::service::interceptor::InterceptedService::new(ch, bearer);
         Ok(Self {
             health: HealthClient::new(ch.clone()),
             issuer: IssuerServiceClient::new(ch.clone()),

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Makes what compose.yaml mounts, into DIR (default ./deploy), once per
+# deployment; nothing here is committed (.gitignore):
+#   kek                     the key-encryption key (32 random bytes, base64url)
+#   tls/ca.pem, ca.key      a private CA for the services' certificates
+#   tls/server.pem, .key    one certificate for every Tessera service name
+#   keys/issuer.key         the issuer's service key (Revoke: family, subject, kid)
+#   keys/introspection.key  the verifiers' service key (GetJwks, WatchKeys, CompromiseKey)
+#   keys/app.key            an application's key (Issue, Refresh, Revoke by jti/family)
+#   callers.toml            the callers file: SHA-256 hashes of the keys above
+# Replace the CA and certificate with your own PKI's in production.
+set -euo pipefail
+dir=${1:-deploy}
+umask 077
+mkdir -p "$dir/tls" "$dir/keys"
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+[ -s "$dir/kek" ] || head -c 32 /dev/urandom | b64url >"$dir/kek"
+
+if [ ! -s "$dir/tls/server.pem" ]; then
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 825 \
+        -subj "/CN=Tessera deployment CA" -keyout "$dir/tls/ca.key" -out "$dir/tls/ca.pem" 2>/dev/null
+    openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/CN=tessera" \
+        -keyout "$dir/tls/server.key" -out "$dir/tls/server.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:issuer,DNS:introspection-1,DNS:introspection-2,DNS:localhost,IP:127.0.0.1" \
+        "extendedKeyUsage=serverAuth,clientAuth" >"$dir/tls/ext.cnf"
+    openssl x509 -req -in "$dir/tls/server.csr" -CA "$dir/tls/ca.pem" -CAkey "$dir/tls/ca.key" \
+        -CAcreateserial -days 825 -extfile "$dir/tls/ext.cnf" -out "$dir/tls/server.pem" 2>/dev/null
+    rm -f "$dir/tls/server.csr" "$dir/tls/ext.cnf" "$dir/tls/ca.srl"
+fi
+
+hash_of() { tr -d '\n' <"$1" | sha256sum | cut -d' ' -f1; }
+for who in issuer introspection app; do
+    [ -s "$dir/keys/$who.key" ] || { printf 'tsk_'; head -c 32 /dev/urandom | b64url; } >"$dir/keys/$who.key"
+done
+cat >"$dir/callers.toml" <<TOML
+# Made by scripts/compose-setup.sh: only SHA-256 hashes of the service keys.
+[[caller]]
+id = "tessera-issuer"
+key_sha256 = ["$(hash_of "$dir/keys/issuer.key")"]
+rpcs = ["Revoke"]
+revoke = ["family", "subject", "kid"]
+
+[[caller]]
+id = "tessera-introspection"
+key_sha256 = ["$(hash_of "$dir/keys/introspection.key")"]
+rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
+
+[[caller]]
+id = "app"
+key_sha256 = ["$(hash_of "$dir/keys/app.key")"]
+rpcs = ["Issue", "Refresh", "Revoke"]
+audiences = ["orders-api"]
+revoke = ["jti", "family"]
+TOML
+# The containers run as a non-root user: the files they mount must be
+# readable by it (compose secrets keep the host's modes).
+chmod 0644 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/*.key "$dir"/callers.toml "$dir"/tls/*.pem
+echo "compose-setup: $dir ready (kek, tls/, keys/, callers.toml)"
