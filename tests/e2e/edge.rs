@@ -304,11 +304,7 @@ audiences = ["{AUDIENCE}"]
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let mut cfg = d.config();
     cfg.role = Role::Issuer;
     cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));

@@ -58,6 +58,15 @@ fn hex_id() -> String {
         .collect()
 }
 
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn admin_database_url() -> String {
     std::env::var("TESSERA_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -767,11 +776,7 @@ impl OwnPostgres {
     }
 
     fn init(ca: Option<PathBuf>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("tessera-pg-{}", hex_id()));
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::process::Command::new("chown")

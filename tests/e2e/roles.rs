@@ -26,11 +26,7 @@ async fn verified(app: &TestApp, token: &str) -> Duration {
 async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
     let d = Deployment::new(Backend::Distributed).await;
     // The issuer must name the revocation service before it exists.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let mut cfg = d.config();
     cfg.role = Role::Issuer;
     cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));

@@ -148,9 +148,17 @@ proptest! {
                     ),
                     "{s:?}"
                 );
-                // The refusal never echoes the subject or audience.
+                // The refusal never echoes the subject or audience. (An
+                // extra claim's name is echoed when it is refused: skip a
+                // value that is also such a name, or it would be found.)
+                let names: Vec<&String> = r
+                    .extra_claims
+                    .iter()
+                    .flat_map(|m| m.fields.keys())
+                    .collect();
                 for v in [&r.subject, &r.audience] {
-                    if v.len() > 8 {
+                    let in_names = names.iter().any(|n| n.contains(v.as_str()));
+                    if v.len() > 8 && !in_names {
                         prop_assert!(!s.message().contains(v.as_str()), "{s:?}");
                     }
                 }
