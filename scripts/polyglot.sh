@@ -31,10 +31,12 @@ trap stop EXIT
 # A caller with the rights the tests use, as the README makes one.
 "$bin" callers add polyglot --rpcs Issue,Refresh,Revoke --audiences orders-api \
     --revoke jti,family >"$work/caller.txt"
-key=$(grep '^tsk_' "$work/caller.txt")
+key=$(grep '^tsk_' "$work/caller.txt" || true)
 sed -n '/^\[\[caller\]\]/,$p' "$work/caller.txt" >"$work/callers.toml"
-[ -n "$key" ] && grep -q '^id = "polyglot"' "$work/callers.toml" || {
-    echo "polyglot.sh: tessera callers add printed no key or entry" >&2; exit 1; }
+if [ -z "$key" ] || ! grep -q '^id = "polyglot"' "$work/callers.toml"; then
+    echo "polyglot.sh: tessera callers add printed no key or no [[caller]] entry" >&2
+    exit 1
+fi
 
 "$bin" serve --callers-file "$work/callers.toml" --data-dir "$work/data" \
     --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
