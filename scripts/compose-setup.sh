@@ -52,7 +52,16 @@ rpcs = ["Issue", "Refresh", "Revoke"]
 audiences = ["orders-api"]
 revoke = ["jti", "family"]
 TOML
-# The containers run as a non-root user: the files they mount must be
-# readable by it (compose secrets keep the host's modes).
-chmod 0644 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/*.key "$dir"/callers.toml "$dir"/tls/*.pem
+# Compose bind-mounts secrets with the host's owner and mode, and the
+# containers run as uid 10001 (the Dockerfile's user): the secret files are
+# mode 0600 and owned by that uid; the certificates and the callers file
+# (hashes only) are world-readable.
+chmod 0644 "$dir"/callers.toml "$dir"/tls/ca.pem "$dir"/tls/server.pem
+chmod 0600 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/*.key
+chmod 0711 "$dir" "$dir/tls" "$dir/keys"
+if [ "$(id -u)" = 0 ]; then
+    chown 10001 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/issuer.key "$dir"/keys/introspection.key
+else
+    echo "compose-setup: as root, run: chown 10001 $dir/kek $dir/tls/server.key $dir/keys/issuer.key $dir/keys/introspection.key" >&2
+fi
 echo "compose-setup: $dir ready (kek, tls/, keys/, callers.toml)"
