@@ -152,7 +152,7 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
 
 /// The real binary, serving the deployment `d` (role all, on its database
 /// and KEK file); its address.
-fn serve(d: &crate::harness::Deployment) -> (std::process::Child, String) {
+pub(crate) fn serve(d: &crate::harness::Deployment) -> (std::process::Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--migrate"])
         .args(["--issuer", crate::harness::ISSUER])
