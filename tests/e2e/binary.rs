@@ -238,3 +238,90 @@ async fn an_issuer_killed_mid_refresh_leaves_no_fork() {
     child.wait().unwrap();
     d.cleanup().await;
 }
+
+/// SIGHUP reloads the callers file even when its modification time says
+/// nothing changed (an editor or a config tool that keeps mtimes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_callers_file() {
+    let d = crate::harness::Deployment::new(crate::harness::Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let file = d.data_dir.join("callers.toml");
+    let entry = |id: &str, hash: &str| {
+        format!(
+            "[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\"]\naudiences = [\"api\"]\n"
+        )
+    };
+    let key = |_: ()| {
+        let (k, h) = tessera_domain::callers::new_service_key();
+        let k = String::from_utf8(k.expose().to_vec()).unwrap();
+        crate::harness::record_secrets(std::slice::from_ref(&k));
+        (k, h)
+    };
+    let ((old_key, old_hash), (new_key, new_hash)) = (key(()), key(()));
+    std::fs::write(&file, entry("old", &old_hash)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&d.data_dir)
+        .arg("--callers-file")
+        .arg(&file)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening(&mut child);
+    let client = IssuerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let issue = |key: String| {
+        let mut c = client.clone();
+        async move {
+            let mut r = tonic::Request::new(IssueRequest {
+                subject: "hup".into(),
+                audience: "api".into(),
+                ..Default::default()
+            });
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            c.issue(r).await.map(drop).map_err(|s| s.code())
+        }
+    };
+    assert_eq!(issue(old_key.clone()).await, Ok(()));
+    assert_eq!(
+        issue(new_key.clone()).await,
+        Err(tonic::Code::Unauthenticated)
+    );
+
+    // New content, same modification time: the 2 s poll sees no change.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, entry("new", &new_hash)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        issue(new_key.clone()).await,
+        Err(tonic::Code::Unauthenticated),
+        "no reload without a change or a signal"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually("SIGHUP puts the new callers file in force", || {
+        let i = issue(new_key.clone());
+        async move { i.await.is_ok() }
+    })
+    .await;
+    assert_eq!(issue(old_key).await, Err(tonic::Code::Unauthenticated));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.cleanup().await;
+}
