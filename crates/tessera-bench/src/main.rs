@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod flood;
 mod load;
 mod peer;
 mod propagation;
@@ -52,6 +53,23 @@ enum Cmd {
         /// Revocations measured in each of the two phases.
         #[arg(long, default_value_t = 1000)]
         revocations: usize,
+    },
+    /// One caller flooding beside a calm one (a callers file with a rate
+    /// limit on the flooder): the calm caller's latency alone and during
+    /// the flood.
+    Flood {
+        /// The tessera binary (default: beside this one).
+        #[arg(long)]
+        tessera: Option<PathBuf>,
+        /// Seconds measured alone, and again during the flood.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// The flooder's rate limit, calls per second.
+        #[arg(long, default_value_t = 1000)]
+        flood_rate: u32,
+        /// The flooder's connections (one call in flight on each).
+        #[arg(long, default_value_t = 64)]
+        flooders: usize,
     },
     /// Serve the Redis-deny-list peer (started by `run --peer`).
     Peer {
@@ -383,6 +401,25 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tessera-bench propagation: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Flood {
+            tessera,
+            duration,
+            flood_rate,
+            flooders,
+        } => {
+            let bin = tessera.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .unwrap_or_default()
+                    .with_file_name("tessera")
+            });
+            match flood::run(&bin, duration, flood_rate.max(1), flooders.max(1)).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tessera-bench flood: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -40,7 +40,12 @@ impl Clients {
     /// Tessera's own clients: TCP_NODELAY, keepalive), presenting the
     /// service key if one is set, as Tessera's own clients do.
     pub async fn connect(url: &str) -> Result<Self, String> {
-        let bearer = Bearer::new(SERVICE_KEY.get().map(String::as_str))?;
+        Self::connect_as(url, SERVICE_KEY.get().map(String::as_str)).await
+    }
+
+    /// [`Clients::connect`], presenting `key` (or none).
+    pub async fn connect_as(url: &str, key: Option<&str>) -> Result<Self, String> {
+        let bearer = Bearer::new(key)?;
         let ch = tessera_grpc::net::endpoint(url, None)?
             .connect()
             .await
@@ -87,6 +92,21 @@ impl Clients {
             .map_err(|s| status(&s))?
             .into_inner();
         Ok(r.failure() == tessera_proto::v1::VerifyFailure::Revoked)
+    }
+
+    /// The status code of one `Verify` of `token` (a refusal is a code, not
+    /// an error).
+    pub async fn verify_code(&mut self, token: &str) -> tonic::Code {
+        let r = self
+            .introspection
+            .verify(VerifyRequest {
+                token: token.to_owned(),
+                expected_audience: AUDIENCE.into(),
+                expected_kind: TokenKind::Access.into(),
+                consistency: Consistency::Default.into(),
+            })
+            .await;
+        r.map_or_else(|s| s.code(), |_| tonic::Code::Ok)
     }
 
     /// `Revoke` of a token.
