@@ -142,12 +142,13 @@ fn code_of(headers: &http::HeaderMap) -> Option<Code> {
 impl<S, B> tower::Service<http::Request<B>> for Propagated<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    // Unpin (the layer below is): an untraced call costs no allocation.
+    S::Future: Send + Unpin + 'static,
     B: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = Propagating<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -162,11 +163,11 @@ where
             .filter(|m| !m.service.starts_with("grpc."))
             .map(|m| server_span(m, req.headers()));
         let Some(span) = span else {
-            return Box::pin(self.inner.call(req));
+            return Propagating::Plain(self.inner.call(req));
         };
         let call = span.in_scope(|| self.inner.call(req));
         let instrumented = span.clone();
-        Box::pin(
+        Propagating::Traced(Box::pin(
             async move {
                 let response = call.await?;
                 // A trailers-only response (an error before any message)
@@ -179,7 +180,29 @@ where
                 Ok(response.map(|body| Body::new(Traced { body, span })))
             }
             .instrument(instrumented),
-        )
+        ))
+    }
+}
+
+/// A call, traced or passed through.
+pub enum Propagating<F, E> {
+    /// Not traced: the inner call as it is.
+    Plain(F),
+    /// In its server span.
+    Traced(BoxFuture<http::Response<Body>, E>),
+}
+
+impl<F, E> Future for Propagating<F, E>
+where
+    F: Future<Output = Result<http::Response<Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Plain(f) => Pin::new(f).poll(cx),
+            Self::Traced(f) => f.as_mut().poll(cx),
+        }
     }
 }
 

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
 /// gRPC status codes by number, as the `code` label shows them.
 const CODES: [&str; 17] = [
     "OK",
@@ -246,74 +244,90 @@ pub struct RecordedRpc<S> {
 impl<S, B> tower::Service<http::Request<B>> for RecordedRpc<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    // Unpin (the layers below box theirs): no second allocation here.
+    S::Future: Send + Unpin + 'static,
     B: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = Recording<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !is_grpc(&req) {
-            return Box::pin(self.inner.call(req));
+        let pending = is_grpc(&req).then(|| Pending {
+            table: self.table.clone(),
+            method: self.table.method(req.uri().path()),
+            start: Instant::now(),
+            recorded: false,
+        });
+        Recording {
+            call: self.inner.call(req),
+            pending,
         }
-        let start = Instant::now();
-        let method = self.table.method(req.uri().path());
-        let table = self.table.clone();
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let response = call.await?;
-            // An error before any message is a trailers-only response: the
-            // status is in the headers and the call is over.
-            if let Some(code) = code_of(response.headers()) {
-                table.observe(method, code, start.elapsed());
-                return Ok(response);
-            }
-            let pending = Pending {
-                table,
-                method,
-                start,
-            };
-            Ok(response.map(|body| {
-                Body::new(Timed {
-                    body,
-                    pending: Some(pending),
-                })
-            }))
-        })
     }
 }
 
-/// A call whose status is still to come.
+/// A call being timed (`None`: not a gRPC call).
+pub struct Recording<F> {
+    call: F,
+    pending: Option<Pending>,
+}
+
+impl<F, E> Future for Recording<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.get_mut();
+        let response = match Pin::new(&mut me.call).poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            other => return other,
+        };
+        let Some(mut pending) = me.pending.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        // An error before any message is a trailers-only response: the
+        // status is in the headers and the call is over.
+        if let Some(code) = code_of(response.headers()) {
+            pending.finish(code);
+            return Poll::Ready(Ok(response));
+        }
+        Poll::Ready(Ok(response.map(|body| Body::new(Timed { body, pending }))))
+    }
+}
+
+/// A call whose status is still to come. Dropped before it is known (the
+/// client went away), it is recorded as CANCELLED.
 struct Pending {
     table: Arc<RpcLatency>,
     method: usize,
     start: Instant,
+    recorded: bool,
 }
 
-/// A response body that records its call when the status goes out, or as
-/// CANCELLED when it is dropped first (the client went away).
-struct Timed {
-    body: Body,
-    pending: Option<Pending>,
-}
-
-impl Timed {
+impl Pending {
     fn finish(&mut self, code: usize) {
-        if let Some(p) = self.pending.take() {
-            p.table.observe(p.method, code, p.start.elapsed());
+        if !std::mem::replace(&mut self.recorded, true) {
+            self.table.observe(self.method, code, self.start.elapsed());
         }
     }
 }
 
-impl Drop for Timed {
+impl Drop for Pending {
     fn drop(&mut self) {
         self.finish(Code::Cancelled as usize);
     }
+}
+
+/// A response body that records its call when the status goes out.
+struct Timed {
+    body: Body,
+    pending: Pending,
 }
 
 impl http_body::Body for Timed {
@@ -329,11 +343,12 @@ impl http_body::Body for Timed {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    me.finish(code_of(trailers).unwrap_or(Code::Unknown as usize));
+                    me.pending
+                        .finish(code_of(trailers).unwrap_or(Code::Unknown as usize));
                 }
             }
-            Poll::Ready(Some(Err(status))) => me.finish(status.code() as usize),
-            Poll::Ready(None) => me.finish(Code::Unknown as usize),
+            Poll::Ready(Some(Err(status))) => me.pending.finish(status.code() as usize),
+            Poll::Ready(None) => me.pending.finish(Code::Unknown as usize),
             Poll::Pending => {}
         }
         polled
