@@ -18,6 +18,7 @@ mod key_safety;
 mod keys;
 mod lifecycle;
 mod metrics;
+mod otel;
 mod purpose;
 mod roles;
 mod session_claims;

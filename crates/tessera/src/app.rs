@@ -155,6 +155,11 @@ impl Application {
         self.key_manager.clone()
     }
 
+    /// Every metric of this instance (for the OTLP exporter).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.edge.metrics.clone()
+    }
+
     /// The key set Verify trusts and its verified-signature cache.
     pub fn key_ring(&self) -> Arc<KeyRing> {
         self.ring.clone()
