@@ -347,18 +347,21 @@ async fn one_refresh_reuse_is_one_trace_across_two_processes() {
 
     // The other direction: the verifier's key-set fetch at start and the
     // issuer's GetJwks that answered it are one trace.
-    let all = collector.spans();
-    let fetched = all
-        .iter()
-        .filter(|(s, span)| s == "tessera-introspection" && span.name == "key_set.fetch")
-        .map(|(_, span)| span.trace_id.clone())
-        .collect::<Vec<_>>();
-    assert!(
-        all.iter().any(|(s, span)| s == "tessera-issuer"
-            && span.name == "tessera.v1.KeyService/GetJwks"
-            && fetched.contains(&span.trace_id)),
-        "no GetJwks span in a key_set.fetch trace"
-    );
+    eventually("a GetJwks span in the trace of a key_set.fetch", || {
+        let all = collector.spans();
+        let fetched: Vec<_> = all
+            .iter()
+            .filter(|(s, span)| s == "tessera-introspection" && span.name == "key_set.fetch")
+            .map(|(_, span)| span.trace_id.clone())
+            .collect();
+        let joined = all.iter().any(|(s, span)| {
+            s == "tessera-issuer"
+                && span.name == "tessera.v1.KeyService/GetJwks"
+                && fetched.contains(&span.trace_id)
+        });
+        async move { joined }
+    })
+    .await;
 
     // The counters arrive over OTLP too, from the process that counted.
     eventually("the issuer exports its reuse counter", || {
