@@ -140,7 +140,13 @@ async fn every_hostile_token_gets_its_answer(backend: Backend) {
     claims::claims(&kit, &mut cases);
     structure::structure(&kit, &mut cases);
     structure::discovery(&mut cases);
+    let before = crate::metrics::scrape(&app).await;
     let mut wrong = run(&app, &cases.list).await;
+    wrong.extend(counted(
+        &cases.list,
+        &before,
+        &crate::metrics::scrape(&app).await,
+    ));
     // Last, as they end keys the table uses: a killed key, retired keys.
     let key_cases = key_lifecycle(&d, &mut app, &mut kit).await;
     wrong.extend(run(&app, &key_cases.list).await);
@@ -175,6 +181,52 @@ async fn every_hostile_token_gets_its_answer(backend: Backend) {
         cases.list.len(),
         wrong.join("\n")
     );
+}
+
+/// Checks `tessera_verify_total` moved between the scrapes `before` and
+/// `after` by exactly the answers `cases` got (each asked in both
+/// consistencies): every reason the table reaches, `invalid_claim`
+/// included, is counted under its own name. A line per mismatch.
+fn counted(cases: &[Case], before: &str, after: &str) -> Vec<String> {
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for c in cases {
+        let series = match c.verdict {
+            Verdict::Valid => r#"{result="valid",reason="none"}"#.to_owned(),
+            Verdict::Fails(f) => {
+                let name = f.as_str_name().trim_start_matches("VERIFY_FAILURE_");
+                format!(
+                    r#"{{result="invalid",reason="{}"}}"#,
+                    name.to_ascii_lowercase()
+                )
+            }
+            // Refused before Verify runs: no answer to count.
+            _ => continue,
+        };
+        *want
+            .entry(format!("tessera_verify_total{series}"))
+            .or_default() += 2.0;
+    }
+    assert!(want.keys().any(|k| k.contains("invalid_claim")));
+    let moved = |series: &str| {
+        let at = |text| crate::metrics::value(text, series).unwrap_or(f64::NAN);
+        at(after) - at(before)
+    };
+    let mut wrong: Vec<String> = want
+        .iter()
+        .filter(|(series, n)| moved(series) != **n)
+        .map(|(series, n)| format!("  {series}: want +{n}, got +{}", moved(series)))
+        .collect();
+    // And nothing else moved.
+    for line in after
+        .lines()
+        .filter(|l| l.starts_with("tessera_verify_total{"))
+    {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        if !want.contains_key(series) && moved(series) != 0.0 {
+            wrong.push(format!("  {series}: want +0, got +{}", moved(series)));
+        }
+    }
+    wrong
 }
 
 /// Restarts the deployment with each algorithm in turn and rotates, so one

@@ -571,6 +571,13 @@ async fn oversize_messages_and_load_shedding(backend: Backend) {
         metrics.contains(&format!("tessera_load_shed_total {shed}")),
         "{metrics}"
     );
+    // The latency layer sits before shedding: every shed call is timed.
+    let series = r#"tessera_rpc_duration_seconds_count{service="tessera.v1.IssuerService",method="Issue",code="RESOURCE_EXHAUSTED"}"#;
+    assert_eq!(
+        crate::metrics::value(&metrics, series),
+        Some(f64::from(shed)),
+        "{metrics}"
+    );
 
     let _ = stop.send(());
     let _ = handle.await;

@@ -17,6 +17,8 @@ mod input;
 mod key_safety;
 mod keys;
 mod lifecycle;
+mod metrics;
+mod otel;
 mod purpose;
 mod roles;
 mod session_claims;

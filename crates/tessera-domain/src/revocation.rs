@@ -77,6 +77,19 @@ struct Inner {
     keys: HashSet<String>,
 }
 
+/// How many entries a view holds, by target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewSizes {
+    /// Denied token ids.
+    pub jtis: usize,
+    /// Revoked families.
+    pub families: usize,
+    /// Subjects with a minimum version.
+    pub subjects: usize,
+    /// Killed keys.
+    pub keys: usize,
+}
+
 /// The local revocation view. Reads take a shared lock held for a few hash
 /// lookups; writers (revocations, purges) hold it just as briefly.
 #[derive(Debug, Default)]
@@ -160,6 +173,17 @@ impl MemoryRevocations {
         before - g.jtis.len() - g.families.len()
     }
 
+    /// How many entries the view holds, by target (for metrics).
+    pub fn sizes(&self) -> ViewSizes {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        ViewSizes {
+            jtis: g.jtis.len(),
+            families: g.families.len(),
+            subjects: g.subjects.len(),
+            keys: g.keys.len(),
+        }
+    }
+
     /// Number of jti entries (for metrics and tests).
     pub fn jti_count(&self) -> usize {
         self.inner
@@ -208,6 +232,15 @@ mod tests {
         v.apply(&RevocationEvent::Key { kid: "k".into() });
         assert!(v.is_revoked(&q("x", None, 2, "k"), 100));
         assert!(!v.is_revoked(&q("x", None, 2, "k2"), 100));
+        let sizes = ViewSizes {
+            jtis: 1,
+            families: 1,
+            subjects: 1,
+            keys: 1,
+        };
+        assert_eq!(v.sizes(), sizes);
+        v.purge(250);
+        assert_eq!(v.sizes(), ViewSizes { jtis: 0, ..sizes });
     }
 
     #[test]

@@ -174,6 +174,26 @@ pub fn due_steps(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> Vec<KeySt
     steps
 }
 
+/// When the key that signs now started signing (`None`: no key signs).
+pub fn active_since(keys: &[KeyTimes]) -> Option<UnixTime> {
+    keys.iter()
+        .find(|k| k.state == KeyState::Active)
+        .map(|k| k.activated_at.unwrap_or(k.created_at))
+}
+
+/// When the next key will take over signing, as [`due_steps`] will decide
+/// it: the pending key's time (never earlier than `publish_ahead` after its
+/// publication), or, with none published yet, the active key's end of
+/// period. `None` when no key signs.
+pub fn next_rotation(keys: &[KeyTimes], s: &KeySchedule) -> Option<UnixTime> {
+    let pending = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Pending)
+        .filter_map(|k| Some(k.activates_at?.max(k.created_at + s.publish_ahead)))
+        .min();
+    pending.or_else(|| active_since(keys).map(|since| since + s.rotation_period))
+}
+
 /// What an on-demand rotation should do: publish a next key due as soon as
 /// safe, or bring the existing pending key forward to that moment.
 pub fn rotate_now(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> KeyStep {

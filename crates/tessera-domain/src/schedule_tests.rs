@@ -180,3 +180,43 @@ fn unsafe_schedules_are_refused_by_name() {
         }
     }
 }
+
+/// The metrics' "seconds to the next rotation" is exactly when the schedule
+/// activates the next key, before and after the next key is published, and
+/// after an on-demand rotation brings it forward.
+#[test]
+fn next_rotation_is_when_the_schedule_activates() {
+    let s = KeySchedule::default();
+    let mut keys = Vec::new();
+    let mut n = 0;
+    let steps = due_steps(&keys, &s, T0);
+    apply(&mut keys, &steps, T0, &mut n);
+    assert_eq!(active_since(&keys), Some(T0));
+    let due = T0 + s.rotation_period;
+    assert_eq!(next_rotation(&keys, &s), Some(due));
+    // The next key is published publish_ahead before: the answer stays.
+    let publish = due - s.publish_ahead;
+    let steps = due_steps(&keys, &s, publish);
+    apply(&mut keys, &steps, publish, &mut n);
+    assert!(keys.iter().any(|k| k.state == KeyState::Pending));
+    assert_eq!(next_rotation(&keys, &s), Some(due));
+    let activates = |now| {
+        due_steps(&keys, &s, now)
+            .iter()
+            .any(|st| matches!(st, KeyStep::Activate { .. }))
+    };
+    assert!(!activates(due - 1));
+    assert!(activates(due));
+    let steps = due_steps(&keys, &s, due);
+    apply(&mut keys, &steps, due, &mut n);
+    assert_eq!(active_since(&keys), Some(due));
+    assert_eq!(next_rotation(&keys, &s), Some(due + s.rotation_period));
+    // On demand: the next key is due publish_ahead from now.
+    let now = due + 100;
+    let step = rotate_now(&keys, &s, now);
+    apply(&mut keys, &[step], now, &mut n);
+    assert_eq!(next_rotation(&keys, &s), Some(now + s.publish_ahead));
+    // No key signs: nothing to count down to.
+    assert_eq!(next_rotation(&[], &s), None);
+    assert_eq!(active_since(&[]), None);
+}

@@ -79,7 +79,8 @@ fn classify(path: &str) -> Class<'_> {
     Class::Other
 }
 
-fn is_grpc<B>(req: &http::Request<B>) -> bool {
+/// True for a gRPC request (a gRPC content type).
+pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))

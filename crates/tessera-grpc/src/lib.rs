@@ -21,6 +21,7 @@ pub mod gate;
 pub mod metrics;
 pub mod net;
 pub mod ports;
+pub mod propagation;
 pub mod requests;
 pub mod tls;
 pub use convert::{duration_secs, json_to_struct, struct_to_json};

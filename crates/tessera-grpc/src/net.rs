@@ -265,10 +265,12 @@ pub fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> 
 }
 
 /// A channel to another Tessera service that presents this instance's
-/// service key (if any) on every call.
+/// service key (if any) and the caller's trace context on every call.
 pub type PeerChannel = InterceptedService<Channel, Bearer>;
 
-/// Adds `authorization: Bearer <service key>` to every outgoing call.
+/// Adds `authorization: Bearer <service key>` to every outgoing call, and
+/// the W3C trace context of the span it is made in
+/// ([`crate::propagation::inject`]: nothing unless tracing export is on).
 #[derive(Clone, Default)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
@@ -312,6 +314,7 @@ impl tonic::service::Interceptor for Bearer {
         if let Some(v) = &self.0 {
             request.metadata_mut().insert("authorization", v.clone());
         }
+        crate::propagation::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -13,6 +13,7 @@ use tessera_grpc::net::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{GetJwksRequest, PublicKey, WatchKeysRequest};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 /// Keeps a [`KeyRing`] equal to the issuer's published set.
 pub struct KeyFollower {
@@ -76,7 +77,9 @@ impl KeyFollower {
         self.ring.replace(KeySet::new(set));
     }
 
-    /// Fetches the set once (`GetJwks`).
+    /// Fetches the set once (`GetJwks`). In a span of its own: with trace
+    /// export on, the issuer's side of the call joins it.
+    #[tracing::instrument(skip_all, name = "key_set.fetch")]
     pub async fn fetch(&self) -> Result<(), tonic::Status> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let r = self
@@ -144,7 +147,9 @@ impl KeyFollower {
                         delivered = true;
                     }
                     Ok::<(), tonic::Status>(())
-                };
+                }
+                // One span per stream: the issuer's side of the call joins it.
+                .instrument(tracing::info_span!("key_set.watch"));
                 tokio::select! {
                     r = round => if let Err(e) = r {
                         tracing::warn!(code = ?e.code(), "key stream lost; reconnecting");

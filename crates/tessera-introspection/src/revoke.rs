@@ -8,7 +8,7 @@ use tessera_domain::issue::check_text;
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
-use tessera_grpc::metrics::RevokedKind;
+use tessera_grpc::metrics::{FamilyCause, RevokedKind};
 use tessera_grpc::requests::token_field;
 use tessera_grpc::{from_domain, invalid, timestamp};
 use tessera_proto::v1::revocation_service_server::RevocationService;
@@ -104,6 +104,7 @@ impl RevocationApi {
         tracing::info!(target: "tessera::audit", event = "revoke", kind = "family", newly);
         if newly {
             self.v.metrics.revoked(RevokedKind::Family);
+            self.v.metrics.families_revoked(FamilyCause::Family, 1);
         }
         Ok(RevokeResponse {
             revoked: u64::from(newly),
@@ -156,6 +157,9 @@ impl RevocationApi {
         .await?;
         tracing::info!(target: "tessera::audit", event = "revoke", kind = "subject", families);
         self.v.metrics.revoked(RevokedKind::Subject);
+        self.v
+            .metrics
+            .families_revoked(FamilyCause::Subject, families);
         Ok(RevokeResponse {
             revoked: families,
             jti: String::new(),

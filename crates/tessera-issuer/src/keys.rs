@@ -5,7 +5,9 @@ use std::sync::{Arc, RwLock};
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::keys::{KeyMaterial, KeyRing, KeySet, KeyState, SigningKey, VerifyingKey};
-use tessera_domain::schedule::{KeySchedule, KeyStep, due_steps, rotate_now};
+use tessera_domain::schedule::{
+    KeySchedule, KeyStep, active_since, due_steps, next_rotation, rotate_now,
+};
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
 use tessera_domain::{random_id, sha256};
@@ -71,6 +73,8 @@ pub struct KeyManager {
     /// (HTTP GET, GetJwks and WatchKeys all serve this one).
     jwks: RwLock<Arc<JwksDocument>>,
     changes: watch::Sender<u64>,
+    /// Where the key age and the time to the next rotation are reported.
+    metrics: Option<Arc<tessera_grpc::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -99,7 +103,15 @@ impl KeyManager {
             seen: RwLock::new(Vec::new()),
             jwks: RwLock::new(Arc::new(JwksDocument::of(&KeySet::default(), 0))),
             changes: watch::channel(0).0,
+            metrics: None,
         }
+    }
+
+    /// Reports the signing key's age and the time to the next rotation
+    /// into `metrics` at every reload (every schedule tick).
+    pub fn with_metrics(mut self, metrics: Arc<tessera_grpc::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Also opens keys sealed under `previous` (while a rewrap to the
@@ -289,6 +301,12 @@ impl KeyManager {
     /// If `keys` differ from the set last published: opens the active key
     /// and publishes them.
     fn publish(&self, keys: &[StoredKey]) -> Result<()> {
+        if let Some(m) = &self.metrics {
+            // Before the early return: an on-demand rotation moves the next
+            // key's time without changing any state.
+            let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
+            m.key_schedule(active_since(&times), next_rotation(&times, &self.schedule));
+        }
         let seen: Vec<_> = keys.iter().map(|k| (k.kid.clone(), k.state)).collect();
         if *self.seen.read().unwrap_or_else(|p| p.into_inner()) == seen {
             return Ok(());

@@ -66,6 +66,7 @@ pub(crate) async fn issue(
         )
         .await
         .map_err(from_domain)?;
+    me.cfg.metrics.purpose_issued(cmd.kind);
     Ok(IssuePurposeTokenResponse {
         token: minted.token,
         expires_at: Some(timestamp(minted.claims.exp)),

@@ -12,6 +12,7 @@ use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
 use tessera_grpc::gate::{Authenticate, CallerRegistry, Shed};
 use tessera_grpc::metrics::Metrics;
+use tessera_grpc::propagation::Propagate;
 use tessera_grpc::tls::ServerTls;
 use tessera_introspection::KeyFollower;
 use tessera_issuer::KeyManager;
@@ -154,6 +155,11 @@ impl Application {
         self.key_manager.clone()
     }
 
+    /// Every metric of this instance (for the OTLP exporter).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.edge.metrics.clone()
+    }
+
     /// The key set Verify trusts and its verified-signature cache.
     pub fn key_ring(&self) -> Arc<KeyRing> {
         self.ring.clone()
@@ -226,13 +232,17 @@ fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Rou
 ///    backoff, the handshake timeout, TLS (and mTLS), `TCP_NODELAY`, TCP
 ///    and HTTP/2 keepalive, HTTP/2 stream and header limits, and the
 ///    server-side deadline of every call;
-/// 2. (to come) trace-context propagation;
-/// 3. the concurrency limit: past it calls are shed at once
+/// 2. trace-context propagation: with OTLP export on, each call to a
+///    Tessera RPC runs in a server span joined to the caller's
+///    `traceparent` (outermost, so the span covers everything below);
+/// 3. RPC metrics: the latency histogram by method and status code, before
+///    shedding and authentication so that their refusals are counted;
+/// 4. the concurrency limit: past it calls are shed at once
 ///    (`RESOURCE_EXHAUSTED`), never queued; health is never shed;
-/// 4. caller authentication, the RPC right and the caller's rate (finer
+/// 5. caller authentication, the RPC right and the caller's rate (finer
 ///    rights are checked by each service);
-/// 5. the routes: gRPC services (each with its message-size limit), and
-///    HTTP/1.1 too for the JWKS endpoints.
+/// 6. the routes: gRPC services (each with its message-size limit), and
+///    HTTP/1.1 too for the JWKS endpoints and `/metrics`.
 async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
@@ -240,9 +250,13 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
     let metrics = edge.metrics;
+    let propagate = Propagate::new(metrics.methods(), edge.cfg.trace_context);
+    let record = metrics.rpc_layer();
     let shed = Shed::new(edge.cfg.max_in_flight, Arc::new(move || metrics.shed()));
     tessera_grpc::net::server(edge.cfg.request_timeout)
         .accept_http1(true)
+        .layer(propagate)
+        .layer(record)
         .layer(shed)
         .layer(Authenticate::new(edge.callers))
         .add_routes(routes)

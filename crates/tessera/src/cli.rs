@@ -300,6 +300,8 @@ impl EdgeArgs {
             },
             max_in_flight: self.max_in_flight.max(1),
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
+            // The binary turns it on with OTLP export (telemetry.rs).
+            trace_context: false,
         })
     }
 }

@@ -104,6 +104,9 @@ pub struct Edge {
     pub max_in_flight: usize,
     /// The longest any call may run on the server.
     pub request_timeout: Duration,
+    /// Join the caller's W3C trace context and open a span per call (set
+    /// by the binary when OTLP export is on; see `telemetry.rs`).
+    pub trace_context: bool,
 }
 
 impl Default for Edge {
@@ -116,6 +119,7 @@ impl Default for Edge {
             conn: ConnLimits::default(),
             max_in_flight: 1024,
             request_timeout: Duration::from_secs(10),
+            trace_context: false,
         }
     }
 }

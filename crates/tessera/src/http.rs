@@ -57,8 +57,8 @@ pub fn discovery_document(issuer: &str, algorithms: &[&str]) -> String {
     .to_string()
 }
 
-/// `GET /metrics`: every counter, Prometheus text format. Served on the
-/// gRPC port in every role.
+/// `GET /metrics`: every metric in the OpenMetrics text format (which
+/// Prometheus asks for and reads). Served on the gRPC port in every role.
 pub fn metrics(metrics: Arc<tessera_grpc::metrics::Metrics>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
@@ -66,7 +66,7 @@ pub fn metrics(metrics: Arc<tessera_grpc::metrics::Metrics>) -> axum::Router {
             let m = metrics.clone();
             async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, tessera_grpc::metrics::CONTENT_TYPE)],
                     m.render(),
                 )
             }

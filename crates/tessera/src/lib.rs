@@ -17,6 +17,7 @@ pub mod kek;
 pub mod keys_cli;
 mod roles;
 mod tasks;
+pub mod telemetry;
 
 pub use app::Application;
 pub use config::{AppError, Config, Edge, Role};

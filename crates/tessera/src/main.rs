@@ -1,24 +1,16 @@
-//! `tessera`: serve, migrate, healthcheck. `main` only wires telemetry,
-//! configuration, build and run.
+//! `tessera`: serve, migrate, healthcheck. `main` only wires telemetry
+//! (`telemetry.rs`), configuration, build and run.
 
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 use std::process::ExitCode;
 use tessera::cli::{Cli, Command};
+use tessera::telemetry::Telemetry;
 use tessera::{Application, Config};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -41,8 +33,10 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn serve(cfg: Config) -> Result<(), tessera::AppError> {
+async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera::AppError> {
+    cfg.edge.trace_context = telemetry.traces();
     let app = Application::build(cfg).await?;
+    telemetry.export_metrics(&app.metrics());
     let addr = app.local_addr();
     tracing::info!(%addr, "serving");
     // A line on stdout that scripts and tests can wait for.
@@ -81,10 +75,17 @@ async fn healthcheck(endpoint: String, ca: Option<std::path::PathBuf>) -> bool {
 async fn main() -> ExitCode {
     tessera::install_crypto_provider();
     let cli = Cli::parse();
-    init_tracing();
+    // Only a server exports telemetry; the other commands only log.
+    let mut telemetry = match Telemetry::init(matches!(cli.command, Command::Serve(_))) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tessera: telemetry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => match args.into_config() {
-            Ok(cfg) => serve(cfg).await.map_err(|e| e.to_string()),
+            Ok(cfg) => serve(cfg, &mut telemetry).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("configuration: {e}")),
         },
         Command::Migrate { database_url } => async {
@@ -114,6 +115,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Flushing waits for the exporter, which needs the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -107,7 +107,7 @@ impl Shared {
             .map(|k| String::from_utf8_lossy(k.expose()).into_owned());
         let bearer = Bearer::new(key.as_deref()).map_err(AppError::Config)?;
         let store = Arc::new(open_store(&cfg).await?);
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(cfg.clock.clone()));
         Ok(Self {
             callers,
             server_tls,
@@ -149,7 +149,8 @@ impl Shared {
                 self.ring.clone(),
                 cfg.keys,
             )
-            .with_previous_kek(previous),
+            .with_previous_kek(previous)
+            .with_metrics(self.metrics.clone()),
         );
         keys.bootstrap().await?;
         let ticks = key_ticks(keys.clone(), cfg.key_tick, self.stopping());
@@ -165,6 +166,7 @@ impl Shared {
         keys: Option<&Arc<KeyManager>>,
     ) -> Result<Arc<RevocationApi>, AppError> {
         let (now, margin) = (self.cfg.clock.now(), self.cfg.policy.family_margin());
+        self.metrics.watch_view(self.view.clone());
         let view = self.view.clone();
         let cursor = reload(&self.store, &|e| view.apply(e), now, margin).await?;
         let (feed, _) = tokio::sync::broadcast::channel(1024);

@@ -1,0 +1,188 @@
+//! The counters and gauges as families of samples: encoded for `/metrics`
+//! by prometheus-client, and read the same way by the OTLP exporter, so
+//! the two can never disagree on a name or a label.
+
+use super::Scraped;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Unit;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Label names and values of one series.
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// What a family measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up; exposed with a `_total` suffix.
+    Counter,
+    /// A value now, in whole seconds when `unit` says so.
+    Gauge,
+}
+
+/// One family at one instant.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    /// The name without suffixes (`_total`, or the unit's `_seconds`).
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// `Some("seconds")` for times and durations.
+    pub unit: Option<&'static str>,
+    /// Each series: its labels and value.
+    pub samples: Vec<(Labels, i64)>,
+}
+
+/// A counter family created at start.
+pub(super) struct CounterFamily {
+    name: &'static str,
+    help: &'static str,
+    series: Vec<(Labels, Counter)>,
+}
+
+/// Creates the counter series, grouped into families by name.
+#[derive(Default)]
+pub(super) struct Counters(Vec<CounterFamily>);
+
+impl Counters {
+    /// A new series of family `name`; the handle to count with.
+    pub(super) fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Counter {
+        let counter = Counter::default();
+        let series = (labels.to_vec(), counter.clone());
+        match self.0.iter_mut().find(|f| f.name == name) {
+            Some(f) => f.series.push(series),
+            None => self.0.push(CounterFamily {
+                name,
+                help,
+                series: vec![series],
+            }),
+        }
+        counter
+    }
+
+    pub(super) fn into_families(self) -> Vec<CounterFamily> {
+        self.0
+    }
+}
+
+/// Every counter and the state gauges, now.
+pub(super) fn sample(counters: &[CounterFamily], s: &Scraped) -> Vec<Sampled> {
+    let mut out: Vec<Sampled> = counters
+        .iter()
+        .map(|f| Sampled {
+            name: f.name,
+            help: f.help,
+            kind: Kind::Counter,
+            unit: None,
+            samples: f
+                .series
+                .iter()
+                .map(|(l, c)| (l.clone(), i64::try_from(c.get()).unwrap_or(i64::MAX)))
+                .collect(),
+        })
+        .collect();
+    let gauge = |name, help, unit, samples| Sampled {
+        name,
+        help,
+        kind: Kind::Gauge,
+        unit,
+        samples,
+    };
+    let now = s.clock.now();
+    if let Some(view) = s.view.get() {
+        let sizes = view.sizes();
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        out.push(gauge(
+            "tessera_revocation_view_entries",
+            "Entries in this instance's revocation view (Verify's step 5), by target.",
+            None,
+            vec![
+                (vec![("target", "jti")], n(sizes.jtis)),
+                (vec![("target", "family")], n(sizes.families)),
+                (vec![("target", "subject")], n(sizes.subjects)),
+                (vec![("target", "key")], n(sizes.keys)),
+            ],
+        ));
+    }
+    let at = s.view_reconciled_at.load(Ordering::Relaxed);
+    if at > 0 {
+        out.push(gauge(
+            "tessera_revocation_view_reconciled_timestamp",
+            "When the revocation view last caught up with the store.",
+            Some("seconds"),
+            vec![(vec![], at)],
+        ));
+        out.push(gauge(
+            "tessera_revocation_view_age",
+            "How far the revocation view may be behind the store: seconds since it last caught up (NOT_SERVING past --max-view-staleness).",
+            Some("seconds"),
+            vec![(vec![], now - at)],
+        ));
+    }
+    let since = s.key_active_since.load(Ordering::Relaxed);
+    if since > 0 {
+        out.push(gauge(
+            "tessera_signing_key_age",
+            "Seconds since the signing key started signing.",
+            Some("seconds"),
+            vec![(vec![], now - since)],
+        ));
+    }
+    let next = s.key_next_rotation.load(Ordering::Relaxed);
+    if next > 0 {
+        out.push(gauge(
+            "tessera_key_rotation_due_in",
+            "Seconds until the next key takes over signing (negative: overdue, the schedule has not run).",
+            Some("seconds"),
+            vec![(vec![], next - now)],
+        ));
+    }
+    out
+}
+
+/// What the registry encodes on each scrape.
+#[derive(Clone)]
+pub(super) struct Collected {
+    pub(super) counters: Arc<Vec<CounterFamily>>,
+    pub(super) scraped: Arc<Scraped>,
+}
+
+impl std::fmt::Debug for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collected").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Collected {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in sample(&self.counters, &self.scraped) {
+            let (kind, unit) = match family.kind {
+                Kind::Counter => (MetricType::Counter, None),
+                Kind::Gauge => (MetricType::Gauge, family.unit.map(|_| Unit::Seconds)),
+            };
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, unit.as_ref(), kind)?;
+            for (labels, value) in &family.samples {
+                let mut series = metric.encode_family(labels)?;
+                match family.kind {
+                    Kind::Counter => series.encode_counter::<NoLabelSet, _, u64>(
+                        &u64::try_from(*value).unwrap_or(0),
+                        None,
+                    )?,
+                    Kind::Gauge => series.encode_gauge(value)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
