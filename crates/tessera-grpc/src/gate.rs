@@ -53,7 +53,9 @@ pub fn not_allowed(caller: &Caller, what: &str) -> Status {
 enum Class<'a> {
     /// A Tessera RPC, by method name.
     Rpc(&'a str),
-    /// gRPC health and reflection, and the metrics page.
+    /// gRPC health and reflection, the metrics page, and the HTTP probes
+    /// (`/livez`, `/readyz`): never shed, open unless the callers file
+    /// closes health.
     Health,
     /// The HTTP JWKS and discovery documents.
     HttpJwks,
@@ -70,6 +72,8 @@ fn classify(path: &str) -> Class<'_> {
     if path.starts_with("/grpc.health.v1.")
         || path.starts_with("/grpc.reflection.")
         || path == "/metrics"
+        || path == "/livez"
+        || path == "/readyz"
     {
         return Class::Health;
     }
@@ -464,6 +468,8 @@ mod tests {
             Class::Rpc("Issue")
         );
         assert_eq!(classify("/grpc.health.v1.Health/Check"), Class::Health);
+        assert_eq!(classify("/livez"), Class::Health);
+        assert_eq!(classify("/readyz"), Class::Health);
         assert_eq!(classify("/.well-known/jwks.json"), Class::HttpJwks);
         assert_eq!(classify("/anything"), Class::Other);
         assert_eq!(classify("/tessera.v1.X"), Class::Other);

@@ -12,6 +12,7 @@ pub mod callers_cli;
 pub mod cli;
 mod config;
 mod edge;
+mod health;
 pub mod http;
 pub mod kek;
 pub mod keys_cli;
