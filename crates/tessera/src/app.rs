@@ -64,10 +64,15 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens the stores, loads or creates the keys (or learns them from the
     /// issuer), adds each role's services and binds the listener.
-    pub async fn build(cfg: Config) -> Result<Self, AppError> {
+    pub async fn build(mut cfg: Config) -> Result<Self, AppError> {
         let role = cfg.role;
+        let listener = TcpListener::bind(cfg.listen).await?;
+        if !cfg.issuer_set {
+            // Derived from the bound address, so port 0 names the real port.
+            cfg.policy.issuer =
+                crate::issuer_file::derived(cfg.edge.tls.is_some(), listener.local_addr()?);
+        }
         let mut shared = Shared::open(cfg).await?;
-        let listener = TcpListener::bind(shared.cfg.listen).await?;
         let keys = match role {
             Role::Introspection => None,
             Role::All | Role::Issuer => Some(shared.key_manager().await?),

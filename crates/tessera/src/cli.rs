@@ -130,8 +130,9 @@ pub struct ServeArgs {
     /// keys to the current one (or TESSERA_KEK_PREVIOUS).
     #[arg(long, env = "TESSERA_PREVIOUS_KEK_FILE")]
     pub previous_kek_file: Option<PathBuf>,
-    /// The `iss` of every token. Default: http://<listen> (https:// with
-    /// --tls-cert).
+    /// The `iss` of every token. Default: the one the data directory's
+    /// first start used (kept in <data-dir>/issuer), else http://<listen>
+    /// (https:// with --tls-cert).
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
     /// Apply migrations on start (always done for the embedded SQLite store).
@@ -322,13 +323,7 @@ impl ServeArgs {
         let issuer_set = self.issuer.is_some();
         let policy = Policy {
             issuer: self.issuer.unwrap_or_else(|| {
-                // The port's own scheme: https when it serves TLS.
-                let scheme = if self.edge.tls_cert.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{}", self.listen)
+                crate::issuer_file::derived(self.edge.tls_cert.is_some(), self.listen)
             }),
             access_ttl_default: self.access_token_ttl,
             access_ttl_max: self.access_token_max_ttl,

@@ -14,6 +14,7 @@ mod config;
 mod edge;
 mod health;
 pub mod http;
+pub mod issuer_file;
 pub mod kek;
 pub mod keys_cli;
 mod roles;

@@ -73,7 +73,7 @@ const TOKEN_RPC_MAX_MESSAGE: usize = 16 * 1024;
 
 impl Shared {
     /// Validates `cfg`, opens (and if allowed migrates) the store.
-    pub async fn open(cfg: Config) -> Result<Self, AppError> {
+    pub async fn open(mut cfg: Config) -> Result<Self, AppError> {
         validate(&cfg)?;
         let callers = Arc::new(CallerRegistry::default());
         match &cfg.edge.callers_file {
@@ -107,6 +107,7 @@ impl Shared {
             .map(|k| String::from_utf8_lossy(k.expose()).into_owned());
         let bearer = Bearer::new(key.as_deref()).map_err(AppError::Config)?;
         let store = Arc::new(open_store(&cfg).await?);
+        crate::issuer_file::settle(&mut cfg)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Self {
             callers,
