@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use tessera_proto::v1::IssueRequest;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
 /// The address a started `tessera serve` announces on its first line.
 fn listening(child: &mut std::process::Child) -> String {

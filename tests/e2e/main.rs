@@ -17,6 +17,7 @@ mod input;
 mod key_safety;
 mod keys;
 mod lifecycle;
+mod operators;
 mod probes;
 mod purpose;
 mod roles;

@@ -23,7 +23,7 @@ pub mod net;
 pub mod ports;
 pub mod requests;
 pub mod tls;
-pub use convert::{duration_secs, json_to_struct, struct_to_json};
+pub use convert::{duration_secs, json_to_struct, parse_time, rfc3339, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.
 pub const ERROR_DOMAIN: &str = "tessera.dev";

@@ -14,9 +14,12 @@ mod config;
 mod edge;
 mod health;
 pub mod http;
+pub mod inspect_cli;
 pub mod issuer_file;
 pub mod kek;
 pub mod keys_cli;
+pub mod remote;
+pub mod revoke_cli;
 mod roles;
 mod tasks;
 

@@ -7,9 +7,6 @@ use clap::Parser;
 use std::process::ExitCode;
 use tessera::cli::{Cli, Command};
 use tessera::{Application, Config};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
@@ -50,33 +47,6 @@ async fn serve(cfg: Config) -> Result<(), tessera::AppError> {
     app.run(shutdown_signal()).await
 }
 
-async fn healthcheck(endpoint: String, ca: Option<std::path::PathBuf>) -> bool {
-    let check = async {
-        let tls = match ca {
-            Some(ca) => Some(tessera_grpc::tls::ClientTls::load(&ca, None).ok()?),
-            None => None,
-        };
-        let channel = tessera_grpc::net::endpoint(&endpoint, tls.as_ref())
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
-        let mut client = HealthClient::new(channel);
-        let r = client
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        Some(r.into_inner().status == ServingStatus::Serving as i32)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), check)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tessera::install_crypto_provider();
@@ -96,17 +66,21 @@ async fn main() -> ExitCode {
         .await
         .map_err(|e| e.to_string()),
         Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
-        Command::Callers(tessera::cli::CallersCommand::Add {
+        Command::Revoke(args) => tessera::revoke_cli::run(*args).await,
+        Command::Token(cmd) => match tessera::inspect_cli::run(cmd).await {
+            Ok(true) => Ok(()),
+            // The explanation is printed: a refusal is an answer, not an error.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Callers(tessera::callers_cli::CallersCommand::Add {
             name,
             rpcs,
             audiences,
             revoke,
         }) => tessera::callers_cli::add(&name, &rpcs, &audiences, &revoke),
-        Command::Healthcheck {
-            endpoint,
-            peer_ca_file,
-        } => {
-            if healthcheck(endpoint, peer_ca_file).await {
+        Command::Healthcheck { remote } => {
+            if remote.healthcheck().await {
                 println!("SERVING");
                 return ExitCode::SUCCESS;
             }
