@@ -9,6 +9,7 @@ mod harness;
 mod pki;
 
 mod adversarial;
+mod audit;
 mod binary;
 mod distributed;
 mod edge;

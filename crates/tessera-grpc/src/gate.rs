@@ -39,11 +39,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
     request.extensions().get::<CallerId>().map(|c| &c.0)
 }
 
-/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the right.
-pub fn not_allowed(caller: &Caller, what: &str) -> Status {
+/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the
+/// right; the denial is written to the audit trail (`caller_denied`).
+pub fn not_allowed(caller: &Caller, rpc: &str, what: &str) -> Status {
+    let reason = ErrorReason::CallerNotAllowed;
+    crate::audit::caller_denied(Some(&caller.id), rpc, reason.as_str_name(), what);
     status(
         Code::PermissionDenied,
-        ErrorReason::CallerNotAllowed,
+        reason,
         format!("caller {} may not {what}", caller.id),
     )
 }
@@ -170,9 +173,12 @@ impl CallerRegistry {
             return Ok(None);
         }
         let caller = identify(&registry.callers, req).ok_or_else(|| {
+            let reason = ErrorReason::CallerUnknown;
+            let rpc = rpc.unwrap_or(req.uri().path());
+            crate::audit::caller_denied(None, rpc, reason.as_str_name(), credential(req));
             status(
                 Code::Unauthenticated,
-                ErrorReason::CallerUnknown,
+                reason,
                 "no known caller: present a service key (authorization: Bearer …) or a client certificate named in the callers file",
             )
         })?;
@@ -183,7 +189,8 @@ impl CallerRegistry {
             Some(m) => caller.may_call(m),
         };
         if !granted {
-            return Err(not_allowed(caller, &format!("call {}", rpc.unwrap_or("?"))));
+            let rpc = rpc.unwrap_or("?");
+            return Err(not_allowed(caller, rpc, &format!("call {rpc}")));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
             && limiter.check().is_err()
@@ -194,6 +201,22 @@ impl CallerRegistry {
             )));
         }
         Ok(Some(caller.clone()))
+    }
+}
+
+/// What an unknown caller presented, for the audit trail (never the
+/// credential itself).
+fn credential<B>(req: &http::Request<B>) -> &'static str {
+    if req.headers().contains_key(http::header::AUTHORIZATION) {
+        "a credential in `authorization` that matches no caller"
+    } else if req
+        .extensions()
+        .get::<ConnInfo>()
+        .is_some_and(|c| c.tls_names.is_some())
+    {
+        "a client certificate named by no caller"
+    } else {
+        "no credential"
     }
 }
 

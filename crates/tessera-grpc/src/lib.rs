@@ -16,6 +16,7 @@ use tessera_proto::v1::{self, ErrorReason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub mod audit;
 mod convert;
 pub mod gate;
 pub mod metrics;

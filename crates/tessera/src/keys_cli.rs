@@ -128,7 +128,8 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
             let store = tessera_storage::SqlStore::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?;
-            let moved = tessera_issuer::rewrap(&store, &old, &new)
+            // The operator at this host, not a caller of the server.
+            let moved = tessera_issuer::rewrap(&store, &old, &new, "cli")
                 .await
                 .map_err(|e| e.to_string())?;
             store.close().await;

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod audit_log;
 pub mod callers_cli;
 pub mod cli;
 mod config;

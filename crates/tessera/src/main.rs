@@ -8,50 +8,65 @@ use std::process::ExitCode;
 use tessera::cli::{Cli, Command};
 use tessera::{Application, Config};
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// The general log to stderr (`TESSERA_LOG`), and the audit trail to its
+/// own sink (`--audit-log`, else stderr; see `tessera::audit_log`).
+fn init_tracing(audit: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(tessera::audit_log::general_filter());
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(tessera::audit_log::layer(audit)?)
         .init();
+    Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives between the
+/// "listening" line and the start of serving must stop the server
+/// gracefully, not kill it (the default action).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn serve(cfg: Config) -> Result<(), tessera::AppError> {
     let app = Application::build(cfg).await?;
     let addr = app.local_addr();
+    let shutdown = shutdown_signal();
     tracing::info!(%addr, "serving");
     // A line on stdout that scripts and tests can wait for.
     println!("tessera listening on {addr}");
-    app.run(shutdown_signal()).await
+    app.run(shutdown).await
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tessera::install_crypto_provider();
     let cli = Cli::parse();
-    init_tracing();
+    let audit = match &cli.command {
+        Command::Serve(args) => args.audit_log.clone(),
+        _ => std::env::var_os("TESSERA_AUDIT_LOG").map(std::path::PathBuf::from),
+    };
+    if let Err(e) = init_tracing(audit.as_deref()) {
+        eprintln!("tessera: configuration: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => match args.into_config() {
             Ok(cfg) => serve(cfg).await.map_err(|e| e.to_string()),

@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     client_tls: Option<ClientTls>,
 }
 
+/// At most one `verify_failures` audit event per caller per this window.
+const AUDIT_WINDOW: Duration = Duration::from_secs(10);
+
 /// Largest request message a token RPC decodes (tokens are at most 8 KiB;
 /// extra claims a few KiB). tonic reads the length prefix first, so a
 /// larger message is refused before it is read.
@@ -208,7 +211,11 @@ impl Shared {
                 (self.follow_issuer(client.clone()).await?, Arc::new(client))
             }
         };
+        let failures = Arc::new(tessera_grpc::audit::VerifyFailures::default());
+        let summaries = failures.clone().summarise(AUDIT_WINDOW, self.stopping());
+        self.tasks.push(summaries);
         let verifier = Verifier {
+            failures,
             keys: source,
             key_killer: killer,
             view: self.view.clone(),
