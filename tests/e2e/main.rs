@@ -10,6 +10,7 @@ mod pki;
 
 mod adversarial;
 mod audit;
+mod audit_sink;
 mod binary;
 mod distributed;
 mod edge;
