@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use tessera_proto::v1::IssueRequest;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
 /// The address a started `tessera serve` announces on its first line.
 fn listening(child: &mut std::process::Child) -> String {
@@ -237,6 +237,155 @@ async fn an_issuer_killed_mid_refresh_leaves_no_fork() {
     child.kill().unwrap();
     child.wait().unwrap();
     d.cleanup().await;
+}
+
+/// A fresh data directory under the system's temporary directory.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "tessera-{what}-{}",
+        tessera_domain::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
+/// `tessera serve` on the embedded store in `dir` with `args`; the child
+/// and its address.
+pub fn serve_embedded(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TESSERA_KEK")
+        .env_remove("TESSERA_ISSUER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening(&mut child);
+    (child, addr)
+}
+
+/// SIGTERM, then the exit status must be success; its stderr.
+pub async fn stop(mut child: std::process::Child) -> String {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::task::spawn_blocking(move || {
+        let s = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(s.success(), "exit status {s:?}: {stderr}");
+        stderr
+    })
+    .await
+    .unwrap()
+}
+
+/// A free loopback port other than `not`.
+fn free_port(not: u16) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port != not {
+            return port;
+        }
+    }
+}
+
+/// Without --issuer, the first start's issuer (derived from its address)
+/// is remembered in the data directory: a restart on another port still
+/// verifies the tokens issued before. A later --issuer that disagrees wins,
+/// with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_issuer_survives_a_restart_on_another_port() {
+    use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
+    use tessera_proto::v1::{Consistency, TokenKind, VerifyFailure, VerifyRequest};
+    let dir = temp_dir("issuer");
+    let (first, addr) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let mut issuer = IssuerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let token = issuer
+        .issue(IssueRequest {
+            subject: "restart".into(),
+            audience: "api".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    stop(first).await;
+    let path = dir.join("issuer");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("http://{addr}\n")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let verify = |addr: String, token: String| async move {
+        let mut c = IntrospectionServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let r = c
+            .verify(VerifyRequest {
+                token,
+                expected_audience: "api".into(),
+                expected_kind: TokenKind::Access.into(),
+                consistency: Consistency::Default.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (r.valid, r.failure(), r.claims.map(|c| c.issuer))
+    };
+    let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let other = format!("127.0.0.1:{}", free_port(port));
+    let (second, addr2) = serve_embedded(&dir, &["--listen", &other]);
+    assert_ne!(addr, addr2);
+    assert_eq!(
+        verify(addr2.clone(), token.clone()).await,
+        (
+            true,
+            VerifyFailure::Unspecified,
+            Some(format!("http://{addr}"))
+        )
+    );
+    stop(second).await;
+
+    // A disagreeing --issuer: it wins (tokens now carry it), with a warning
+    // naming the file; the file keeps the first issuer.
+    let (third, addr3) = serve_embedded(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--issuer",
+            "https://auth.example",
+        ],
+    );
+    assert_eq!(
+        verify(addr3, token).await,
+        (false, VerifyFailure::WrongIssuer, None)
+    );
+    let logs = stop(third).await;
+    assert!(logs.contains("--issuer differs"), "{logs}");
+    assert!(logs.contains(&path.display().to_string()), "{logs}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("http://{addr}\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SIGHUP reloads the callers file even when its modification time says

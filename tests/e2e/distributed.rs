@@ -157,6 +157,17 @@ async fn health_follows_the_store_and_errors_stay_clean() {
         .await;
     };
     wait_for(ServingStatus::Serving).await;
+    // The HTTP probes read the same check as gRPC health.
+    let addr = app.addr;
+    let readyz = |query: &'static str| async move {
+        let (status, _, body) =
+            crate::harness::http_get(addr, &format!("/readyz{query}"), "").await;
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    assert_eq!(readyz("").await.0, 200);
 
     // Take the database away: no new connections, existing ones killed.
     let name = d.database_name.clone().unwrap();
@@ -176,6 +187,23 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     .await
     .unwrap();
     wait_for(ServingStatus::NotServing).await;
+    let (status, body) = readyz("").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["the store does not answer"])
+    );
+    assert_eq!(body["services"]["tessera.v1.IssuerService"], "NOT_SERVING");
+    assert_eq!(
+        body["services"]["tessera.v1.IntrospectionService"],
+        "SERVING"
+    );
+    // A balancer in front of verifiers only can ask about Verify alone.
+    assert_eq!(
+        readyz("?service=tessera.v1.IntrospectionService").await.0,
+        200
+    );
+    assert_eq!(app.http_get("/livez", "").await.0, 200, "alive all along");
 
     // Calls that need the store fail UNAVAILABLE, fast, with a clean message.
     let asked = std::time::Instant::now();
@@ -206,6 +234,15 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     // ...until the view is older than --max-view-staleness (30 s here).
     d.clock.advance(31);
     verify_health(ServingStatus::NotServing).await;
+    let (status, body) = readyz("?service=tessera.v1.IntrospectionService").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"the revocation view is older than --max-view-staleness".into()),
+        "{body}"
+    );
 
     sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .execute(&mut pg)
@@ -213,6 +250,10 @@ async fn health_follows_the_store_and_errors_stay_clean() {
         .unwrap();
     wait_for(ServingStatus::Serving).await;
     verify_health(ServingStatus::Serving).await;
+    eventually("/readyz answers 200 again", || async {
+        readyz("").await.0 == 200
+    })
+    .await;
     assert!(app.refresh(&issued.refresh_token).await.is_ok());
     app.stop().await;
     d.cleanup().await;

@@ -465,31 +465,7 @@ impl TestApp {
     /// A plain HTTP/1.1 GET on the server's port: status line, headers
     /// (lower-cased names) and body.
     pub async fn http_get(&self, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
-            self.addr
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        (status, headers, body.to_owned())
+        http_get(self.addr, path, extra).await
     }
 
     /// Verify with default consistency; `Ok(())` or the failure.
@@ -509,6 +485,40 @@ impl TestApp {
     pub async fn verify_strong(&mut self, token: &str) -> Result<(), VerifyFailure> {
         outcome(self.verify_with(token, Consistency::Strong).await)
     }
+}
+
+/// A plain HTTP/1.1 GET on `addr`: status line, headers (lower-cased
+/// names) and body.
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
+        addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
 
 /// An access token for `subject` from `client` (for use where the app is

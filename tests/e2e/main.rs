@@ -9,6 +9,8 @@ mod harness;
 mod pki;
 
 mod adversarial;
+mod audit;
+mod audit_sink;
 mod binary;
 mod distributed;
 mod edge;
@@ -18,7 +20,9 @@ mod key_safety;
 mod keys;
 mod lifecycle;
 mod metrics;
+mod operators;
 mod otel;
+mod probes;
 mod purpose;
 mod roles;
 mod session_claims;

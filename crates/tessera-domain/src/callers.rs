@@ -12,7 +12,7 @@
 //! [access]            # optional; these are the defaults
 //! verify = "caller"   # Verify needs a known caller ("open": anyone)
 //! jwks = "open"       # GetJwks, WatchKeys and the HTTP JWKS
-//! health = "open"     # gRPC health and reflection
+//! health = "open"     # gRPC health, reflection, /metrics, /livez, /readyz
 //!
 //! [[caller]]
 //! id = "orders-api"
@@ -84,7 +84,8 @@ pub struct AccessPolicy {
     pub verify: Access,
     /// `GetJwks`, `WatchKeys`, and the HTTP JWKS and discovery documents.
     pub jwks: Access,
-    /// gRPC health and reflection.
+    /// gRPC health and reflection, `/metrics`, and the HTTP probes
+    /// `/livez` and `/readyz`.
     pub health: Access,
 }
 

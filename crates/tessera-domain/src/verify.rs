@@ -16,6 +16,7 @@ use crate::store::RevocationStore;
 use serde_json::Value;
 use std::sync::Arc;
 
+pub mod inspect;
 mod parse;
 pub use parse::MAX_NUMERIC_DATE;
 use parse::{MINTED_HEADERS, StrictObject, strict_object};

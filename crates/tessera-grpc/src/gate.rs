@@ -1,11 +1,12 @@
 //! The edge layers every request meets before a service sees it (see the
 //! stack in the `tessera` crate's `app.rs`):
 //!
-//! - [`Shed`]: a global bound on calls in flight. Past it a call is refused
-//!   at once with `RESOURCE_EXHAUSTED` / `ERROR_REASON_OVERLOADED` rather
-//!   than queued without bound; health is never shed, so a balancer still
-//!   sees an overloaded instance alive. It also gives tonic's bare "message
-//!   too large" status an ErrorInfo and the field.
+//! - [`Shed`] (in `shed.rs`): a global bound on calls in flight. Past it a
+//!   call is refused at once with `RESOURCE_EXHAUSTED` /
+//!   `ERROR_REASON_OVERLOADED` rather than queued without bound; health is
+//!   never shed, so a balancer still sees an overloaded instance alive. It
+//!   also gives tonic's bare "message too large" status an ErrorInfo and
+//!   the field.
 //! - [`Authenticate`]: who is calling (a bearer service key, or a verified
 //!   mTLS client certificate), whether the callers file lets them call this
 //!   RPC at all, and their rate. The finer rights (audiences, extra claims,
@@ -23,9 +24,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tessera_domain::callers::{Access, Caller, Callers};
 use tessera_proto::v1::ErrorReason;
-use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::{Code, Status};
+
+mod shed;
+pub use shed::{Shed, Shedding};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -39,11 +42,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
     request.extensions().get::<CallerId>().map(|c| &c.0)
 }
 
-/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the right.
-pub fn not_allowed(caller: &Caller, what: &str) -> Status {
+/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the
+/// right; the denial is written to the audit trail (`caller_denied`).
+pub fn not_allowed(caller: &Caller, rpc: &str, what: &str) -> Status {
+    let reason = ErrorReason::CallerNotAllowed;
+    crate::audit::caller_denied(Some(&caller.id), rpc, reason.as_str_name(), what);
     status(
         Code::PermissionDenied,
-        ErrorReason::CallerNotAllowed,
+        reason,
         format!("caller {} may not {what}", caller.id),
     )
 }
@@ -53,7 +59,9 @@ pub fn not_allowed(caller: &Caller, what: &str) -> Status {
 enum Class<'a> {
     /// A Tessera RPC, by method name.
     Rpc(&'a str),
-    /// gRPC health and reflection, and the metrics page.
+    /// gRPC health and reflection, the metrics page, and the HTTP probes
+    /// (`/livez`, `/readyz`): never shed, open unless the callers file
+    /// closes health.
     Health,
     /// The HTTP JWKS and discovery documents.
     HttpJwks,
@@ -70,6 +78,8 @@ fn classify(path: &str) -> Class<'_> {
     if path.starts_with("/grpc.health.v1.")
         || path.starts_with("/grpc.reflection.")
         || path == "/metrics"
+        || path == "/livez"
+        || path == "/readyz"
     {
         return Class::Health;
     }
@@ -167,9 +177,12 @@ impl CallerRegistry {
             return Ok(None);
         }
         let caller = identify(&registry.callers, req).ok_or_else(|| {
+            let reason = ErrorReason::CallerUnknown;
+            let rpc = rpc.unwrap_or(req.uri().path());
+            crate::audit::caller_denied(None, rpc, reason.as_str_name(), credential(req));
             status(
                 Code::Unauthenticated,
-                ErrorReason::CallerUnknown,
+                reason,
                 "no known caller: present a service key (authorization: Bearer …) or a client certificate named in the callers file",
             )
         })?;
@@ -180,7 +193,8 @@ impl CallerRegistry {
             Some(m) => caller.may_call(m),
         };
         if !granted {
-            return Err(not_allowed(caller, &format!("call {}", rpc.unwrap_or("?"))));
+            let rpc = rpc.unwrap_or("?");
+            return Err(not_allowed(caller, rpc, &format!("call {rpc}")));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
             && limiter.check().is_err()
@@ -191,6 +205,22 @@ impl CallerRegistry {
             )));
         }
         Ok(Some(caller.clone()))
+    }
+}
+
+/// What an unknown caller presented, for the audit trail (never the
+/// credential itself).
+fn credential<B>(req: &http::Request<B>) -> &'static str {
+    if req.headers().contains_key(http::header::AUTHORIZATION) {
+        "a credential in `authorization` that matches no caller"
+    } else if req
+        .extensions()
+        .get::<ConnInfo>()
+        .is_some_and(|c| c.tls_names.is_some())
+    {
+        "a client certificate named by no caller"
+    } else {
+        "no credential"
     }
 }
 
@@ -279,181 +309,6 @@ where
     }
 }
 
-/// Layer: bound the calls in flight (see the module).
-#[derive(Clone)]
-pub struct Shed {
-    in_flight: Arc<Semaphore>,
-    on_shed: Arc<dyn Fn() + Send + Sync>,
-}
-
-impl std::fmt::Debug for Shed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shed")
-            .field("available", &self.in_flight.available_permits())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shed {
-    /// At most `max_in_flight` calls at once; `on_shed` counts refusals.
-    pub fn new(max_in_flight: usize, on_shed: Arc<dyn Fn() + Send + Sync>) -> Self {
-        Self {
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-            on_shed,
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for Shed {
-    type Service = Shedding<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Shedding {
-            inner,
-            shed: self.clone(),
-        }
-    }
-}
-
-/// Service of [`Shed`].
-#[derive(Debug, Clone)]
-pub struct Shedding<S> {
-    inner: S,
-    shed: Shed,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Shedding<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let permit = if classify(req.uri().path()) == Class::Health {
-            None
-        } else {
-            match self.shed.in_flight.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    (self.shed.on_shed)();
-                    let response = refuse(
-                        &req,
-                        overloaded(
-                            "the server is at its limit of calls in flight; retry with backoff",
-                        ),
-                    );
-                    return Box::pin(async move { Ok(response) });
-                }
-            }
-        };
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let response = call.await?;
-            drop(permit);
-            Ok(explain_oversize(response))
-        })
-    }
-}
-
-/// tonic refuses a message over the decoding limit with a bare
-/// `OUT_OF_RANGE` (and never reads the body past its length prefix). Say
-/// which field and why, like every other bad input. The status comes in the
-/// headers of a trailers-only response or in the trailers.
-fn explain_oversize(response: http::Response<Body>) -> http::Response<Body> {
-    if is_oversize(response.headers()) {
-        let response = oversize_status().into_http();
-        log_status(response.headers());
-        return response;
-    }
-    log_status(response.headers());
-    response.map(|body| Body::new(ExplainOversize(body)))
-}
-
-/// Every error status sent, at DEBUG with its message and details: what an
-/// operator needs to see why calls fail, and what the test suite's log
-/// scan searches for leaked secrets (no status may carry one).
-fn log_status(headers: &http::HeaderMap) {
-    if headers.get("grpc-status").is_none_or(|s| s == "0")
-        || !tracing::enabled!(tracing::Level::DEBUG)
-    {
-        return;
-    }
-    if let Some(status) = Status::from_header_map(headers) {
-        tracing::debug!(
-            code = ?status.code(),
-            message = status.message(),
-            details = %String::from_utf8_lossy(status.details()),
-            "call answered with an error"
-        );
-    }
-}
-
-fn is_oversize(headers: &http::HeaderMap) -> bool {
-    headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers.get("grpc-message").is_some_and(|m| {
-            // grpc-message is percent-encoded on the wire.
-            m.to_str()
-                .is_ok_and(|m| m.contains("too large") || m.contains("too%20large"))
-        })
-}
-
-fn oversize_status() -> Status {
-    crate::invalid(
-        "request",
-        "the message is larger than this RPC accepts (see the README's limits)",
-    )
-}
-
-/// A response body whose trailers are rewritten by [`explain_oversize`].
-struct ExplainOversize(Body);
-
-impl http_body::Body for ExplainOversize {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.get_mut().0).poll_frame(cx);
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                let frame = match frame.into_trailers() {
-                    Ok(trailers) if is_oversize(&trailers) => {
-                        let mut status =
-                            oversize_status().into_http::<Body>().into_parts().0.headers;
-                        status.remove(http::header::CONTENT_TYPE);
-                        log_status(&status);
-                        http_body::Frame::trailers(status)
-                    }
-                    Ok(trailers) => {
-                        log_status(&trailers);
-                        http_body::Frame::trailers(trailers)
-                    }
-                    Err(frame) => frame,
-                };
-                Poll::Ready(Some(Ok(frame)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +320,8 @@ mod tests {
             Class::Rpc("Issue")
         );
         assert_eq!(classify("/grpc.health.v1.Health/Check"), Class::Health);
+        assert_eq!(classify("/livez"), Class::Health);
+        assert_eq!(classify("/readyz"), Class::Health);
         assert_eq!(classify("/.well-known/jwks.json"), Class::HttpJwks);
         assert_eq!(classify("/anything"), Class::Other);
         assert_eq!(classify("/tessera.v1.X"), Class::Other);

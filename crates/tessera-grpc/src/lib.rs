@@ -16,6 +16,7 @@ use tessera_proto::v1::{self, ErrorReason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub mod audit;
 mod convert;
 pub mod gate;
 pub mod metrics;
@@ -24,7 +25,7 @@ pub mod ports;
 pub mod propagation;
 pub mod requests;
 pub mod tls;
-pub use convert::{duration_secs, json_to_struct, struct_to_json};
+pub use convert::{duration_secs, json_to_struct, parse_time, rfc3339, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.
 pub const ERROR_DOMAIN: &str = "tessera.dev";

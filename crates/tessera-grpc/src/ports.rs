@@ -51,13 +51,14 @@ pub trait KeyKiller: Send + Sync + 'static {
     /// Marks `kid` compromised (durable, exactly once across instances; the
     /// next key signs at once if it was signing). `Ok(false)` for an unknown
     /// kid; killing a key already compromised is `Ok(true)` and changes
-    /// nothing.
-    async fn kill(&self, kid: &str, reason: &str) -> Result<bool, Status>;
+    /// nothing. `caller` is who asked, for the audit trail (over gRPC the
+    /// issuer names the calling service itself).
+    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<bool, Status>;
 }
 
 #[tonic::async_trait]
 impl KeyKiller for KeyServiceClient<PeerChannel> {
-    async fn kill(&self, kid: &str, reason: &str) -> Result<bool, Status> {
+    async fn kill(&self, kid: &str, reason: &str, _caller: &str) -> Result<bool, Status> {
         let r = KeyServiceClient::compromise_key(
             &mut self.clone(),
             CompromiseKeyRequest {

@@ -101,6 +101,7 @@ impl IntrospectionService for IntrospectionApi {
         &self,
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
+        let caller = tessera_grpc::gate::caller(&request).cloned();
         let r = request.into_inner();
         let cmd = verify_command(&r)?;
         let v = &self.v;
@@ -117,6 +118,10 @@ impl IntrospectionService for IntrospectionApi {
             verify_cached(cmd.token, v.keys.ring(), &v.policy, &expect, &v.view, now)
         };
         v.metrics.verify(outcome.as_ref().err().copied());
+        if let Err(f) = &outcome {
+            v.failures
+                .record(caller.as_deref().map(|c| c.id.as_str()), *f);
+        }
         if outcome.as_ref().err() == Some(&Failure::UnknownKey) {
             v.keys.unknown_kid();
         }

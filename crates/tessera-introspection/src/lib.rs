@@ -66,6 +66,8 @@ pub struct Verifier {
     pub clock: Arc<dyn Clock>,
     /// Counters.
     pub metrics: Arc<tessera_grpc::metrics::Metrics>,
+    /// Failed verifications, summarised into the audit trail.
+    pub failures: Arc<tessera_grpc::audit::VerifyFailures>,
     /// Every revocation this instance applies, for `WatchRevocations`.
     pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
     /// Turns true when the server shuts down: ends open streams.

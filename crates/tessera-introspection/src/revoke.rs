@@ -8,6 +8,7 @@ use tessera_domain::issue::check_text;
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
+use tessera_grpc::audit;
 use tessera_grpc::metrics::{FamilyCause, RevokedKind};
 use tessera_grpc::requests::token_field;
 use tessera_grpc::{from_domain, invalid, timestamp};
@@ -51,6 +52,7 @@ impl RevocationApi {
         jti: String,
         exp: UnixTime,
         now: UnixTime,
+        caller: &str,
     ) -> Result<RevokeResponse, Status> {
         // Kept until the token would have been rejected anyway.
         let until = exp.saturating_add(self.v.policy.clock_skew);
@@ -68,7 +70,7 @@ impl RevocationApi {
             now,
         )
         .await?;
-        tracing::info!(target: "tessera::audit", event = "revoke", kind = "jti", newly);
+        audit::token_revoked(caller, &jti, newly);
         if newly {
             self.v.metrics.revoked(RevokedKind::Token);
         }
@@ -85,6 +87,7 @@ impl RevocationApi {
         &self,
         family_id: String,
         now: UnixTime,
+        caller: &str,
     ) -> Result<RevokeResponse, Status> {
         let found = self
             .v
@@ -96,12 +99,12 @@ impl RevocationApi {
         let Some((newly, _end)) = found else {
             return Ok(RevokeResponse::default());
         };
+        audit::family_revoked(caller, &family_id, newly);
         // Applied even when not new: a retry after a failed fan-out (or the
         // issuer reporting a reuse it already recorded) still reaches every
         // instance.
         self.apply(&RevocationEvent::Family { family_id, until }, now)
             .await?;
-        tracing::info!(target: "tessera::audit", event = "revoke", kind = "family", newly);
         if newly {
             self.v.metrics.revoked(RevokedKind::Family);
             self.v.metrics.families_revoked(FamilyCause::Family, 1);
@@ -121,12 +124,13 @@ impl RevocationApi {
         kid: String,
         reason: &str,
         now: UnixTime,
+        caller: &str,
     ) -> Result<RevokeResponse, Status> {
-        if !self.v.key_killer.kill(&kid, reason).await? {
+        if !self.v.key_killer.kill(&kid, reason, caller).await? {
             return Ok(RevokeResponse::default());
         }
+        audit::key_revoked(caller, &kid);
         self.apply(&RevocationEvent::Key { kid }, now).await?;
-        tracing::warn!(target: "tessera::audit", event = "revoke", kind = "key");
         self.v.metrics.revoked(RevokedKind::Key);
         Ok(RevokeResponse {
             revoked: 1,
@@ -140,6 +144,7 @@ impl RevocationApi {
         &self,
         subject: String,
         now: UnixTime,
+        caller: &str,
     ) -> Result<RevokeResponse, Status> {
         let (version, families) = self
             .v
@@ -147,6 +152,7 @@ impl RevocationApi {
             .revoke_subject(&subject, true, now)
             .await
             .map_err(from_domain)?;
+        audit::subject_revoked(caller, &subject, version, families);
         self.apply(
             &RevocationEvent::Subject {
                 subject,
@@ -155,7 +161,6 @@ impl RevocationApi {
             now,
         )
         .await?;
-        tracing::info!(target: "tessera::audit", event = "revoke", kind = "subject", families);
         self.v.metrics.revoked(RevokedKind::Subject);
         self.v
             .metrics
@@ -165,6 +170,39 @@ impl RevocationApi {
             jti: String::new(),
             revoked_until: None,
         })
+    }
+
+    /// `Revoke`, asked for by `caller` (named in the audit trail): the
+    /// handler's, or [`audit::SERVER`] when the issuer in this process
+    /// reports a reuse or a password reset.
+    async fn revoke_as(&self, r: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status> {
+        if r.reason.len() > 1024 {
+            return Err(invalid("reason", "at most 1024 bytes"));
+        }
+        let now = self.v.clock.now();
+        match r.target {
+            None => Err(invalid("target", "one target is required")),
+            Some(Target::Token(t)) => {
+                let (jti, exp) = self.token_target(&t)?;
+                self.revoke_jti(jti, exp, now, caller).await
+            }
+            Some(Target::Jti(t)) => {
+                let (jti, exp) = jti_target(t, now)?;
+                self.revoke_jti(jti, exp, now, caller).await
+            }
+            Some(Target::FamilyId(f)) => {
+                check_text("family_id", &f, 128).map_err(from_domain)?;
+                self.revoke_family(f, now, caller).await
+            }
+            Some(Target::Subject(s)) => {
+                check_text("subject", &s, 255).map_err(from_domain)?;
+                self.revoke_subject(s, now, caller).await
+            }
+            Some(Target::Kid(kid)) => {
+                check_text("kid", &kid, 64).map_err(from_domain)?;
+                self.revoke_key(kid, &r.reason, now, caller).await
+            }
+        }
     }
 
     /// The jti and `exp` of a token target. The token must be ours (signature
@@ -214,6 +252,7 @@ fn may_revoke(caller: &Caller, r: &RevokeRequest) -> Result<(), Status> {
     } else {
         Err(tessera_grpc::gate::not_allowed(
             caller,
+            "Revoke",
             &format!("revoke {name}"),
         ))
     }
@@ -229,35 +268,10 @@ impl RevocationService for RevocationApi {
         if let Some(caller) = tessera_grpc::gate::caller(&request) {
             may_revoke(caller, request.get_ref())?;
         }
-        let r = request.into_inner();
-        if r.reason.len() > 1024 {
-            return Err(invalid("reason", "at most 1024 bytes"));
-        }
-        let now = self.v.clock.now();
-        let response = match r.target {
-            None => return Err(invalid("target", "one target is required")),
-            Some(Target::Token(t)) => {
-                let (jti, exp) = self.token_target(&t)?;
-                self.revoke_jti(jti, exp, now).await?
-            }
-            Some(Target::Jti(t)) => {
-                let (jti, exp) = jti_target(t, now)?;
-                self.revoke_jti(jti, exp, now).await?
-            }
-            Some(Target::FamilyId(f)) => {
-                check_text("family_id", &f, 128).map_err(from_domain)?;
-                self.revoke_family(f, now).await?
-            }
-            Some(Target::Subject(s)) => {
-                check_text("subject", &s, 255).map_err(from_domain)?;
-                self.revoke_subject(s, now).await?
-            }
-            Some(Target::Kid(kid)) => {
-                check_text("kid", &kid, 64).map_err(from_domain)?;
-                self.revoke_key(kid, &r.reason, now).await?
-            }
-        };
-        Ok(Response::new(response))
+        let caller = audit::caller_of(&request);
+        self.revoke_as(request.into_inner(), &caller)
+            .await
+            .map(Response::new)
     }
 
     type WatchRevocationsStream =
@@ -375,9 +389,7 @@ fn watch_message(id: i64, e: RevocationEvent) -> WatchRevocationsResponse {
 #[tonic::async_trait]
 impl tessera_grpc::ports::Revoker for RevocationApi {
     async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
-        RevocationService::revoke(self, Request::new(request))
-            .await
-            .map(Response::into_inner)
+        self.revoke_as(request, audit::SERVER).await
     }
 
     async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {

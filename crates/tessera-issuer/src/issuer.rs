@@ -75,11 +75,16 @@ fn may_issue(caller: &Caller, cmd: &IssueCommand) -> Result<(), Status> {
         let aud = &cmd.audience;
         return Err(not_allowed(
             caller,
+            "Issue",
             &format!("issue tokens for audience {aud:?}"),
         ));
     }
     if let Some(name) = cmd.extra_claims.keys().find(|n| !caller.may_add_claim(n)) {
-        return Err(not_allowed(caller, &format!("add the claim {name:?}")));
+        return Err(not_allowed(
+            caller,
+            "Issue",
+            &format!("add the claim {name:?}"),
+        ));
     }
     Ok(())
 }
@@ -130,7 +135,8 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        crate::refresh::refresh(&self.inner, request.into_inner())
+        let caller = tessera_grpc::audit::caller_of(&request);
+        crate::refresh::refresh(&self.inner, request.into_inner(), &caller)
             .await
             .map(Response::new)
     }
@@ -150,7 +156,8 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RedeemPurposeTokenRequest>,
     ) -> Result<Response<RedeemPurposeTokenResponse>, Status> {
-        crate::purpose::redeem(&self.inner, request.into_inner())
+        let caller = tessera_grpc::audit::caller_of(&request);
+        crate::purpose::redeem(&self.inner, request.into_inner(), &caller)
             .await
             .map(Response::new)
     }

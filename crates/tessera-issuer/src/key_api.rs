@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tessera_domain::issue::check_text;
 use tessera_domain::keys::{Algorithm, KeyState};
 use tessera_domain::store::StoredKey;
+use tessera_grpc::audit;
 use tessera_grpc::ports::Revoker;
 use tessera_grpc::{from_domain, invalid, status, timestamp};
 use tessera_proto::v1::key_service_server::KeyService;
@@ -192,6 +193,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<RotateKeysRequest>,
     ) -> Result<Response<RotateKeysResponse>, Status> {
+        let caller = audit::caller_of(&request);
         let r = request.into_inner();
         let wanted = SigningAlgorithm::try_from(r.algorithm)
             .map_err(|_| invalid("algorithm", format!("{} is not a known value", r.algorithm)))?;
@@ -203,7 +205,7 @@ impl KeyService for KeyApi {
                 "this server rotates to its configured algorithm only (--key-algorithm)",
             ));
         }
-        let changed = self.keys.rotate().await.map_err(from_domain)?;
+        let changed = self.keys.rotate(&caller).await.map_err(from_domain)?;
         Ok(Response::new(RotateKeysResponse {
             changed: changed.iter().map(public_key).collect(),
         }))
@@ -214,6 +216,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<RetireKeyRequest>,
     ) -> Result<Response<RetireKeyResponse>, Status> {
+        let caller = audit::caller_of(&request);
         let kid = request.into_inner().kid;
         check_text("kid", &kid, 64).map_err(from_domain)?;
         let keys = self.keys.list().await.map_err(from_domain)?;
@@ -228,7 +231,7 @@ impl KeyService for KeyApi {
         }
         // Only the schedule retires keys, and only once no live token needs
         // them: run it now and report whether this key went.
-        self.keys.tick().await.map_err(from_domain)?;
+        self.keys.tick_by(&caller).await.map_err(from_domain)?;
         let keys = self.keys.list().await.map_err(from_domain)?;
         let key = keys
             .iter()
@@ -251,6 +254,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<CompromiseKeyRequest>,
     ) -> Result<Response<CompromiseKeyResponse>, Status> {
+        let caller = audit::caller_of(&request);
         let r = request.into_inner();
         check_text("kid", &r.kid, 64).map_err(from_domain)?;
         if r.reason.len() > 1024 {
@@ -259,7 +263,7 @@ impl KeyService for KeyApi {
         tracing::Span::current().record("kid", r.kid.as_str());
         let killed = self
             .keys
-            .compromise(&r.kid)
+            .compromise(&r.kid, &caller)
             .await
             .map_err(from_domain)?
             .ok_or_else(key_not_found)?;
@@ -287,8 +291,6 @@ impl KeyService for KeyApi {
             self.metrics.key_compromised();
         }
         tracing::warn!(
-            target: "tessera::audit",
-            event = "key_compromised",
             kid = %r.kid,
             newly = killed.newly,
             affected_sessions_estimate = affected,

@@ -11,6 +11,7 @@ use tessera_domain::schedule::{
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
 use tessera_domain::{random_id, sha256};
+use tessera_grpc::audit;
 use tokio::sync::watch;
 
 /// The published JWKS document with its validators.
@@ -238,6 +239,11 @@ impl KeyManager {
     /// taken and nothing is written, so idle instances do not queue on the
     /// lock row.
     pub async fn tick(&self) -> Result<Vec<StoredKey>> {
+        self.tick_by(audit::SERVER).await
+    }
+
+    /// [`Self::tick`] asked for by `actor` (named in the audit trail).
+    pub async fn tick_by(&self, actor: &str) -> Result<Vec<StoredKey>> {
         let now = self.clock.now();
         let keys = self.store.load_keys().await?;
         let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
@@ -251,9 +257,7 @@ impl KeyManager {
                 self.rows_for(keys, &due_steps(&times, &self.schedule, now), now)
             })
             .await?;
-        for k in &changed {
-            tracing::info!(target: "tessera::audit", event = "key_state", kid = %k.kid, state = k.state.as_str());
-        }
+        audit_changes(actor, &changed);
         self.reload().await?;
         Ok(changed)
     }
@@ -261,8 +265,9 @@ impl KeyManager {
     /// On-demand rotation: publishes the next key, due as soon as the
     /// schedule allows (`publish_ahead` from now); if one is already
     /// published, activates it once that much time has passed since its
-    /// publication. Returns the keys that changed.
-    pub async fn rotate(&self) -> Result<Vec<StoredKey>> {
+    /// publication. Returns the keys that changed. `actor` is named in the
+    /// audit trail.
+    pub async fn rotate(&self, actor: &str) -> Result<Vec<StoredKey>> {
         let now = self.clock.now();
         let changed = self
             .store
@@ -287,7 +292,8 @@ impl KeyManager {
                 }
             })
             .await?;
-        self.tick().await?;
+        audit_changes(actor, &changed);
+        self.tick_by(actor).await?;
         Ok(changed)
     }
 
@@ -343,8 +349,8 @@ impl KeyManager {
     /// pending key, or a new one) runs in the same transaction, so another
     /// key signs at once. One key-lock transaction, exactly once across
     /// racing instances; the published set comes from the plan's own read.
-    /// `None` for an unknown kid.
-    pub async fn compromise(&self, kid: &str) -> Result<Option<Killed>> {
+    /// `None` for an unknown kid. `actor` is named in the audit trail.
+    pub async fn compromise(&self, kid: &str, actor: &str) -> Result<Option<Killed>> {
         let now = self.clock.now();
         let after: std::sync::Mutex<Option<(KeyState, Vec<StoredKey>)>> = Default::default();
         let changed = self
@@ -378,9 +384,7 @@ impl KeyManager {
         let Some((was, all)) = after.into_inner().unwrap_or_else(|p| p.into_inner()) else {
             return Ok(None);
         };
-        for k in &changed {
-            tracing::warn!(target: "tessera::audit", event = "key_state", kid = %k.kid, state = k.state.as_str());
-        }
+        audit_changes(actor, &changed);
         self.publish(&all)?;
         let find = |f: &dyn Fn(&StoredKey) -> bool| all.iter().find(|k| f(k)).cloned();
         Ok(Some(Killed {
@@ -446,8 +450,8 @@ pub const REFRESH_SECRET: &str = "refresh-successor";
 /// lock, in one transaction. Returns how many keys moved. Running instances
 /// keep working if they were started with `new` as their KEK and `old` as the
 /// previous one; keys already under `new` are left alone, so a rerun is a
-/// no-op.
-pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek) -> Result<usize> {
+/// no-op. `actor` is named in the audit trail.
+pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek, actor: &str) -> Result<usize> {
     let moved = store
         .change_keys(&|keys: &[StoredKey]| {
             let mut out = Vec::new();
@@ -473,22 +477,31 @@ pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek) -> Result<usize>
             total += 1;
         }
     }
-    tracing::info!(target: "tessera::audit", event = "keys_rewrapped", sealed_items = total);
+    audit::keys_rewrapped(actor, total, old.id(), new.id());
     Ok(total)
+}
+
+/// Each key that changed state, in the audit trail.
+fn audit_changes(actor: &str, changed: &[StoredKey]) {
+    for k in changed {
+        audit::key_state(actor, &k.kid, k.state, k.activates_at);
+    }
 }
 
 #[tonic::async_trait]
 impl tessera_grpc::ports::KeyKiller for KeyManager {
-    // The reason is the caller's free text: it is not logged here (it could
-    // carry anything); the audit line names the key and whether it was new.
-    async fn kill(&self, kid: &str, _reason: &str) -> std::result::Result<bool, tonic::Status> {
+    // The reason is the caller's free text: it is not logged (it could
+    // carry anything); the audit trail names the key and who killed it.
+    async fn kill(
+        &self,
+        kid: &str,
+        _reason: &str,
+        caller: &str,
+    ) -> std::result::Result<bool, tonic::Status> {
         let killed = self
-            .compromise(kid)
+            .compromise(kid, caller)
             .await
             .map_err(tessera_grpc::from_domain)?;
-        if let Some(k) = &killed {
-            tracing::warn!(target: "tessera::audit", event = "key_compromised", kid = %kid, newly = k.newly);
-        }
         Ok(killed.is_some())
     }
 }

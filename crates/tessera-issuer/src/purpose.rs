@@ -76,6 +76,7 @@ pub(crate) async fn issue(
 pub(crate) async fn redeem(
     me: &Inner,
     r: RedeemPurposeTokenRequest,
+    caller: &str,
 ) -> Result<RedeemPurposeTokenResponse, Status> {
     if r.token.is_empty() {
         return Err(invalid("token", "is required"));
@@ -127,10 +128,19 @@ pub(crate) async fn redeem(
         }
         RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => return Err(invalid_token()),
     }
-    tracing::info!(target: "tessera::audit", event = "purpose_token_redeemed", kind = kind.typ());
     me.cfg.metrics.purpose_redeemed();
+    let end_sessions = r.revoke_subject_sessions && kind == TokenKind::PasswordReset;
+    // Written once redeemed (durable), before the sessions end: that is
+    // audited on its own (`subject_revoked`).
+    tessera_grpc::audit::purpose_token_redeemed(
+        caller,
+        kind.typ(),
+        &signed.claims.sub,
+        &signed.claims.jti,
+        end_sessions,
+    );
     let mut revoked_families = 0;
-    if r.revoke_subject_sessions && kind == TokenKind::PasswordReset {
+    if end_sessions {
         // A password reset ends every session: the revocation service bumps
         // the subject version and revokes its families, everywhere.
         revoked_families = me

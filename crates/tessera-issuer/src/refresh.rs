@@ -16,7 +16,7 @@ fn unauthenticated(reason: ErrorReason, message: &str) -> Status {
 
 /// The family after a rotation, or the caller's error for every other
 /// outcome (a reuse also tells the revocation service).
-async fn rotated(me: &Inner, outcome: RotateOutcome) -> Result<FamilyRecord, Status> {
+async fn rotated(me: &Inner, outcome: RotateOutcome, caller: &str) -> Result<FamilyRecord, Status> {
     let (reason, message) = match outcome {
         RotateOutcome::Rotated { family, fresh } => {
             me.cfg.metrics.refreshed(!fresh);
@@ -26,7 +26,7 @@ async fn rotated(me: &Inner, outcome: RotateOutcome) -> Result<FamilyRecord, Sta
             return Ok(family);
         }
         RotateOutcome::Reused { family } => {
-            reused(me, &family).await;
+            reused(me, &family, caller).await;
             (
                 ErrorReason::RefreshTokenReused,
                 "the refresh token was already used; the session is revoked",
@@ -58,16 +58,9 @@ async fn rotated(me: &Inner, outcome: RotateOutcome) -> Result<FamilyRecord, Sta
 /// truth). Audit it, and tell the revocation service so every instance's
 /// view drops the family's access tokens now; if that fails, views still
 /// catch up from the store, and STRONG sees it.
-async fn reused(me: &Inner, family: &FamilyRecord) {
-    let total = me.cfg.metrics.refresh_reused();
-    tracing::warn!(
-        target: "tessera::audit",
-        event = "refresh_token_reused",
-        family_id = %family.family_id,
-        subject = %family.subject,
-        refresh_reuse_total = total,
-        "refresh token reused: the session is revoked"
-    );
+async fn reused(me: &Inner, family: &FamilyRecord, caller: &str) {
+    me.cfg.metrics.refresh_reused();
+    tessera_grpc::audit::refresh_token_reused(caller, &family.subject, &family.family_id);
     let request = RevokeRequest {
         target: Some(Target::FamilyId(family.family_id.clone())),
         reason: "refresh token reuse".into(),
@@ -77,7 +70,11 @@ async fn reused(me: &Inner, family: &FamilyRecord) {
     }
 }
 
-pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResponse, Status> {
+pub(crate) async fn refresh(
+    me: &Inner,
+    r: RefreshRequest,
+    caller: &str,
+) -> Result<RefreshResponse, Status> {
     if r.refresh_token.is_empty() {
         return Err(invalid("refresh_token", "is required"));
     }
@@ -107,7 +104,7 @@ pub(crate) async fn refresh(me: &Inner, r: RefreshRequest) -> Result<RefreshResp
         )
         .await
         .map_err(from_domain)?;
-    let family = rotated(me, outcome).await?;
+    let family = rotated(me, outcome, caller).await?;
     tracing::Span::current().record("family_id", family.family_id.as_str());
     let version = family.subject_version;
     let key = me.keys.signing_key().map_err(from_domain)?;

@@ -3,8 +3,8 @@
 //! the listener; [`Application::run`] stacks the layers and serves.
 
 use crate::config::{AppError, Config, Edge, Role};
+use crate::health::{Inputs, Readiness, set_all, watch_health};
 use crate::roles::Shared;
-use crate::tasks::{set_all, watch_health};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub struct Application {
     listener: TcpListener,
     store: Arc<SqlStore>,
     routes: tonic::service::Routes,
+    /// The HTTP routes served beside gRPC on the same port.
+    http: axum::Router,
     services: Vec<&'static str>,
     follower: Option<Arc<KeyFollower>>,
     ring: Arc<KeyRing>,
@@ -34,6 +36,8 @@ pub struct Application {
     /// What health reads of the view: its age and the bound.
     view: (Arc<Metrics>, Arc<dyn Clock>, Option<i64>),
     health: HealthReporter,
+    /// The last health check, for `/readyz`.
+    ready: watch::Sender<Readiness>,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     stop: watch::Sender<bool>,
@@ -61,10 +65,15 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens the stores, loads or creates the keys (or learns them from the
     /// issuer), adds each role's services and binds the listener.
-    pub async fn build(cfg: Config) -> Result<Self, AppError> {
+    pub async fn build(mut cfg: Config) -> Result<Self, AppError> {
         let role = cfg.role;
+        let listener = TcpListener::bind(cfg.listen).await?;
+        if !cfg.issuer_set {
+            // Derived from the bound address, so port 0 names the real port.
+            cfg.policy.issuer =
+                crate::issuer_file::derived(cfg.edge.tls.is_some(), listener.local_addr()?);
+        }
         let mut shared = Shared::open(cfg).await?;
-        let listener = TcpListener::bind(shared.cfg.listen).await?;
         let keys = match role {
             Role::Introspection => None,
             Role::All | Role::Issuer => Some(shared.key_manager().await?),
@@ -108,9 +117,9 @@ impl Application {
             follower,
             ..
         } = shared;
-        let mut routes = routes.routes();
-        let grpc = std::mem::take(routes.axum_router_mut());
-        *routes.axum_router_mut() = grpc.merge(http);
+        let ready = watch::channel(Readiness::default()).0;
+        let http = http.merge(crate::health::routes(ready.subscribe()));
+        let routes = routes.routes();
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -123,12 +132,14 @@ impl Application {
             listener,
             store,
             routes,
+            http,
             services,
             follower,
             ring,
             key_manager: keys,
             view,
             health,
+            ready,
             health_service,
             stop,
             tasks,
@@ -172,21 +183,41 @@ impl Application {
             listener,
             store,
             routes,
+            http,
             services,
             health,
+            ready,
             health_service,
             stop,
             tasks,
             view,
             edge,
+            ring,
+            key_manager,
             ..
         } = self;
-        let routes = with_reflection(routes)?.add_service(health_service);
+        let mut routes = with_reflection(routes)?.add_service(health_service);
+        // Every gRPC service is in `routes` now: only gRPC requests reach
+        // them, and tonic's fallback (HTTP 200 with grpc-status 12 for any
+        // path, which a plain HTTP check reads as healthy) is replaced by
+        // ours: UNIMPLEMENTED for gRPC, 404 for everything else.
+        let grpc = std::mem::take(routes.axum_router_mut())
+            .route_layer(axum::middleware::from_fn(crate::health::grpc_only));
+        *routes.axum_router_mut() = grpc.merge(http).fallback(crate::health::fallback);
+        let (metrics, clock, max_view_age) = view;
+        let inputs = Inputs {
+            store: store.clone(),
+            ring,
+            keys: key_manager,
+            metrics,
+            clock,
+            max_view_age,
+        };
         let monitor = tokio::spawn(watch_health(
-            store.clone(),
+            inputs,
             health.clone(),
             services.clone(),
-            view,
+            ready.clone(),
             stop.subscribe(),
         ));
         let shutting_down = {
@@ -196,6 +227,7 @@ impl Application {
                 shutdown.await;
                 tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
                 let _ = stop.send(true);
+                ready.send_modify(|r| r.stopping = true);
                 set_all(&health, &services, ServingStatus::NotServing).await;
             }
         };

@@ -1,7 +1,28 @@
 //! `tessera callers add`: a new service key, shown once, and the lines that
 //! grant it in the callers file (only the key's SHA-256 is ever stored).
 
+use clap::Subcommand;
 use tessera_domain::callers::{Callers, RPCS, new_service_key};
+
+/// `tessera callers …`.
+#[derive(Debug, Subcommand)]
+pub enum CallersCommand {
+    /// Make a new service key for caller NAME: prints the key (once; only
+    /// its hash is ever stored) and the lines to add to the callers file.
+    Add {
+        /// The caller's id.
+        name: String,
+        /// RPCs to grant, comma-separated (e.g. Issue,Refresh,Revoke).
+        #[arg(long, value_delimiter = ',')]
+        rpcs: Vec<String>,
+        /// Audiences it may issue for, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        audiences: Vec<String>,
+        /// What it may revoke, comma-separated: jti, family, subject, kid.
+        #[arg(long, value_delimiter = ',')]
+        revoke: Vec<String>,
+    },
+}
 
 /// Prints a new key for `name` and its callers-file entry. The entry is
 /// parsed before it is printed, so what it prints always loads.

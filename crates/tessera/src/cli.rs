@@ -13,9 +13,16 @@ use tessera_domain::policy::Policy;
 use tessera_domain::refresh::FamilyPolicy;
 use tessera_domain::schedule::KeySchedule;
 
-/// Tessera: issues, verifies, refreshes and revokes JWTs over gRPC.
+/// Tessera issues, verifies, refreshes and revokes JSON Web Tokens for
+/// internal services over gRPC, and rotates the keys that sign them.
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about)]
+#[command(
+    name = "tessera",
+    version,
+    after_help = "Exit codes: 0 success (healthcheck: SERVING; token inspect: nothing refused), \
+                  1 failure (healthcheck: NOT_SERVING; token inspect: a refusal), 2 usage error.\n\
+                  Each option's TESSERA_… variable is shown beside it; `tessera <command> --help` for more."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -27,50 +34,31 @@ pub struct Cli {
 pub enum Command {
     /// Serve every service on one port (embedded SQLite store by default).
     Serve(Box<ServeArgs>),
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations and exit (the database must exist:
+    /// `createdb` it first).
     Migrate {
-        /// Database URL (postgres://… or sqlite:…).
+        /// Database URL (postgres://… or sqlite://…).
         #[arg(long, env = "TESSERA_DATABASE_URL")]
         database_url: String,
     },
-    /// Administer signing keys.
+    /// Revoke a token, a session, a subject or a signing key on a running
+    /// server (RevocationService.Revoke).
+    Revoke(Box<crate::revoke_cli::RevokeArgs>),
+    /// Read a token without trusting it.
+    #[command(subcommand)]
+    Token(crate::inspect_cli::TokenCommand),
+    /// List, rotate and kill signing keys on a running server; re-seal the
+    /// stored keys under a new KEK.
     #[command(subcommand)]
     Keys(crate::keys_cli::KeysCommand),
-    /// Manage the callers file.
+    /// Make service keys for the callers file.
     #[command(subcommand)]
-    Callers(CallersCommand),
-    /// Exit 0 when the server at ENDPOINT reports SERVING, 1 otherwise.
+    Callers(crate::callers_cli::CallersCommand),
+    /// Print SERVING and exit 0 when the server reports SERVING (gRPC
+    /// health of the whole server), else print NOT_SERVING and exit 1.
     Healthcheck {
-        /// The server, e.g. http://127.0.0.1:50051.
-        #[arg(
-            long,
-            env = "TESSERA_ENDPOINT",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        endpoint: String,
-        /// With an https:// endpoint: the CA that signs its certificate.
-        #[arg(long, env = "TESSERA_PEER_CA_FILE")]
-        peer_ca_file: Option<PathBuf>,
-    },
-}
-
-/// `tessera callers …`.
-#[derive(Debug, Subcommand)]
-pub enum CallersCommand {
-    /// Make a new service key for caller NAME: prints the key (once; only
-    /// its hash is ever stored) and the lines to add to the callers file.
-    Add {
-        /// The caller's id.
-        name: String,
-        /// RPCs to grant, comma-separated (e.g. Issue,Refresh,Revoke).
-        #[arg(long, value_delimiter = ',')]
-        rpcs: Vec<String>,
-        /// Audiences it may issue for, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        audiences: Vec<String>,
-        /// What it may revoke, comma-separated: jti, family, subject, kid.
-        #[arg(long, value_delimiter = ',')]
-        revoke: Vec<String>,
+        #[command(flatten)]
+        remote: crate::remote::RemoteArgs,
     },
 }
 
@@ -130,8 +118,9 @@ pub struct ServeArgs {
     /// keys to the current one (or TESSERA_KEK_PREVIOUS).
     #[arg(long, env = "TESSERA_PREVIOUS_KEK_FILE")]
     pub previous_kek_file: Option<PathBuf>,
-    /// The `iss` of every token. Default: http://<listen> (https:// with
-    /// --tls-cert).
+    /// The `iss` of every token. Default: the one the data directory's
+    /// first start used (kept in <data-dir>/issuer), else http://<listen>
+    /// (https:// with --tls-cert).
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
     /// Apply migrations on start (always done for the embedded SQLite store).
@@ -195,6 +184,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MAX_VIEW_STALENESS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub max_view_staleness: i64,
+    /// Write the audit events (one JSON object per line, target
+    /// `tessera::audit`) to this file (appended, created 0600) instead of
+    /// stderr.
+    #[arg(long, env = "TESSERA_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
     /// Callers, TLS and limits.
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -324,13 +318,7 @@ impl ServeArgs {
         let issuer_set = self.issuer.is_some();
         let policy = Policy {
             issuer: self.issuer.unwrap_or_else(|| {
-                // The port's own scheme: https when it serves TLS.
-                let scheme = if self.edge.tls_cert.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{}", self.listen)
+                crate::issuer_file::derived(self.edge.tls_cert.is_some(), self.listen)
             }),
             access_ttl_default: self.access_token_ttl,
             access_ttl_max: self.access_token_max_ttl,

@@ -1,9 +1,12 @@
 //! `tessera keys …`: list, rotate and kill keys on a running server (over
-//! gRPC), and rewrap the stored keys under a new KEK (on the database).
+//! gRPC, presenting the service key when one is given), and rewrap the
+//! stored keys under a new KEK (on the database).
 
 use crate::kek::{KekSource, load};
+use crate::remote::RemoteArgs;
 use clap::Subcommand;
 use std::path::PathBuf;
+use tessera_grpc::net::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{CompromiseKeyRequest, ListKeysRequest, PublicKey, RotateKeysRequest};
 
@@ -12,24 +15,14 @@ use tessera_proto::v1::{CompromiseKeyRequest, ListKeysRequest, PublicKey, Rotate
 pub enum KeysCommand {
     /// List every key, newest first.
     List {
-        /// The server.
-        #[arg(
-            long,
-            env = "TESSERA_ENDPOINT",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        endpoint: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Rotate now: publish the next key (it signs once verifiers' caches can
     /// know it), or bring a published one forward.
     Rotate {
-        /// The server.
-        #[arg(
-            long,
-            env = "TESSERA_ENDPOINT",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        endpoint: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Kill a key at once: unpublished, its tokens rejected everywhere, and
     /// if it was signing another key signs from now on.
@@ -41,13 +34,8 @@ pub enum KeysCommand {
         /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
-        /// The server.
-        #[arg(
-            long,
-            env = "TESSERA_ENDPOINT",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        endpoint: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Re-seal every stored private key under a new KEK. Start the servers
     /// with the new KEK and TESSERA_KEK_PREVIOUS set to the old one first;
@@ -82,35 +70,27 @@ fn print_key(k: &PublicKey) {
     );
 }
 
-async fn client(endpoint: String) -> Result<KeyServiceClient<tonic::transport::Channel>, String> {
-    KeyServiceClient::connect(endpoint)
-        .await
-        .map_err(|e| format!("cannot reach the server: {e}"))
-}
-
-fn status(e: tonic::Status) -> String {
-    format!("{:?}: {}", e.code(), e.message())
+fn client(remote: &RemoteArgs) -> Result<KeyServiceClient<PeerChannel>, String> {
+    remote.channel().map(KeyServiceClient::new)
 }
 
 /// Runs a `keys` subcommand.
 pub async fn run(cmd: KeysCommand) -> Result<(), String> {
     match cmd {
-        KeysCommand::List { endpoint } => {
-            let keys = client(endpoint)
-                .await?
+        KeysCommand::List { remote } => {
+            let keys = client(&remote)?
                 .list_keys(ListKeysRequest {})
                 .await
-                .map_err(status)?
+                .map_err(|e| remote.failed(&e))?
                 .into_inner()
                 .keys;
             keys.iter().for_each(print_key);
         }
-        KeysCommand::Rotate { endpoint } => {
-            let changed = client(endpoint)
-                .await?
+        KeysCommand::Rotate { remote } => {
+            let changed = client(&remote)?
                 .rotate_keys(RotateKeysRequest::default())
                 .await
-                .map_err(status)?
+                .map_err(|e| remote.failed(&e))?
                 .into_inner()
                 .changed;
             changed.iter().for_each(print_key);
@@ -118,13 +98,12 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
         KeysCommand::Compromise {
             kid,
             reason,
-            endpoint,
+            remote,
         } => {
-            let r = client(endpoint)
-                .await?
+            let r = client(&remote)?
                 .compromise_key(CompromiseKeyRequest { kid, reason })
                 .await
-                .map_err(status)?
+                .map_err(|e| remote.failed(&e))?
                 .into_inner();
             println!(
                 "{}",
@@ -149,7 +128,8 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
             let store = tessera_storage::SqlStore::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?;
-            let moved = tessera_issuer::rewrap(&store, &old, &new)
+            // The operator at this host, not a caller of the server.
+            let moved = tessera_issuer::rewrap(&store, &old, &new, "cli")
                 .await
                 .map_err(|e| e.to_string())?;
             store.close().await;

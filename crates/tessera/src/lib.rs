@@ -8,13 +8,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod audit_log;
 pub mod callers_cli;
 pub mod cli;
 mod config;
 mod edge;
+mod health;
 pub mod http;
+pub mod inspect_cli;
+pub mod issuer_file;
 pub mod kek;
 pub mod keys_cli;
+pub mod remote;
+pub mod revoke_cli;
 mod roles;
 mod tasks;
 pub mod telemetry;

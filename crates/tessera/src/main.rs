@@ -8,29 +8,28 @@ use std::process::ExitCode;
 use tessera::cli::{Cli, Command};
 use tessera::telemetry::Telemetry;
 use tessera::{Application, Config};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives between the
+/// "listening" line and the start of serving must stop the server
+/// gracefully, not kill it (the default action).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera::AppError> {
@@ -38,48 +37,28 @@ async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera
     let app = Application::build(cfg).await?;
     telemetry.export_metrics(&app.metrics());
     let addr = app.local_addr();
+    let shutdown = shutdown_signal();
     tracing::info!(%addr, "serving");
     // A line on stdout that scripts and tests can wait for.
     println!("tessera listening on {addr}");
-    app.run(shutdown_signal()).await
-}
-
-async fn healthcheck(endpoint: String, ca: Option<std::path::PathBuf>) -> bool {
-    let check = async {
-        let tls = match ca {
-            Some(ca) => Some(tessera_grpc::tls::ClientTls::load(&ca, None).ok()?),
-            None => None,
-        };
-        let channel = tessera_grpc::net::endpoint(&endpoint, tls.as_ref())
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
-        let mut client = HealthClient::new(channel);
-        let r = client
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        Some(r.into_inner().status == ServingStatus::Serving as i32)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), check)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    app.run(shutdown).await
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tessera::install_crypto_provider();
     let cli = Cli::parse();
-    // Only a server exports telemetry; the other commands only log.
-    let mut telemetry = match Telemetry::init(matches!(cli.command, Command::Serve(_))) {
+    // Only a server exports telemetry; the other commands only log. The
+    // audit trail has its own sink (`--audit-log`, else stderr).
+    let audit = match &cli.command {
+        Command::Serve(args) => args.audit_log.clone(),
+        _ => std::env::var_os("TESSERA_AUDIT_LOG").map(std::path::PathBuf::from),
+    };
+    let export = matches!(cli.command, Command::Serve(_));
+    let mut telemetry = match Telemetry::init(export, audit.as_deref()) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("tessera: telemetry: {e}");
+            eprintln!("tessera: configuration: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,17 +76,21 @@ async fn main() -> ExitCode {
         .await
         .map_err(|e| e.to_string()),
         Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
-        Command::Callers(tessera::cli::CallersCommand::Add {
+        Command::Revoke(args) => tessera::revoke_cli::run(*args).await,
+        Command::Token(cmd) => match tessera::inspect_cli::run(cmd).await {
+            Ok(true) => Ok(()),
+            // The explanation is printed: a refusal is an answer, not an error.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Callers(tessera::callers_cli::CallersCommand::Add {
             name,
             rpcs,
             audiences,
             revoke,
         }) => tessera::callers_cli::add(&name, &rpcs, &audiences, &revoke),
-        Command::Healthcheck {
-            endpoint,
-            peer_ca_file,
-        } => {
-            if healthcheck(endpoint, peer_ca_file).await {
+        Command::Healthcheck { remote } => {
+            if remote.healthcheck().await {
                 println!("SERVING");
                 return ExitCode::SUCCESS;
             }

@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     client_tls: Option<ClientTls>,
 }
 
+/// At most one `verify_failures` audit event per caller per this window.
+const AUDIT_WINDOW: Duration = Duration::from_secs(10);
+
 /// Largest request message a token RPC decodes (tokens are at most 8 KiB;
 /// extra claims a few KiB). tonic reads the length prefix first, so a
 /// larger message is refused before it is read.
@@ -73,7 +76,7 @@ const TOKEN_RPC_MAX_MESSAGE: usize = 16 * 1024;
 
 impl Shared {
     /// Validates `cfg`, opens (and if allowed migrates) the store.
-    pub async fn open(cfg: Config) -> Result<Self, AppError> {
+    pub async fn open(mut cfg: Config) -> Result<Self, AppError> {
         validate(&cfg)?;
         let callers = Arc::new(CallerRegistry::default());
         match &cfg.edge.callers_file {
@@ -107,6 +110,7 @@ impl Shared {
             .map(|k| String::from_utf8_lossy(k.expose()).into_owned());
         let bearer = Bearer::new(key.as_deref()).map_err(AppError::Config)?;
         let store = Arc::new(open_store(&cfg).await?);
+        crate::issuer_file::settle(&mut cfg)?;
         let metrics = Arc::new(Metrics::new(cfg.clock.clone()));
         Ok(Self {
             callers,
@@ -209,7 +213,11 @@ impl Shared {
                 (self.follow_issuer(client.clone()).await?, Arc::new(client))
             }
         };
+        let failures = Arc::new(tessera_grpc::audit::VerifyFailures::default());
+        let summaries = failures.clone().summarise(AUDIT_WINDOW, self.stopping());
+        self.tasks.push(summaries);
         let verifier = Verifier {
+            failures,
             keys: source,
             key_killer: killer,
             view: self.view.clone(),

@@ -5,86 +5,11 @@ use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
-use tessera_domain::store::{Housekeeping, Ping, RevocationStore};
+use tessera_domain::store::{Housekeeping, RevocationStore};
 use tessera_grpc::metrics::Metrics;
 use tessera_issuer::KeyManager;
 use tessera_storage::{REVOCATION_LOG_RETENTION, SqlStore};
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
-
-/// Sets every service's health status.
-pub(crate) async fn set_all(
-    health: &HealthReporter,
-    services: &[&'static str],
-    status: ServingStatus,
-) {
-    for s in services {
-        health.set_service_status(*s, status).await;
-    }
-}
-
-/// What each service needs to answer correctly: the issuer, the key service
-/// and `Revoke` need the store; `Verify` needs a fresh revocation view (it
-/// answers from memory, so a verifier stays SERVING through a database
-/// blip, and leaves once its view is older than the staleness bound). The
-/// whole server ("") is SERVING when every service it runs is.
-pub(crate) fn service_status(service: &str, store_ok: bool, view_ok: bool) -> bool {
-    match service {
-        "tessera.v1.IntrospectionService" => view_ok,
-        _ => store_ok,
-    }
-}
-
-/// Health per service, every 2 s, from the store's answer and the view's age
-/// (`max_view_age`: `None` when the view is fed in process and never stale).
-pub(crate) async fn watch_health(
-    store: Arc<SqlStore>,
-    health: HealthReporter,
-    services: Vec<&'static str>,
-    view: (Arc<Metrics>, Arc<dyn Clock>, Option<i64>),
-    mut stop: watch::Receiver<bool>,
-) {
-    let (metrics, clock, max_view_age) = view;
-    let mut last: Vec<Option<bool>> = vec![None; services.len()];
-    loop {
-        let store_ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let view_ok =
-            max_view_age.is_none_or(|max| clock.now() - metrics.view_reconciled_at() <= max);
-        if *stop.borrow() {
-            return;
-        }
-        let each: Vec<bool> = services
-            .iter()
-            .map(|s| service_status(s, store_ok, view_ok))
-            .collect();
-        let whole = services
-            .iter()
-            .filter(|s| !s.is_empty())
-            .all(|s| service_status(s, store_ok, view_ok));
-        for (i, s) in services.iter().enumerate() {
-            let ok = if s.is_empty() { whole } else { each[i] };
-            if last[i] != Some(ok) {
-                if !ok {
-                    tracing::warn!(service = %s, store_ok, view_ok, "NOT_SERVING");
-                }
-                let status = if ok {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                health.set_service_status(*s, status).await;
-                last[i] = Some(ok);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
 
 /// Applies the key schedule every `every` (and picks up what other
 /// instances changed).

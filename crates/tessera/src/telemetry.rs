@@ -2,7 +2,8 @@
 //! is wired (the library crates use the `tracing` and OpenTelemetry APIs
 //! only).
 //!
-//! - Logs go to stderr, filtered by `TESSERA_LOG`.
+//! - Logs go to stderr, filtered by `TESSERA_LOG`; the audit trail to its
+//!   own sink (`crate::audit_log`).
 //! - Traces go over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and nowhere otherwise.
 //!   The other standard variables are read as the OpenTelemetry SDK
@@ -82,10 +83,6 @@ fn tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     ))
 }
 
-fn log_filter() -> EnvFilter {
-    EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
-}
-
 /// Which spans and events are exported: Tessera's at INFO and above,
 /// never the transport's (h2, hyper, tonic, tower), whose own calls to
 /// the collector would otherwise be traced in turn.
@@ -97,13 +94,14 @@ impl Telemetry {
     /// Installs the log subscriber, and with `export` (the `serve`
     /// command) the OTLP pipelines the environment asks for. Call inside
     /// the Tokio runtime: the exporter's channel lives on it.
-    pub fn init(export: bool) -> Result<Self, String> {
+    pub fn init(export: bool, audit: Option<&std::path::Path>) -> Result<Self, String> {
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(log_filter());
+            .with_filter(crate::audit_log::general_filter());
+        let audit = crate::audit_log::layer(audit)?;
         let mut me = Self::default();
         if !(export && wanted("TRACES")) {
-            tracing_subscriber::registry().with(fmt).init();
+            tracing_subscriber::registry().with(fmt).with(audit).init();
             return me.with_metrics(export);
         }
         if var("OTEL_EXPORTER_OTLP_PROTOCOL").is_some_and(|p| p != "grpc") {
@@ -128,7 +126,11 @@ impl Telemetry {
         let spans = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tessera"))
             .with_filter(span_filter());
-        tracing_subscriber::registry().with(fmt).with(spans).init();
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(audit)
+            .with(spans)
+            .init();
         me.tracer = Some(provider);
         me.with_metrics(export)
     }

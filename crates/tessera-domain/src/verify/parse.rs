@@ -71,7 +71,11 @@ pub(super) fn strict_object(json: &[u8]) -> Result<StrictObject, Failure> {
 /// Checked in a fixed order, first failure wins, so one token always gets
 /// one answer.
 pub(super) fn claims(payload: &[u8]) -> Result<Claims, Failure> {
-    let StrictObject(members) = strict_object(payload)?;
+    claims_of(strict_object(payload)?.0)
+}
+
+/// [`claims`] of members already parsed (unique names).
+pub(super) fn claims_of(members: Vec<(String, Value)>) -> Result<Claims, Failure> {
     let mut registered: [Option<Value>; REGISTERED_CLAIMS.len()] = Default::default();
     let mut extra = Map::new();
     for (name, value) in members {
@@ -115,7 +119,7 @@ fn required(v: Option<Value>) -> Result<Value, Failure> {
     v.ok_or(Failure::MissingClaim)
 }
 
-fn text(v: Value) -> Result<String, Failure> {
+pub(super) fn text(v: Value) -> Result<String, Failure> {
     match v {
         Value::String(s) => Ok(s),
         _ => Err(Failure::InvalidClaim),
@@ -124,7 +128,7 @@ fn text(v: Value) -> Result<String, Failure> {
 
 /// `sub`, `jti`, `sid`: non-empty strings (Tessera never mints an empty
 /// one, and an empty id would match nothing it could revoke).
-fn identifier(v: Value) -> Result<String, Failure> {
+pub(super) fn identifier(v: Value) -> Result<String, Failure> {
     text(v).and_then(|s| {
         if s.is_empty() {
             Err(Failure::InvalidClaim)
@@ -135,7 +139,7 @@ fn identifier(v: Value) -> Result<String, Failure> {
 }
 
 /// `aud`: a string or an array of strings (RFC 7519 §4.1.3).
-fn audience(v: Value) -> Result<Audience, Failure> {
+pub(super) fn audience(v: Value) -> Result<Audience, Failure> {
     match v {
         Value::String(s) => Ok(Audience::One(s)),
         Value::Array(items) => items
@@ -156,7 +160,7 @@ fn audience(v: Value) -> Result<Audience, Failure> {
 /// (down for `exp`, up for `nbf`) that a third-party verifier of the same
 /// token might not share. Strings, huge, negative and fractional values are
 /// all [`Failure::InvalidClaim`].
-fn numeric_date(v: &Value) -> Result<i64, Failure> {
+pub(super) fn numeric_date(v: &Value) -> Result<i64, Failure> {
     v.as_i64()
         .filter(|t| (0..=MAX_NUMERIC_DATE).contains(t))
         .ok_or(Failure::InvalidClaim)

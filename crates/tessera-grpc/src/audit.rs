@@ -1,0 +1,188 @@
+//! The audit trail: security events, one JSON object per line, on their own
+//! tracing target ([`TARGET`]), so the binary can send them to their own
+//! sink (stderr or `--audit-log`) whatever `TESSERA_LOG` filters.
+//!
+//! One function per event, called from the edge (the services, the gate,
+//! the key manager), never from the domain crate, which does no I/O. Every
+//! event carries `time` (RFC 3339, UTC), `event` and `caller`: the
+//! authenticated caller's id, `"unknown"` when the request carried none (no
+//! callers file, or an open RPC), or [`SERVER`] for what the server does on
+//! its own (the key schedule, a family revoked because of a reuse it
+//! caught). Subjects, family ids and kids are named; a token id only by
+//! [`fingerprint`]; a token, a refresh token, a service key or any key
+//! material never. Free text from callers (a revocation's `reason`) is
+//! never written either: it could carry anything.
+
+use serde_json::{Map, Value, json};
+use tessera_domain::clock::{Clock, SystemClock};
+use tessera_domain::keys::KeyState;
+
+mod summary;
+pub use summary::VerifyFailures;
+
+/// The tracing target of every audit event.
+pub const TARGET: &str = "tessera::audit";
+
+/// The caller named by what the server does on its own.
+pub const SERVER: &str = "tessera";
+
+/// The caller named when a request carried no authenticated caller.
+pub const UNKNOWN: &str = "unknown";
+
+/// A short, stable fingerprint of a token id (or any identifier that must
+/// not be written whole): the first 12 hex digits of its SHA-256.
+pub fn fingerprint(text: &str) -> String {
+    tessera_domain::sha256(text.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The audit name of `request`'s caller: its id, or [`UNKNOWN`].
+pub fn caller_of<T>(request: &tonic::Request<T>) -> String {
+    crate::gate::caller(request).map_or_else(|| UNKNOWN.to_owned(), |c| c.id.clone())
+}
+
+/// How much an event matters to whoever watches the trail.
+#[derive(Clone, Copy)]
+enum Weight {
+    /// Routine: keys rotating, revocations asked for.
+    Info,
+    /// Someone may be attacking, or a key is lost: worth a page.
+    Alarm,
+}
+
+fn emit(weight: Weight, event: &str, caller: &str, fields: Value) {
+    let mut line = Map::new();
+    line.insert("time".into(), crate::rfc3339(SystemClock.now()).into());
+    line.insert("event".into(), event.into());
+    line.insert("caller".into(), caller.into());
+    if let Value::Object(fields) = fields {
+        line.extend(fields);
+    }
+    let line = Value::Object(line);
+    match weight {
+        Weight::Info => tracing::info!(target: TARGET, "{line}"),
+        Weight::Alarm => tracing::warn!(target: TARGET, "{line}"),
+    }
+}
+
+/// A key changed state (`pending` → published, `active`, `retiring`,
+/// `retired`, `compromised`): by the schedule ([`SERVER`]) or an RPC.
+pub fn key_state(caller: &str, kid: &str, state: KeyState, activates_at: Option<i64>) {
+    let (event, weight) = match state {
+        KeyState::Pending => ("key_published", Weight::Info),
+        KeyState::Active => ("key_activated", Weight::Info),
+        KeyState::Retiring => ("key_retiring", Weight::Info),
+        KeyState::Retired => ("key_retired", Weight::Info),
+        KeyState::Compromised => ("key_compromised", Weight::Alarm),
+    };
+    let mut fields = json!({ "kid": kid });
+    if let (KeyState::Pending, Some(at)) = (state, activates_at) {
+        fields["activates_at"] = crate::rfc3339(at).into();
+    }
+    emit(weight, event, caller, fields);
+}
+
+/// Stored keys (and service secrets) re-sealed under another KEK. KEK ids
+/// are fingerprints already, never key material.
+pub fn keys_rewrapped(caller: &str, sealed_items: usize, from_kek: &str, to_kek: &str) {
+    emit(
+        Weight::Info,
+        "keys_rewrapped",
+        caller,
+        json!({ "sealed_items": sealed_items, "from_kek_id": from_kek, "to_kek_id": to_kek }),
+    );
+}
+
+/// A consumed refresh token was presented again: its family is revoked.
+pub fn refresh_token_reused(caller: &str, subject: &str, family_id: &str) {
+    emit(
+        Weight::Alarm,
+        "refresh_token_reused",
+        caller,
+        json!({ "subject": subject, "family_id": family_id }),
+    );
+}
+
+/// One token revoked by its id (`newly`: not revoked before).
+pub fn token_revoked(caller: &str, jti: &str, newly: bool) {
+    emit(
+        Weight::Info,
+        "token_revoked",
+        caller,
+        json!({ "jti_sha256": fingerprint(jti), "newly": newly }),
+    );
+}
+
+/// A session (refresh-token family) revoked.
+pub fn family_revoked(caller: &str, family_id: &str, newly: bool) {
+    emit(
+        Weight::Info,
+        "family_revoked",
+        caller,
+        json!({ "family_id": family_id, "newly": newly }),
+    );
+}
+
+/// Every token of a subject revoked: its version raised to `min_version`.
+pub fn subject_revoked(caller: &str, subject: &str, min_version: u64, families: u64) {
+    emit(
+        Weight::Info,
+        "subject_revoked",
+        caller,
+        json!({ "subject": subject, "min_version": min_version, "families_revoked": families }),
+    );
+}
+
+/// A signing key revoked through `Revoke{kid}`: its tokens fail everywhere.
+pub fn key_revoked(caller: &str, kid: &str) {
+    emit(Weight::Alarm, "key_revoked", caller, json!({ "kid": kid }));
+}
+
+/// A purpose token (email verification, password reset) redeemed.
+/// `ends_sessions`: a password reset that revokes every session of the
+/// subject (written next as `subject_revoked`).
+pub fn purpose_token_redeemed(
+    caller: &str,
+    kind: &str,
+    subject: &str,
+    jti: &str,
+    ends_sessions: bool,
+) {
+    emit(
+        Weight::Info,
+        "purpose_token_redeemed",
+        caller,
+        json!({
+            "kind": kind,
+            "subject": subject,
+            "jti_sha256": fingerprint(jti),
+            "ends_sessions": ends_sessions,
+        }),
+    );
+}
+
+/// A call refused for who is calling: no known credential, or a known
+/// caller without the right (`reason` is the `ErrorReason` name, `detail`
+/// what was missing, never a credential).
+pub fn caller_denied(caller: Option<&str>, rpc: &str, reason: &str, detail: &str) {
+    emit(
+        Weight::Alarm,
+        "caller_denied",
+        caller.unwrap_or(UNKNOWN),
+        json!({ "rpc": rpc, "reason": reason, "detail": detail }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_12_hex_of_the_sha256() {
+        // SHA-256("abc") = ba7816bf8f01cfea…
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01");
+        assert_ne!(fingerprint("abd"), fingerprint("abc"));
+    }
+}

@@ -1,0 +1,95 @@
+//! The embedded mode's `iss`, remembered. Without `--issuer` the issuer is
+//! derived from the listen address, so a restart on another port would turn
+//! every token issued before into WRONG_ISSUER. The first start writes the
+//! issuer it used to `<data-dir>/issuer` (mode 0600, once); later starts
+//! without `--issuer` use it, and a given `--issuer` that disagrees wins
+//! with a warning (tokens minted under the old one stop verifying). Shared
+//! stores are not concerned: they require `--issuer` on every instance.
+
+use crate::config::{AppError, Config};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The file's name in the data directory.
+pub const FILE: &str = "issuer";
+
+/// The issuer derived from the address the port is bound to (the real
+/// port when asked for port 0), in the port's own scheme: https when it
+/// serves TLS.
+pub fn derived(tls: bool, addr: std::net::SocketAddr) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
+/// Settles `cfg.policy.issuer` against the remembered one (embedded mode
+/// only: no database URL). The data directory must exist.
+pub(crate) fn settle(cfg: &mut Config) -> Result<(), AppError> {
+    if cfg.database_url.is_some() {
+        return Ok(());
+    }
+    let path = cfg.data_dir.join(FILE);
+    let remembered = match read(&path)? {
+        Some(r) => r,
+        None => match write_once(&path, &cfg.policy.issuer) {
+            Ok(()) => {
+                tracing::info!(issuer = %cfg.policy.issuer, path = %path.display(), "issuer remembered for the next starts");
+                return Ok(());
+            }
+            // Another process started on this directory at the same moment
+            // and wrote first: its issuer is the one to share.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                read(&path)?.ok_or_else(|| {
+                    AppError::Config(format!("issuer file {}: vanished", path.display()))
+                })?
+            }
+            Err(e) => {
+                return Err(AppError::Config(format!(
+                    "issuer file {}: {e}",
+                    path.display()
+                )));
+            }
+        },
+    };
+    if remembered == cfg.policy.issuer {
+        return Ok(());
+    }
+    if cfg.issuer_set {
+        tracing::warn!(
+            issuer = %cfg.policy.issuer,
+            remembered = %remembered,
+            path = %path.display(),
+            "--issuer differs from the issuer this data directory first used: tokens issued under the remembered one now fail WRONG_ISSUER (delete the file to stop this warning)"
+        );
+    } else {
+        tracing::info!(issuer = %remembered, path = %path.display(), "issuer from the first start (not derived from --listen)");
+        cfg.policy.issuer = remembered;
+    }
+    Ok(())
+}
+
+/// The remembered issuer, `None` when there is no file yet.
+fn read(path: &Path) -> Result<Option<String>, AppError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(AppError::Config(format!(
+            "issuer file {}: empty; delete it (the next start writes the issuer it uses) or write the issuer in it",
+            path.display()
+        ))),
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AppError::Config(format!(
+            "issuer file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn write_once(path: &Path, issuer: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(format!("{issuer}\n").as_bytes())?;
+    f.sync_all()
+}

@@ -1,0 +1,95 @@
+//! How the operator commands (`keys`, `revoke`, `token inspect
+//! --endpoint`, `healthcheck`) reach a running server: its endpoint, the
+//! CA of an `https://` endpoint, and the service key to present when the
+//! server has a callers file. The key goes through the same
+//! [`Bearer`] interceptor the services use between themselves.
+
+use clap::Args;
+use std::path::PathBuf;
+use tessera_grpc::net::{Bearer, PeerChannel};
+use tessera_grpc::tls::ClientTls;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Where the server is and how to present oneself to it.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// The server's gRPC endpoint.
+    #[arg(
+        long,
+        env = "TESSERA_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+    /// With an https:// endpoint: the CA (PEM) that signs its certificate.
+    #[arg(long, env = "TESSERA_PEER_CA_FILE", value_name = "PATH")]
+    pub peer_ca_file: Option<PathBuf>,
+    /// File holding the service key to present (a server with a callers
+    /// file admits only known callers); or set TESSERA_SERVICE_KEY to the
+    /// key itself.
+    #[arg(long, env = "TESSERA_SERVICE_KEY_FILE", value_name = "PATH")]
+    pub service_key_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    /// A channel to the endpoint that presents the service key, if any
+    /// (connected on first use).
+    pub fn channel(&self) -> Result<PeerChannel, String> {
+        let key = match (
+            std::env::var("TESSERA_SERVICE_KEY").ok(),
+            &self.service_key_file,
+        ) {
+            (Some(k), _) => Some(k),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("--service-key-file {}: {e}", p.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let bearer = Bearer::new(key.as_deref().map(str::trim))?;
+        let tls = match &self.peer_ca_file {
+            Some(ca) => Some(ClientTls::load(ca, None)?),
+            None => None,
+        };
+        bearer
+            .channel(&self.endpoint, tls.as_ref())
+            .map_err(|e| format!("--endpoint {}: {e}", self.endpoint))
+    }
+
+    /// A failed call, for the operator: the code, the server's message,
+    /// and the fix for the usual causes.
+    pub fn failed(&self, s: &tonic::Status) -> String {
+        let hint = match s.code() {
+            tonic::Code::Unavailable => format!(
+                " (is a server listening at {}? --endpoint or TESSERA_ENDPOINT names it)",
+                self.endpoint
+            ),
+            tonic::Code::Unauthenticated => {
+                " (present a service key: TESSERA_SERVICE_KEY or --service-key-file)".to_owned()
+            }
+            _ => String::new(),
+        };
+        format!("{:?}: {}{hint}", s.code(), s.message())
+    }
+
+    /// True when the server answers SERVING for the whole server within 5 s.
+    pub async fn healthcheck(&self) -> bool {
+        let check = async {
+            let mut client = HealthClient::new(self.channel().ok()?);
+            let r = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?;
+            Some(r.into_inner().status == ServingStatus::Serving as i32)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), check)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+}
