@@ -10,39 +10,11 @@ use tessera_domain::schedule::{
 };
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
-use tessera_domain::{random_id, sha256};
+use tessera_domain::random_id;
 use tessera_grpc::audit;
 use tokio::sync::watch;
 
-/// The published JWKS document with its validators.
-#[derive(Debug, Clone)]
-pub struct JwksDocument {
-    /// `{"keys":[…]}`.
-    pub json: String,
-    /// A strong ETag of `json`, quoted.
-    pub etag: String,
-    /// Seconds a verifier may cache it.
-    pub max_age: u32,
-}
-
-impl JwksDocument {
-    /// The document of `set`, cacheable for `max_age` seconds.
-    fn of(set: &KeySet, max_age: i64) -> Self {
-        let json = set.jwks().to_string();
-        let etag = format!(
-            "\"{}\"",
-            sha256(json.as_bytes())[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        Self {
-            json,
-            etag,
-            max_age: u32::try_from(max_age).unwrap_or(0),
-        }
-    }
-}
+use crate::jwks::JwksDocument;
 
 /// What a kill did.
 #[derive(Debug, Clone)]
@@ -438,47 +410,6 @@ impl KeyManager {
     pub fn jwks(&self) -> Arc<JwksDocument> {
         self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-}
-
-/// The service secrets kept beside the keys.
-pub const SECRET_NAMES: &[&str] = &[REFRESH_SECRET];
-
-/// The HMAC key that derives refresh-token successors.
-pub const REFRESH_SECRET: &str = "refresh-successor";
-
-/// Re-seals every private key (and service secret) sealed under `old` with `new`, under the key
-/// lock, in one transaction. Returns how many keys moved. Running instances
-/// keep working if they were started with `new` as their KEK and `old` as the
-/// previous one; keys already under `new` are left alone, so a rerun is a
-/// no-op. `actor` is named in the audit trail.
-pub async fn rewrap(store: &dyn KeyStore, old: &Kek, new: &Kek, actor: &str) -> Result<usize> {
-    let moved = store
-        .change_keys(&|keys: &[StoredKey]| {
-            let mut out = Vec::new();
-            for k in keys.iter().filter(|k| k.kek_id == old.id()) {
-                let plain = old.open(&k.kid, &k.sealed_private)?;
-                let mut k = k.clone();
-                k.sealed_private = new.seal(&k.kid, &plain)?;
-                k.kek_id = new.id().to_owned();
-                out.push(k);
-            }
-            Ok(out)
-        })
-        .await?;
-    let mut total = moved.len();
-    for name in SECRET_NAMES {
-        if let Some((sealed, kek_id)) = store.load_secret(name).await?
-            && kek_id == old.id()
-        {
-            let plain = old.open(name, &sealed)?;
-            store
-                .store_secret(name, &new.seal(name, &plain)?, new.id(), true)
-                .await?;
-            total += 1;
-        }
-    }
-    audit::keys_rewrapped(actor, total, old.id(), new.id());
-    Ok(total)
 }
 
 /// Each key that changed state, in the audit trail.

@@ -5,11 +5,15 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod issuer;
+mod jwks;
 mod key_api;
 mod keys;
 mod purpose;
 mod refresh;
+mod rewrap;
 
 pub use issuer::{IssuerApi, IssuerConfig};
+pub use jwks::JwksDocument;
 pub use key_api::KeyApi;
-pub use keys::{JwksDocument, KeyManager, REFRESH_SECRET, rewrap};
+pub use keys::KeyManager;
+pub use rewrap::{REFRESH_SECRET, rewrap};

@@ -3,7 +3,7 @@
 //! SIGHUP. A file that fails to load is logged (naming the line for the
 //! callers file) and the configuration in force stays.
 
-use crate::roles::load_callers;
+use crate::checks::load_callers;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod audit_log;
 pub mod callers_cli;
+mod checks;
 pub mod cli;
 mod config;
 mod edge;

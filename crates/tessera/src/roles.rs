@@ -7,15 +7,13 @@
 //! [`KeySource`] — each in process in the embedded mode (no TCP call to
 //! itself), over gRPC in split roles.
 
+use crate::checks::{check_kek, load_callers, open_store, validate};
 use crate::config::{AppError, Config, Role};
-use crate::kek::{self, KekSource};
+use crate::kek;
 use crate::tasks::{housekeeping, key_ticks, reconcile, reload};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_domain::callers::Callers;
 use tessera_domain::keys::KeyRing;
-use tessera_domain::kind::TokenKind;
-use tessera_domain::purpose::purpose_ttl;
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::refresh::RefreshSecret;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
@@ -377,108 +375,6 @@ impl Shared {
     }
 }
 
-/// Refuses to start with a KEK that cannot open the stored keys, naming the
-/// KEK id the store expects (an id, not key material).
-async fn check_kek(
-    store: &SqlStore,
-    kek: &tessera_domain::seal::Kek,
-    previous: Option<&tessera_domain::seal::Kek>,
-) -> Result<(), AppError> {
-    use tessera_domain::store::KeyStore;
-    let ours = [Some(kek.id()), previous.map(tessera_domain::seal::Kek::id)];
-    let keys = store.load_keys().await?;
-    match keys
-        .iter()
-        .find(|k| !ours.contains(&Some(k.kek_id.as_str())))
-    {
-        Some(k) => Err(AppError::Config(format!(
-            "kek: the stored keys are sealed under KEK id {}, and this instance holds KEK id {}: start it with the deployment's KEK (TESSERA_KEK or --kek-file)",
-            k.kek_id,
-            kek.id()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Refuses a configuration that cannot work, naming the setting.
-fn validate(cfg: &Config) -> Result<(), AppError> {
-    // Off loopback, anyone on the network can reach the port: it must
-    // encrypt and know its callers, unless insecure mode is named.
-    let edge = &cfg.edge;
-    let guarded = edge.tls.is_some() && edge.callers_file.is_some();
-    if !(cfg.listen.ip().is_loopback() || guarded || cfg.allow_insecure_listen) {
-        return Err(AppError::Config(
-            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file); or name insecure mode with --allow-insecure-listen".into(),
-        ));
-    }
-    // A shared deployment cannot start half-configured: every instance must
-    // expect the same `iss`, and every issuer must hold the same KEK (one
-    // generated per data directory would seal keys no other issuer opens).
-    if cfg.database_url.is_some() || cfg.role != Role::All {
-        if !cfg.issuer_set {
-            return Err(AppError::Config(
-                "issuer: required with a shared database or a split role (every instance must expect the same `iss`): pass --issuer https://… or set TESSERA_ISSUER".into(),
-            ));
-        }
-        if cfg.role != Role::Introspection && matches!(cfg.kek, KekSource::DataDir) {
-            return Err(AppError::Config(format!(
-                "kek: required with a shared database or a split role (every issuer must hold the same KEK; none is generated): set TESSERA_KEK or --kek-file to {KEK_HOWTO}"
-            )));
-        }
-    }
-    if let (None, Some(setting)) = (&cfg.redis_url, cfg.redis_tls.first_set()) {
-        return Err(AppError::Config(format!(
-            "{setting}: set without redis_url (it applies to a rediss:// Redis)"
-        )));
-    }
-    let config = |e: tessera_domain::error::DomainError| AppError::Config(e.to_string());
-    cfg.policy.validate().map_err(config)?;
-    cfg.families.validate().map_err(config)?;
-    // Keys sign access tokens and purpose tokens: the longest of them bounds
-    // how long a key stays published after it stops signing.
-    let longest_token = cfg
-        .policy
-        .access_ttl_max
-        .max(purpose_ttl(TokenKind::EmailVerification).unwrap_or(0))
-        .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0));
-    cfg.keys
-        .validate(longest_token, cfg.policy.clock_skew)
-        .map_err(config)
-}
-
-/// How to make a KEK, for the errors that ask for one.
-const KEK_HOWTO: &str = "32 random bytes in base64url, e.g. `head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\\n'`";
-
-/// The durable store: SQLite in the data directory unless a database URL is
-/// set. The embedded store migrates on start; a shared database only when
-/// asked (`tessera migrate` or --migrate), so an old binary never migrates a
-/// database that newer instances are using.
-async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
-    create_data_dir(&cfg.data_dir)?;
-    let url = match &cfg.database_url {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", cfg.data_dir.join("tessera.db").display()),
-    };
-    let store = SqlStore::connect(&url).await?;
-    if store.backend() == Backend::Sqlite || cfg.migrate {
-        store.migrate().await?;
-    } else if !store.is_migrated().await? {
-        return Err(AppError::Config(
-            "database_url: the database has no Tessera schema, or an older one; run `tessera migrate --database-url …` (or serve with --migrate)".into(),
-        ));
-    }
-    Ok(store)
-}
-
-fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
-}
-
 fn required<'a>(value: &'a Option<String>, setting: &str, role: &str) -> Result<&'a str, AppError> {
     value
         .as_deref()
@@ -493,14 +389,6 @@ impl Shared {
             .channel(url, self.client_tls.as_ref())
             .map_err(|e| AppError::Config(format!("{setting}: {e}")))
     }
-}
-
-/// Reads and parses the callers file; the error names the file and line.
-pub(crate) fn load_callers(path: &std::path::Path) -> Result<Callers, AppError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))?;
-    Callers::parse(&text)
-        .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))
 }
 
 /// A key killed on another instance: stop signing with it now rather than at

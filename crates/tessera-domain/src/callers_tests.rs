@@ -1,0 +1,127 @@
+//! Tests of the callers file.
+
+use super::*;
+
+fn file(key_hash: &str) -> String {
+    format!(
+        r#"
+[[caller]]
+id = "orders"
+key_sha256 = ["{key_hash}"]
+rpcs = ["Issue", "Revoke"]
+audiences = ["orders-api"]
+extra_claims = ["tenant"]
+revoke = ["jti", "family"]
+rate_per_second = 5
+
+[[caller]]
+id = "ops"
+tls_names = ["ops.internal"]
+keys_admin = true
+"#
+    )
+}
+
+#[test]
+fn a_key_finds_its_caller_and_rights() {
+    let (key, hash) = new_service_key();
+    let callers = Callers::parse(&file(&hash)).unwrap();
+    let key = std::str::from_utf8(key.expose()).unwrap();
+    let c = callers.by_key(key).unwrap();
+    assert_eq!(c.id, "orders");
+    assert!(c.may_call("Issue") && c.may_call("Revoke") && !c.may_call("RotateKeys"));
+    assert!(c.may_issue_for("orders-api") && !c.may_issue_for("billing"));
+    assert!(c.may_add_claim("tenant") && !c.may_add_claim("role"));
+    assert!(c.may_revoke(RevokeRight::Family) && !c.may_revoke(RevokeRight::Subject));
+    assert_eq!(
+        c.rate,
+        Some(Rate {
+            per_second: 5,
+            burst: 5
+        })
+    );
+    assert!(callers.by_key("tsk_wrong").is_none());
+    assert!(callers.by_key(&key[..key.len() - 1]).is_none());
+    assert_eq!(callers.access, AccessPolicy::default());
+}
+
+#[test]
+fn keys_admin_grants_the_key_rpcs_and_tls_names_identify() {
+    let callers = Callers::parse(&file(&"ab".repeat(32))).unwrap();
+    let ops = callers
+        .by_tls_name(["x", "ops.internal"].into_iter())
+        .unwrap();
+    assert_eq!(ops.id, "ops");
+    assert!(KEY_ADMIN_RPCS.iter().all(|r| ops.may_call(r)));
+    assert!(!ops.may_call("Issue"));
+    assert!(callers.by_tls_name(["orders"].into_iter()).is_none());
+}
+
+#[test]
+fn faults_name_their_line() {
+    let cases = [
+        (
+            "[[caller]]\nid = \"a\"\nkey_sha256 = [\"zz\"]\n",
+            1,
+            "64 hex",
+        ),
+        (
+            "\n\n[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\nrpcs = [\"Isue\"]\n",
+            3,
+            "unknown rpc",
+        ),
+        (
+            "[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\nrpcs = [\"RotateKeys\"]\n",
+            1,
+            "keys_admin",
+        ),
+        ("[[caller]]\nid = \"a\"\n", 1, "no credential"),
+        (
+            "[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\nrevok = [\"jti\"]\n",
+            4,
+            "unknown field",
+        ),
+        (
+            "[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\nrevoke = [\"everything\"]\n",
+            4,
+            "unknown variant",
+        ),
+        ("[access]\nverify = \"maybe\"\n", 2, "unknown variant"),
+        (
+            "[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\n[[caller]]\nid = \"a\"\ntls_names = [\"b\"]\n",
+            4,
+            "twice",
+        ),
+        (
+            "[[caller]]\nid = \"a\"\ntls_names = [\"a\"]\nburst = 3\n",
+            1,
+            "needs rate_per_second",
+        ),
+        ("[[caller]\n", 1, ""),
+    ];
+    for (text, line, words) in cases {
+        let e = Callers::parse(text).unwrap_err();
+        assert_eq!(e.line, line, "{text:?}: {e}");
+        assert!(e.message.contains(words), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn one_key_cannot_belong_to_two_callers() {
+    let h = "cd".repeat(32);
+    let text = format!(
+        "[[caller]]\nid = \"a\"\nkey_sha256 = [\"{h}\"]\n[[caller]]\nid = \"b\"\nkey_sha256 = [\"{h}\"]\n"
+    );
+    assert!(
+        Callers::parse(&text)
+            .unwrap_err()
+            .message
+            .contains("two callers")
+    );
+}
+
+#[test]
+fn debug_prints_no_hashes() {
+    let callers = Callers::parse(&file(&"ef".repeat(32))).unwrap();
+    assert!(!format!("{callers:?}").contains("efef"));
+}
