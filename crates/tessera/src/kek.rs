@@ -1,5 +1,5 @@
-//! Where the key-encryption key comes from: `TESSERA_KEK` (base64url of 32
-//! bytes), a file named by `--kek-file`, or — the embedded default — a file
+//! Where the key-encryption key comes from: `TESSERA_KEK` (base64 of 32
+//! bytes, url-safe or standard), a file named by `--kek-file`, or — the embedded default — a file
 //! `kek` in the data directory, created on first start with mode 0600 and a
 //! warning that production supplies its own.
 
@@ -30,12 +30,22 @@ impl std::fmt::Debug for KekSource {
     }
 }
 
-/// Parses the text form of a KEK: base64url (no padding) of 32 bytes.
+/// Parses the text form of a KEK: 32 bytes as base64url without padding
+/// (what Tessera writes) or as standard base64 with padding (what
+/// `openssl rand -base64 32` prints). The two alphabets cannot be confused:
+/// a text is tried as one, then the other, and must decode to exactly 32
+/// bytes either way.
 pub fn parse_kek(text: &str) -> Result<Secret, String> {
-    b64url_decode(text.trim())
+    use base64::Engine as _;
+    let text = text.trim();
+    b64url_decode(text)
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
         .filter(|b| b.len() == tessera_domain::seal::KEK_LEN)
         .map(Secret::new)
-        .ok_or_else(|| "a KEK is base64url (no padding) of 32 random bytes".to_owned())
+        .ok_or_else(|| {
+            "a KEK is 32 random bytes as base64 (`openssl rand -base64 32`) or base64url without padding"
+                .to_owned()
+        })
 }
 
 fn read_file(path: &Path) -> Result<Secret, String> {
@@ -77,4 +87,40 @@ pub fn load(source: &KekSource, data_dir: &Path) -> Result<Kek, String> {
         }
     };
     Kek::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_kek;
+
+    /// 32 bytes whose standard base64 uses `+` and `/` and ends in `=`, so
+    /// the url-safe decoder alone would refuse it.
+    const BYTES: [u8; 32] = [
+        0xfb, 0xff, 0xbf, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b,
+        0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a,
+        0x1b, 0xfe,
+    ];
+
+    #[test]
+    fn accepts_openssl_rand_base64_32_and_base64url() {
+        use base64::Engine as _;
+        let standard = base64::engine::general_purpose::STANDARD.encode(BYTES);
+        assert!(standard.contains('+') && standard.contains('/') && standard.ends_with('='));
+        // As `openssl rand -base64 32` prints it: with a trailing newline.
+        let parsed = parse_kek(&format!("{standard}\n")).unwrap();
+        assert_eq!(parsed.expose(), &BYTES[..]);
+        let url = tessera_domain::b64url_encode(BYTES);
+        assert_eq!(parse_kek(&url).unwrap().expose(), &BYTES[..]);
+    }
+
+    #[test]
+    fn refuses_other_lengths_and_text() {
+        use base64::Engine as _;
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+        let long = base64::engine::general_purpose::STANDARD.encode([7u8; 33]);
+        for bad in [short.as_str(), long.as_str(), "", "not base64 at all!"] {
+            let err = parse_kek(bad).unwrap_err();
+            assert!(err.contains("openssl rand -base64 32"), "{err}");
+        }
+    }
 }
