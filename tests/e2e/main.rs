@@ -12,6 +12,7 @@ mod adversarial;
 mod audit;
 mod audit_sink;
 mod binary;
+mod contract;
 mod distributed;
 mod edge;
 mod flows;

@@ -30,5 +30,5 @@ pub mod verify;
 mod b64;
 mod secret;
 
-pub use b64::{b64url_decode, b64url_encode, b64url_encode_into};
+pub use b64::{b64_standard_decode, b64url_decode, b64url_encode, b64url_encode_into};
 pub use secret::{Secret, random_bytes, random_id, sha256};

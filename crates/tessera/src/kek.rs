@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tessera_domain::seal::Kek;
-use tessera_domain::{Secret, b64url_decode, b64url_encode};
+use tessera_domain::{Secret, b64_standard_decode, b64url_decode, b64url_encode};
 
 /// Where to read the KEK.
 #[derive(Clone)]
@@ -36,10 +36,9 @@ impl std::fmt::Debug for KekSource {
 /// a text is tried as one, then the other, and must decode to exactly 32
 /// bytes either way.
 pub fn parse_kek(text: &str) -> Result<Secret, String> {
-    use base64::Engine as _;
     let text = text.trim();
     b64url_decode(text)
-        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .or_else(|| b64_standard_decode(text))
         .filter(|b| b.len() == tessera_domain::seal::KEK_LEN)
         .map(Secret::new)
         .ok_or_else(|| {
