@@ -28,8 +28,13 @@ sed -n '/<!-- walkthrough:start -->/,/<!-- walkthrough:end -->/p' README.md |
 (cd "$work" && bash -euo pipefail walkthrough.sh) >"$work/out.txt" 2>&1 || {
     cat "$work/out.txt" >&2; exit 1; }
 
+# Step 6: reflection serves the google/rpc descriptors, so grpcurl prints
+# the ErrorInfo and the BadRequest decoded, as compact JSON (not an
+# "is not recognized" line and a base64 blob).
 for expected in '"valid": true' '"revoked": "1"' '"failure": "VERIFY_FAILURE_REVOKED"' \
-    'tessera.v1.IssuerService' 'Code: InvalidArgument'; do
+    'tessera.v1.IssuerService' 'Code: InvalidArgument' \
+    '"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"tessera.dev","reason":"ERROR_REASON_FIELD_INVALID"' \
+    '"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"token",'; do
     grep -qF "$expected" "$work/out.txt" || {
         echo "walkthrough.sh: expected $expected in the output:" >&2
         cat "$work/out.txt" >&2
