@@ -77,17 +77,22 @@ impl Clients {
     }
 }
 
+/// `Verify` of a bench access token with DEFAULT consistency.
+fn default_verify(token: &str) -> VerifyRequest {
+    VerifyRequest {
+        token: token.to_owned(),
+        expected_audience: AUDIENCE.into(),
+        expected_kind: TokenKind::Access.into(),
+        consistency: Consistency::Default.into(),
+    }
+}
+
 impl Clients {
     /// True when `Verify` answers REVOKED for `token`.
     pub async fn is_revoked(&mut self, token: &str) -> Result<bool, String> {
         let r = self
             .introspection
-            .verify(VerifyRequest {
-                token: token.to_owned(),
-                expected_audience: AUDIENCE.into(),
-                expected_kind: TokenKind::Access.into(),
-                consistency: Consistency::Default.into(),
-            })
+            .verify(default_verify(token))
             .await
             .map_err(|s| status(&s))?
             .into_inner();
@@ -97,15 +102,7 @@ impl Clients {
     /// The status code of one `Verify` of `token` (a refusal is a code, not
     /// an error).
     pub async fn verify_code(&mut self, token: &str) -> tonic::Code {
-        let r = self
-            .introspection
-            .verify(VerifyRequest {
-                token: token.to_owned(),
-                expected_audience: AUDIENCE.into(),
-                expected_kind: TokenKind::Access.into(),
-                consistency: Consistency::Default.into(),
-            })
-            .await;
+        let r = self.introspection.verify(default_verify(token)).await;
         r.map_or_else(|s| s.code(), |_| tonic::Code::Ok)
     }
 
