@@ -5,12 +5,12 @@ use std::sync::{Arc, RwLock};
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::keys::{KeyMaterial, KeyRing, KeySet, KeyState, SigningKey, VerifyingKey};
+use tessera_domain::random_id;
 use tessera_domain::schedule::{
     KeySchedule, KeyStep, active_since, due_steps, next_rotation, rotate_now,
 };
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
-use tessera_domain::random_id;
 use tessera_grpc::audit;
 use tokio::sync::watch;
 
