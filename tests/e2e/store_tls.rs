@@ -154,7 +154,8 @@ async fn a_wrong_ca_refuses_to_start_naming_the_setting() {
     );
     let e = refused(cfg).await;
     assert!(
-        e.contains("database_url: TLS handshake failed: invalid peer certificate")
+        e.contains("database_url postgres://postgres@")
+            && e.contains(": TLS handshake failed: invalid peer certificate")
             && e.contains("check sslrootcert"),
         "{e}"
     );
@@ -233,7 +234,8 @@ async fn plain_tcp_to_the_tls_only_stores_is_refused() {
     );
     let e = refused(cfg).await;
     assert!(
-        e.contains("database_url: could not connect: database error (code 28000)")
+        e.contains("database_url postgres://")
+            && e.contains(": could not connect: the server refused the connection (SQLSTATE 28000: no pg_hba.conf entry")
             && e.contains("see sslmode in database_url"),
         "{e}"
     );
