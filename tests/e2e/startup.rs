@@ -19,7 +19,7 @@ const FAST: Duration = Duration::from_secs(10);
 /// both) and logs at `info`; it must exit within [`FAST`]. Its exit code
 /// and stderr.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let kek = tessera_domain::b64url_encode(&tessera_domain::random_bytes(32));
+    let kek = tessera_domain::b64url_encode(tessera_domain::random_bytes(32));
     let mut child = Command::new(BIN)
         .args(["serve", "--issuer", "https://auth.example"])
         .args(args)
