@@ -149,6 +149,24 @@ fn a_closed_port_is_refused_at_once() {
     );
     assert!(line.contains("connection refused"), "{line}");
     assert!(!line.contains("pool timed out"), "{line}");
+
+    // Redis the same way (on the embedded store, which opens first).
+    let dir = temp_dir("redis-closed");
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}");
+    let line = the_refusal(refused(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--redis-url",
+        &url,
+    ]));
+    assert!(
+        line.contains(&format!("redis_url redis://127.0.0.1:{port}"))
+            && line.contains("connection refused"),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
