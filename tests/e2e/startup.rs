@@ -273,3 +273,74 @@ async fn logs_are_json_on_request_and_plain_when_redirected() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs one administrative statement (no bound values: DDL takes none).
+async fn admin_sql(conn: &mut sqlx::PgConnection, sql: String) {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+/// `tessera migrate` as a role that may not create tables: the SQLSTATE
+/// (42501) is named with the grant to give, not "migration failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_rights_is_told_what_to_grant() {
+    use sqlx::Connection as _;
+    let (role, db) = (random_name("noperm"), random_name("nopermdb"));
+    let admin = crate::harness::admin_database_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    admin_sql(
+        &mut conn,
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"),
+    )
+    .await;
+    admin_sql(&mut conn, format!("CREATE DATABASE {db}")).await;
+    // Postgres 15 and later refuse it by default; older ones need telling.
+    let (db_url, _) = postgres_url(&db);
+    let mut in_db = sqlx::PgConnection::connect(&db_url).await.unwrap();
+    admin_sql(
+        &mut in_db,
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".into(),
+    )
+    .await;
+    in_db.close().await.unwrap();
+
+    let user = db_url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    let (_, admin_password) = postgres_url(&db);
+    let url = db_url.replacen(
+        &format!("://{user}:{admin_password}@"),
+        &format!("://{role}:{PASSWORD}@"),
+        1,
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["migrate", "--database-url", &url])
+            .env_remove("TESSERA_DATABASE_URL")
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(FAST, out)
+        .await
+        .expect("`tessera migrate` must refuse within 10 s")
+        .unwrap();
+    let line = the_refusal((out.status.code(), String::from_utf8(out.stderr).unwrap()));
+    assert!(
+        line.contains(&format!("database_url postgres://{role}@")),
+        "{line}"
+    );
+    assert!(
+        line.contains("migration failed")
+            && line.contains("42501")
+            && line.contains(&format!("GRANT CREATE ON SCHEMA public TO {role}")),
+        "{line}"
+    );
+    admin_sql(&mut conn, format!("DROP DATABASE {db}")).await;
+    admin_sql(&mut conn, format!("DROP ROLE {role}")).await;
+}
