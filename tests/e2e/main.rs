@@ -28,5 +28,6 @@ mod purpose;
 mod roles;
 mod session_claims;
 mod sigcache;
+mod startup;
 mod store_tls;
 mod tokens;

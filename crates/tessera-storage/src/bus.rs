@@ -52,13 +52,22 @@ fn invalid_url<E>(_: E) -> DomainError {
     )
 }
 
-/// Why the first connection to Redis failed, naming the setting: a TLS
-/// failure with rustls's description, anything else by kind (a Redis error
-/// can echo a command's arguments, such as an AUTH password).
-fn connect_err(e: &redis::RedisError) -> DomainError {
+/// Why the first connection to Redis failed, naming the setting and the
+/// URL without its password: a TLS failure with rustls's description, a
+/// refusal or a timeout by name, anything else by kind (a Redis error can
+/// echo a command's arguments, such as an AUTH password).
+fn connect_err(e: &redis::RedisError, url: &str) -> DomainError {
+    let label = format!("redis_url {}", crate::redact_url(url));
     DomainError::StoreUnavailable(match crate::tls::failure(e) {
-        Some(t) => crate::tls::handshake_failed("redis_url", t, "redis_ca_file"),
-        None => format!("redis_url: could not connect ({:?})", e.kind()),
+        Some(t) => crate::tls::handshake_failed(&label, t, "redis_ca_file"),
+        None if e.is_connection_refusal() => format!(
+            "{label}: could not connect: connection refused (is Redis running, on this host and port?)"
+        ),
+        None if e.kind() == redis::ErrorKind::AuthenticationFailed => format!(
+            "{label}: could not connect: authentication failed (check the password in redis_url)"
+        ),
+        None if e.is_timeout() => format!("{label}: could not connect: no answer in time"),
+        None => format!("{label}: could not connect ({:?})", e.kind()),
     })
 }
 
@@ -149,13 +158,16 @@ impl RedisBus {
         // TLS/plain mismatch), so a misconfigured instance refuses to start
         // with the fix named rather than "pool unavailable".
         let mut c = bus.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Backend(e) => connect_err(&e),
-            _ => DomainError::StoreUnavailable("redis_url: no connection within 1 s".into()),
+            deadpool_redis::PoolError::Backend(e) => connect_err(&e, url),
+            _ => DomainError::StoreUnavailable(format!(
+                "redis_url {}: could not connect: no connection within 1 s",
+                crate::redact_url(url)
+            )),
         })?;
         let _: String = redis::cmd("PING")
             .query_async(&mut c)
             .await
-            .map_err(|e| connect_err(&e))?;
+            .map_err(|e| connect_err(&e, url))?;
         Ok(bus)
     }
 

@@ -17,5 +17,5 @@ mod sql;
 mod tls;
 
 pub use bus::{LocalBus, RedisBus};
-pub use sql::{Backend, REVOCATION_LOG_RETENTION, SqlStore};
+pub use sql::{Backend, REVOCATION_LOG_RETENTION, SqlStore, redact_url};
 pub use tls::RedisTls;

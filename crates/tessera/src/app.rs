@@ -67,7 +67,9 @@ impl Application {
     /// issuer), adds each role's services and binds the listener.
     pub async fn build(mut cfg: Config) -> Result<Self, AppError> {
         let role = cfg.role;
-        let listener = TcpListener::bind(cfg.listen).await?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| crate::checks::bind_err(cfg.listen, &e))?;
         if !cfg.issuer_set {
             // Derived from the bound address, so port 0 names the real port.
             cfg.policy.issuer =

@@ -88,28 +88,74 @@ const KEK_HOWTO: &str = "32 random bytes in base64url, e.g. `head -c 32 /dev/ura
 /// database that newer instances are using.
 pub(crate) async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
     create_data_dir(&cfg.data_dir)?;
-    let url = match &cfg.database_url {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", cfg.data_dir.join("tessera.db").display()),
+    let store = match &cfg.database_url {
+        Some(url) => SqlStore::connect(url).await?,
+        None => {
+            let file = cfg.data_dir.join("tessera.db");
+            let label = format!("data_dir {}", cfg.data_dir.display());
+            SqlStore::connect_as(&format!("sqlite://{}", file.display()), label).await?
+        }
     };
-    let store = SqlStore::connect(&url).await?;
     if store.backend() == Backend::Sqlite || cfg.migrate {
         store.migrate().await?;
     } else if !store.is_migrated().await? {
-        return Err(AppError::Config(
-            "database_url: the database has no Tessera schema, or an older one; run `tessera migrate --database-url …` (or serve with --migrate)".into(),
-        ));
+        return Err(AppError::Config(format!(
+            "database_url {}: the database has no Tessera schema, or an older one; run `tessera migrate --database-url …` (or serve with --migrate)",
+            tessera_storage::redact_url(cfg.database_url.as_deref().unwrap_or_default())
+        )));
     }
     Ok(store)
 }
 
-fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
+/// Creates the data directory (0700) if missing; the error names the
+/// setting, the path and what is in the way.
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
+    use std::io::ErrorKind;
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
+    let made = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .map_err(|e| AppError::Config(format!("data_dir {}: {e}", dir.display())))
+        .create(dir);
+    let Err(e) = made else {
+        return Ok(());
+    };
+    let cause = if dir.exists() && !dir.is_dir() {
+        "it exists and is not a directory (move the file away, or point --data-dir elsewhere)"
+            .to_owned()
+    } else {
+        match e.kind() {
+            // A component of the path is a file, so nothing can be made under it.
+            ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
+                "a part of the path is a file, not a directory".to_owned()
+            }
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => format!(
+                "cannot create it: {e} (the parent must be writable by this user, or create the directory for it)"
+            ),
+            _ => format!("cannot create it: {e}"),
+        }
+    };
+    Err(AppError::Config(format!(
+        "data_dir {}: {cause}",
+        dir.display()
+    )))
+}
+
+/// Why the listener could not be bound, naming the setting and address.
+pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error) -> AppError {
+    use std::io::ErrorKind;
+    let cause = match e.kind() {
+        ErrorKind::AddrInUse => {
+            "address already in use: another process listens there (stop it, or choose another --listen)".to_owned()
+        }
+        ErrorKind::AddrNotAvailable => {
+            "address not available: no interface of this host has that IP".to_owned()
+        }
+        ErrorKind::PermissionDenied => {
+            "permission denied: ports below 1024 need privileges (CAP_NET_BIND_SERVICE), or choose a higher port".to_owned()
+        }
+        _ => format!("cannot listen: {e}"),
+    };
+    AppError::Config(format!("listen {addr}: {cause}"))
 }
 
 /// Reads and parses the callers file; the error names the file and line.

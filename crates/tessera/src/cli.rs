@@ -24,6 +24,16 @@ use tessera_domain::schedule::KeySchedule;
                   Each option's TESSERA_… variable is shown beside it; `tessera <command> --help` for more."
 )]
 pub struct Cli {
+    /// Log format on stderr: `text` (coloured only on a terminal) or
+    /// `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

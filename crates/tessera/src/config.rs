@@ -136,7 +136,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Why the application could not start. Messages name the setting and carry
-/// no secret (database URLs are not echoed: they may hold a password).
+/// no secret (database and Redis URLs are echoed without their password).
 #[derive(Debug, Error)]
 pub enum AppError {
     /// A setting is wrong.

@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
         _ => std::env::var_os("TESSERA_AUDIT_LOG").map(std::path::PathBuf::from),
     };
     let export = matches!(cli.command, Command::Serve(_));
-    let mut telemetry = match Telemetry::init(export, audit.as_deref()) {
+    let mut telemetry = match Telemetry::init(export, audit.as_deref(), cli.log_format) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tessera: configuration: {e}");
@@ -102,8 +102,9 @@ async fn main() -> ExitCode {
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed once, on its own: not also as a log line, which would
+        // say it twice in a terminal (and in a JSON log, once is enough).
         Err(e) => {
-            tracing::error!(error = %e, "tessera failed");
             eprintln!("tessera: {e}");
             ExitCode::FAILURE
         }

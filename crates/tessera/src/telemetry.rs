@@ -2,8 +2,10 @@
 //! is wired (the library crates use the `tracing` and OpenTelemetry APIs
 //! only).
 //!
-//! - Logs go to stderr, filtered by `TESSERA_LOG`; the audit trail to its
-//!   own sink (`crate::audit_log`).
+//! - Logs go to stderr, filtered by `TESSERA_LOG`, as text or one JSON
+//!   object per line (`--log-format`); text is coloured only when stderr is
+//!   a terminal, so a redirected log carries no escape codes. The audit
+//!   trail goes to its own sink (`crate::audit_log`).
 //! - Traces go over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and nowhere otherwise.
 //!   The other standard variables are read as the OpenTelemetry SDK
@@ -26,11 +28,35 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 use tessera_grpc::metrics::{Kind, Metrics};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+
+/// How the general log is written (`--log-format`, `TESSERA_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`),
+    /// for log collectors.
+    Json,
+}
+
+/// The general log's layer: stderr in `format`, colours only on a terminal.
+fn log_layer(format: LogFormat) -> crate::audit_log::BoxedLayer<Registry> {
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => layer.json().with_ansi(false).boxed(),
+    };
+    layer
+        .with_filter(crate::audit_log::general_filter())
+        .boxed()
+}
 
 /// What was installed; [`Telemetry::shutdown`] flushes it.
 #[derive(Default)]
@@ -91,13 +117,15 @@ fn span_filter() -> EnvFilter {
 }
 
 impl Telemetry {
-    /// Installs the log subscriber, and with `export` (the `serve`
-    /// command) the OTLP pipelines the environment asks for. Call inside
-    /// the Tokio runtime: the exporter's channel lives on it.
-    pub fn init(export: bool, audit: Option<&std::path::Path>) -> Result<Self, String> {
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(crate::audit_log::general_filter());
+    /// Installs the log subscriber (logs in `format`), and with `export`
+    /// (the `serve` command) the OTLP pipelines the environment asks for.
+    /// Call inside the Tokio runtime: the exporter's channel lives on it.
+    pub fn init(
+        export: bool,
+        audit: Option<&std::path::Path>,
+        format: LogFormat,
+    ) -> Result<Self, String> {
+        let fmt = log_layer(format);
         let audit = crate::audit_log::layer(audit)?;
         let mut me = Self::default();
         if !(export && wanted("TRACES")) {

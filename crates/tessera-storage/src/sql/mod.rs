@@ -14,6 +14,8 @@ use std::time::Duration;
 use tessera_domain::error::{DomainError, Result};
 use tessera_domain::store::Ping;
 
+mod connect;
+pub use connect::redact_url;
 mod keys;
 mod revocations;
 pub use revocations::REVOCATION_LOG_RETENTION;
@@ -46,7 +48,12 @@ impl Backend {
 
 /// Turns a sqlx error into a message with no SQL and no bound values.
 pub(crate) fn store_err(e: sqlx::Error) -> DomainError {
-    let what = match &e {
+    store_err_ref(&e)
+}
+
+/// [`store_err`] of a borrowed error.
+pub(crate) fn store_err_ref(e: &sqlx::Error) -> DomainError {
+    let what = match e {
         sqlx::Error::Database(db) => format!(
             "database error (code {})",
             db.code().as_deref().unwrap_or("unknown")
@@ -67,50 +74,13 @@ pub(crate) fn store_err(e: sqlx::Error) -> DomainError {
     DomainError::StoreUnavailable(what)
 }
 
-/// Why the first connection failed, naming the setting. A TLS failure says
-/// what rustls or sqlx's TLS layer refused (a certificate, a server without
-/// TLS, an unreadable `sslrootcert`: sqlx's TLS messages carry at most a
-/// file path); anything else says what [`store_err`] says. Never the URL.
-fn connect_err(e: sqlx::Error) -> DomainError {
-    if let Some(t) = crate::tls::failure(&e) {
-        return DomainError::StoreUnavailable(crate::tls::handshake_failed(
-            "database_url",
-            t,
-            "sslrootcert in database_url",
-        ));
-    }
-    match e {
-        sqlx::Error::Tls(inner) => {
-            DomainError::StoreUnavailable(format!("database_url: TLS: {inner}"))
-        }
-        sqlx::Error::Configuration(_) => {
-            DomainError::field("database_url", "the URL's options were refused")
-        }
-        other => {
-            // 28000: the server's authentication rules (pg_hba.conf) have no
-            // entry for this connection; with a TLS-only server that is
-            // usually a URL without TLS.
-            let hba = matches!(&other, sqlx::Error::Database(db) if db.code().as_deref() == Some("28000"));
-            let hint = if hba {
-                " (refused by the server's authentication rules: does it take TLS connections only? see sslmode in database_url)"
-            } else {
-                ""
-            };
-            match store_err(other) {
-                DomainError::StoreUnavailable(what) => DomainError::StoreUnavailable(format!(
-                    "database_url: could not connect: {what}{hint}"
-                )),
-                d => d,
-            }
-        }
-    }
-}
-
 /// The durable store.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// What the URL names (no password), for start-up errors.
+    origin: connect::Origin,
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -118,8 +88,15 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 
 impl SqlStore {
     /// Connects to `url` (no migration). The password in a URL never reaches
-    /// an error message.
+    /// an error message; errors name `database_url` and the URL without it.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_as(url, format!("database_url {}", redact_url(url))).await
+    }
+
+    /// [`SqlStore::connect`], with errors (of connecting and migrating)
+    /// naming `label` instead, e.g. `data_dir /var/lib/tessera` for the
+    /// embedded store. `label` must hold no secret.
+    pub async fn connect_as(url: &str, label: String) -> Result<Self> {
         let backend = Backend::of(url)?;
         sqlx::any::install_default_drivers();
         let url = match backend {
@@ -140,8 +117,12 @@ impl SqlStore {
         // `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in a Postgres URL
         // choose TLS (rustls with aws-lc-rs), as with libpq.
         let options = sqlx::any::AnyConnectOptions::from_str(&url)
-            .map_err(connect_err)?
+            .map_err(|_| {
+                DomainError::StoreUnavailable(format!("{label}: the URL's options were refused"))
+            })?
             .disable_statement_logging();
+        let origin = connect::Origin::of(&options, label);
+        connect::first_connection(&options, &origin).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             // A store that does not hand out a connection within 0.8 s is
@@ -150,15 +131,20 @@ impl SqlStore {
             .acquire_timeout(Duration::from_millis(800))
             .connect_with(options)
             .await
-            .map_err(connect_err)?;
+            .map_err(|e| connect::connect_err(&e, &origin))?;
         if backend == Backend::Sqlite {
             // WAL lets readers run beside the writer; it persists in the file.
+            // A read-only directory fails here (WAL needs its side files).
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await
-                .map_err(store_err)?;
+                .map_err(|e| connect::connect_err(&e, &origin))?;
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            origin,
+        })
     }
 
     /// Applies the migrations under `migrations/<backend>`.
@@ -167,10 +153,11 @@ impl SqlStore {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
             Backend::Sqlite => &SQLITE_MIGRATIONS,
         };
-        migrator.run(&self.pool).await.map_err(|e| {
-            tracing::error!(error = %e, "migration failed");
-            DomainError::StoreUnavailable("migration failed".into())
-        })
+        // The error is returned, not also logged: the binary prints it once.
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| connect::migrate_err(&e, &self.origin))
     }
 
     /// True when every migration of this binary has been applied.
