@@ -90,27 +90,28 @@ pub const REGISTERED_CLAIMS: [&str; 11] = [
 /// RFC 8693 `act` and `may_act`, OpenID Connect `azp`, RFC 7519 `typ`/`cty`
 /// nesting). A token whose meaning a caller could change this way would
 /// mislead every verifier that trusts it.
-pub const RESERVED_CLAIM_NAMES: [&str; 19] = [
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "ver",
-    "sid",
-    "scope",
-    "client_id",
-    "alg",
-    "kid",
-    "typ",
-    "cty",
-    "cnf",
-    "act",
-    "may_act",
-    "azp",
-];
+pub const RESERVED_CLAIM_NAMES: [&str; 19] = reserved();
+
+/// Beyond [`REGISTERED_CLAIMS`]: the header names and the claims other
+/// verifiers act on.
+const ALSO_RESERVED: [&str; 8] = ["alg", "kid", "typ", "cty", "cnf", "act", "may_act", "azp"];
+
+/// [`REGISTERED_CLAIMS`] followed by [`ALSO_RESERVED`], built once at
+/// compile time so the two lists cannot drift apart.
+const fn reserved() -> [&'static str; 19] {
+    let mut out = [""; 19];
+    let mut i = 0;
+    while i < REGISTERED_CLAIMS.len() {
+        out[i] = REGISTERED_CLAIMS[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < ALSO_RESERVED.len() {
+        out[i + j] = ALSO_RESERVED[j];
+        j += 1;
+    }
+    out
+}
 
 /// True when callers may not set a claim named `name` (case-insensitively:
 /// `Sub` next to `sub` would mislead a reader of the token and of the logs).

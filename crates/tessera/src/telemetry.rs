@@ -23,7 +23,7 @@
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{MeterProvider as _, ObservableCounter, ObservableGauge};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -96,6 +96,15 @@ fn resource() -> Resource {
     }
 }
 
+/// An OTLP exporter builder set for gRPC, with TLS when a CA is given.
+fn over_grpc<B: WithExportConfig + WithTonicConfig>(builder: B) -> Result<B, String> {
+    let builder = builder.with_protocol(opentelemetry_otlp::Protocol::Grpc);
+    Ok(match tls()? {
+        Some(tls) => builder.with_tls_config(tls),
+        None => builder,
+    })
+}
+
 /// TLS for an `https://` collector: the CA of `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 fn tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     let Some(path) = var("OTEL_EXPORTER_OTLP_CERTIFICATE") else {
@@ -137,13 +146,7 @@ impl Telemetry {
                 "tessera: OTEL_EXPORTER_OTLP_PROTOCOL: Tessera exports OTLP over gRPC only; using grpc"
             );
         }
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_protocol(opentelemetry_otlp::Protocol::Grpc);
-        if let Some(tls) = tls()? {
-            exporter = exporter.with_tls_config(tls);
-        }
-        let exporter = exporter
+        let exporter = over_grpc(opentelemetry_otlp::SpanExporter::builder().with_tonic())?
             .build()
             .map_err(|e| format!("OTLP trace export: {e}"))?;
         let provider = SdkTracerProvider::builder()
@@ -167,13 +170,7 @@ impl Telemetry {
         if !(export && wanted("METRICS")) {
             return Ok(self);
         }
-        let mut exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_protocol(opentelemetry_otlp::Protocol::Grpc);
-        if let Some(tls) = tls()? {
-            exporter = exporter.with_tls_config(tls);
-        }
-        let exporter = exporter
+        let exporter = over_grpc(opentelemetry_otlp::MetricExporter::builder().with_tonic())?
             .build()
             .map_err(|e| format!("OTLP metric export: {e}"))?;
         self.meter = Some(
