@@ -6,12 +6,12 @@
 use crate::harness::{AUDIENCE, Backend, Deployment, start_config};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use tessera_grpc::audit::fingerprint;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     CompromiseKeyRequest, IssuePurposeTokenRequest, IssueRequest, RedeemPurposeTokenRequest,
     RefreshRequest, RevokeRequest, RotateKeysRequest, TokenKind, VerifyRequest,
 };
+use tessera_telemetry::audit::fingerprint;
 use tonic::Request;
 
 fn as_caller<T>(message: T, key: &str) -> Request<T> {

@@ -156,7 +156,7 @@ async fn callers_and_rights(backend: Backend) {
         assert!(s.message().contains(what), "{s:?}");
     }
     let mut tenant = issue_request(AUDIENCE);
-    tenant.extra_claims = Some(tessera_grpc::json_to_struct(
+    tenant.extra_claims = Some(tessera_api::json_to_struct(
         serde_json::json!({"tenant": "acme"}).as_object().unwrap(),
     ));
     issuer
@@ -439,11 +439,11 @@ async fn tls_and_client_certificates(backend: Backend) {
     .unwrap();
     let mut cfg = d.config();
     cfg.edge.callers_file = Some(file);
-    cfg.edge.tls = Some(tessera_grpc::tls::TlsFiles {
+    cfg.edge.tls = Some(tessera_edge::tls::TlsFiles {
         cert: cert.clone(),
         key: key_file.clone(),
         client_ca: Some(pki.ca.clone()),
-        client_auth: tessera_grpc::tls::ClientAuth::Optional,
+        client_auth: tessera_edge::tls::ClientAuth::Optional,
     });
     let (addr, stop, handle) = serve(cfg).await;
 
@@ -670,7 +670,7 @@ async fn silent_connections_are_closed_and_capped() {
     use tokio::io::AsyncReadExt;
     let d = Deployment::new(Backend::Embedded).await;
     let mut cfg = d.config();
-    cfg.edge.conn = tessera_grpc::net::ConnLimits {
+    cfg.edge.conn = tessera_edge::net::ConnLimits {
         max_connections: 4,
         handshake_timeout: Duration::from_millis(500),
     };

@@ -154,7 +154,7 @@ async fn revoke_keys_and_healthcheck_present_the_service_key() {
     assert_eq!(r["revoked"], 1);
     assert_eq!(r["jti"], a.access_token_id.as_str());
     let exp = a.access_token_expires_at.unwrap().seconds;
-    assert_eq!(r["revoked_until"], tessera_grpc::rfc3339(exp + 30));
+    assert_eq!(r["revoked_until"], tessera_telemetry::rfc3339(exp + 30));
     // Again: idempotent, nothing new.
     let r = revoked(&tessera(
         &[&["revoke", "--token", &a.access_token][..], &ep[..]].concat(),
@@ -165,7 +165,7 @@ async fn revoke_keys_and_healthcheck_present_the_service_key() {
 
     // --jti with --expires-at in RFC 3339, from the key file.
     let b = issue(&url, Some(&key), "ben").await;
-    let until = tessera_grpc::rfc3339(b.access_token_expires_at.unwrap().seconds);
+    let until = tessera_telemetry::rfc3339(b.access_token_expires_at.unwrap().seconds);
     let args = [
         "revoke",
         "--jti",
@@ -284,7 +284,7 @@ async fn token_inspect_explains_and_asks_the_server() {
         &t.family_id,
         &t.access_token_id,
         &format!("http://{addr}"),
-        &tessera_grpc::rfc3339(t.access_token_expires_at.unwrap().seconds),
+        &tessera_telemetry::rfc3339(t.access_token_expires_at.unwrap().seconds),
         "Signature: 64 bytes",
         "nothing; the signature",
     ] {

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 /// Starts the server, measures, prints a Markdown table.
 pub async fn run(bin: &Path, seconds: f64, flood_rate: u32, flooders: usize) -> Result<(), String> {
     let key = |id: &str, rate: &str| {
-        let (k, hash) = tessera_domain::callers::new_service_key();
+        let (k, hash) = crate::client::new_service_key()?;
         let entry = format!(
             "[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\"]\naudiences = [\"*\"]\n{rate}\n"
         );
-        (String::from_utf8_lossy(k.expose()).into_owned(), entry)
+        Ok::<_, String>((k, entry))
     };
     let (flood_key, flood_entry) = key(
         "flood",
@@ -26,8 +26,8 @@ pub async fn run(bin: &Path, seconds: f64, flood_rate: u32, flooders: usize) -> 
             "rate_per_second = {flood_rate}\nburst = {}",
             (flood_rate / 5).max(1)
         ),
-    );
-    let (calm_key, calm_entry) = key("calm", "");
+    )?;
+    let (calm_key, calm_entry) = key("calm", "")?;
     let path = std::env::temp_dir().join(format!("tessera-flood-{}.toml", std::process::id()));
     std::fs::write(&path, format!("{flood_entry}\n{calm_entry}"))
         .map_err(|e| format!("callers file: {e}"))?;

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod client;
 mod flood;
 mod load;
 mod peer;
@@ -270,14 +271,14 @@ async fn measure(
 /// its key is presented on every call. Returns the server arguments and
 /// the file (removed on drop).
 fn callers_file() -> Result<(Vec<String>, Option<TempFile>), String> {
-    let (key, hash) = tessera_domain::callers::new_service_key();
+    let (key, hash) = client::new_service_key()?;
     let path =
         std::env::temp_dir().join(format!("tessera-bench-callers-{}.toml", std::process::id()));
     let text = format!(
         "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\"]\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\n"
     );
     std::fs::write(&path, text).map_err(|e| format!("callers file: {e}"))?;
-    workload::present_service_key(String::from_utf8_lossy(key.expose()).into_owned());
+    workload::present_service_key(key);
     let args = vec!["--callers-file".to_owned(), path.display().to_string()];
     Ok((args, Some(TempFile(path))))
 }

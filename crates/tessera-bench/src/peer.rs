@@ -124,7 +124,7 @@ pub async fn serve(
     issuer: &str,
     redis_url: &str,
 ) -> Result<(), String> {
-    let ch = tessera_grpc::net::endpoint(issuer_endpoint, None)?
+    let ch = crate::client::endpoint(issuer_endpoint)?
         .connect()
         .await
         .map_err(|e| format!("issuer endpoint: {e}"))?;
@@ -169,15 +169,15 @@ pub async fn serve(
         .set_serving::<IntrospectionServiceServer<Peer>>()
         .await;
     println!("peer listening on {addr}");
-    // The same server options and connection handling as Tessera's.
-    tessera_grpc::net::server(std::time::Duration::from_secs(10))
+    // The socket and HTTP/2 options of Tessera's own server.
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .max_concurrent_streams(Some(256))
+        .timeout(std::time::Duration::from_secs(10))
         .add_service(health_service)
         .add_service(IntrospectionServiceServer::new(Peer { keys, redis }))
-        .serve_with_incoming(tessera_grpc::net::incoming(
-            listener,
-            None,
-            tessera_grpc::net::ConnLimits::default(),
-        ))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
         .map_err(|e| e.to_string())
 }

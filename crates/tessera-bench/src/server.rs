@@ -152,7 +152,7 @@ pub fn free_port() -> Result<u16, String> {
 pub async fn wait_serving(url: &str) -> Result<(), String> {
     use tonic_health::pb::health_client::HealthClient;
     for _ in 0..200 {
-        if let Ok(ch) = tessera_grpc::net::endpoint(url, None)?.connect().await {
+        if let Ok(ch) = crate::client::endpoint(url)?.connect().await {
             let r = HealthClient::new(ch)
                 .check(tonic_health::pb::HealthCheckRequest::default())
                 .await;

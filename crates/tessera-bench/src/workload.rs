@@ -1,9 +1,9 @@
 //! What each mode sends. Tokens and refresh-token chains are prepared before
 //! a phase starts, so a phase measures only the calls it names.
 
+use crate::client::{Key, KeyedChannel as PeerChannel};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use tessera_grpc::net::{Bearer, PeerChannel};
 use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
@@ -45,8 +45,8 @@ impl Clients {
 
     /// [`Clients::connect`], presenting `key` (or none).
     pub async fn connect_as(url: &str, key: Option<&str>) -> Result<Self, String> {
-        let bearer = Bearer::new(key)?;
-        let ch = tessera_grpc::net::endpoint(url, None)?
+        let bearer = Key::new(key)?;
+        let ch = crate::client::endpoint(url)?
             .connect()
             .await
             .map_err(|e| e.to_string())?;

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tessera_api::client::PeerChannel;
 use tessera_domain::keys::{KeyRing, KeySet, KeyState, VerifyingKey};
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
-use tessera_grpc::net::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{GetJwksRequest, PublicKey, WatchKeysRequest};
 use tokio::sync::watch;

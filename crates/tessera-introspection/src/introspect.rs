@@ -1,10 +1,10 @@
 //! `IntrospectionService.Verify`.
 
 use crate::Verifier;
+use tessera_api::requests::{verify_command, verify_failure};
+use tessera_api::{from_domain, json_to_struct, timestamp};
 use tessera_domain::claims::{Audience, Claims};
 use tessera_domain::verify::{Expectation, Failure, Signed, verify_cached, verify_strong};
-use tessera_grpc::requests::{verify_command, verify_failure};
-use tessera_grpc::{from_domain, json_to_struct, timestamp};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
 use tessera_proto::v1::{VerifiedClaims, VerifyFailure, VerifyRequest, VerifyResponse};
 use tonic::{Request, Response, Status};
@@ -101,7 +101,7 @@ impl IntrospectionService for IntrospectionApi {
         &self,
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
-        let caller = tessera_grpc::gate::caller(&request).cloned();
+        let caller = tessera_api::caller::caller(&request).cloned();
         let r = request.into_inner();
         let cmd = verify_command(&r)?;
         let v = &self.v;

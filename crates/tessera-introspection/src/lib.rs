@@ -53,7 +53,7 @@ pub struct Verifier {
     pub keys: Arc<dyn KeySource>,
     /// Who kills a key for `Revoke{kid}`: the issuer's key manager (in
     /// process, or over gRPC).
-    pub key_killer: Arc<dyn tessera_grpc::ports::KeyKiller>,
+    pub key_killer: Arc<dyn tessera_api::ports::KeyKiller>,
     /// The local revocation view.
     pub view: Arc<MemoryRevocations>,
     /// The durable revocations (truth; STRONG reads).
@@ -65,9 +65,9 @@ pub struct Verifier {
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Counters.
-    pub metrics: Arc<tessera_grpc::metrics::Metrics>,
+    pub metrics: Arc<tessera_telemetry::metrics::Metrics>,
     /// Failed verifications, summarised into the audit trail.
-    pub failures: Arc<tessera_grpc::audit::VerifyFailures>,
+    pub failures: Arc<tessera_telemetry::audit::VerifyFailures>,
     /// Every revocation this instance applies, for `WatchRevocations`.
     pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
     /// Turns true when the server shuts down: ends open streams.

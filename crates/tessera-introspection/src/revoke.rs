@@ -2,21 +2,21 @@
 //! fan-out. A retry after any failure is safe: every step is idempotent.
 
 use crate::Verifier;
+use tessera_api::requests::token_field;
+use tessera_api::{from_domain, invalid, timestamp};
 use tessera_domain::callers::{Caller, RevokeRight};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
-use tessera_grpc::audit;
-use tessera_grpc::metrics::{FamilyCause, RevokedKind};
-use tessera_grpc::requests::token_field;
-use tessera_grpc::{from_domain, invalid, timestamp};
 use tessera_proto::v1::revocation_service_server::RevocationService;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     RevokeRequest, RevokeResponse, WatchRevocationsRequest, WatchRevocationsResponse,
 };
+use tessera_telemetry::audit;
+use tessera_telemetry::metrics::{FamilyCause, RevokedKind};
 use tonic::{Request, Response, Status};
 
 /// The furthest in the future a jti revocation may be asked to last.
@@ -250,7 +250,7 @@ fn may_revoke(caller: &Caller, r: &RevokeRequest) -> Result<(), Status> {
     if caller.may_revoke(right) {
         Ok(())
     } else {
-        Err(tessera_grpc::gate::not_allowed(
+        Err(tessera_api::caller::not_allowed(
             caller,
             "Revoke",
             &format!("revoke {name}"),
@@ -265,10 +265,10 @@ impl RevocationService for RevocationApi {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        if let Some(caller) = tessera_grpc::gate::caller(&request) {
+        if let Some(caller) = tessera_api::caller::caller(&request) {
             may_revoke(caller, request.get_ref())?;
         }
-        let caller = audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         self.revoke_as(request.into_inner(), &caller)
             .await
             .map(Response::new)
@@ -387,7 +387,7 @@ fn watch_message(id: i64, e: RevocationEvent) -> WatchRevocationsResponse {
 /// In process (the embedded mode), the issuer reaches this service
 /// directly: no TCP call to itself.
 #[tonic::async_trait]
-impl tessera_grpc::ports::Revoker for RevocationApi {
+impl tessera_api::ports::Revoker for RevocationApi {
     async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
         self.revoke_as(request, audit::SERVER).await
     }

@@ -4,22 +4,22 @@
 
 use crate::keys::KeyManager;
 use std::sync::Arc;
+use tessera_api::caller::not_allowed;
+use tessera_api::ports::Revoker;
+use tessera_api::requests::issue_command;
+use tessera_api::{from_domain, timestamp};
 use tessera_domain::callers::Caller;
 use tessera_domain::clock::Clock;
 use tessera_domain::issue::{IssueCommand, mint_login};
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::{FamilyPolicy, RefreshSecret};
 use tessera_domain::store::Store;
-use tessera_grpc::gate::not_allowed;
-use tessera_grpc::metrics::Metrics;
-use tessera_grpc::ports::Revoker;
-use tessera_grpc::requests::issue_command;
-use tessera_grpc::{from_domain, timestamp};
 use tessera_proto::v1::issuer_service_server::IssuerService;
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssuePurposeTokenResponse, IssueRequest, IssueResponse,
     RedeemPurposeTokenRequest, RedeemPurposeTokenResponse, RefreshRequest, RefreshResponse,
 };
+use tessera_telemetry::metrics::Metrics;
 use tonic::{Request, Response, Status};
 
 /// What the issuer needs besides its keys and store.
@@ -97,7 +97,7 @@ impl IssuerService for IssuerApi {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let me = &self.inner;
-        let caller = tessera_grpc::gate::caller(&request).cloned();
+        let caller = tessera_api::caller::caller(&request).cloned();
         // Parse, don't validate: the request becomes a checked command.
         let cmd = issue_command(request.into_inner(), &me.cfg.policy)?;
         if let Some(caller) = caller {
@@ -135,7 +135,7 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        let caller = tessera_grpc::audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         crate::refresh::refresh(&self.inner, request.into_inner(), &caller)
             .await
             .map(Response::new)
@@ -156,7 +156,7 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RedeemPurposeTokenRequest>,
     ) -> Result<Response<RedeemPurposeTokenResponse>, Status> {
-        let caller = tessera_grpc::audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         crate::purpose::redeem(&self.inner, request.into_inner(), &caller)
             .await
             .map(Response::new)

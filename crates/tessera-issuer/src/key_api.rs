@@ -2,12 +2,11 @@
 
 use crate::keys::KeyManager;
 use std::sync::Arc;
+use tessera_api::ports::Revoker;
+use tessera_api::{from_domain, invalid, status, timestamp};
 use tessera_domain::issue::check_text;
 use tessera_domain::keys::{Algorithm, KeyState};
 use tessera_domain::store::StoredKey;
-use tessera_grpc::audit;
-use tessera_grpc::ports::Revoker;
-use tessera_grpc::{from_domain, invalid, status, timestamp};
 use tessera_proto::v1::key_service_server::KeyService;
 use tessera_proto::v1::{
     CompromiseKeyRequest, CompromiseKeyResponse, ErrorReason, GetJwksRequest, GetJwksResponse,
@@ -26,7 +25,7 @@ pub struct KeyApi {
     /// Turns true when the server shuts down: ends the WatchKeys streams.
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Counters.
-    metrics: Arc<tessera_grpc::metrics::Metrics>,
+    metrics: Arc<tessera_telemetry::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for KeyApi {
@@ -42,7 +41,7 @@ impl KeyApi {
         revocations: Arc<dyn Revoker>,
         token_window: i64,
         shutdown: tokio::sync::watch::Receiver<bool>,
-        metrics: Arc<tessera_grpc::metrics::Metrics>,
+        metrics: Arc<tessera_telemetry::metrics::Metrics>,
     ) -> Self {
         Self {
             keys,
@@ -193,7 +192,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<RotateKeysRequest>,
     ) -> Result<Response<RotateKeysResponse>, Status> {
-        let caller = audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         let r = request.into_inner();
         let wanted = SigningAlgorithm::try_from(r.algorithm)
             .map_err(|_| invalid("algorithm", format!("{} is not a known value", r.algorithm)))?;
@@ -216,7 +215,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<RetireKeyRequest>,
     ) -> Result<Response<RetireKeyResponse>, Status> {
-        let caller = audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         let kid = request.into_inner().kid;
         check_text("kid", &kid, 64).map_err(from_domain)?;
         let keys = self.keys.list().await.map_err(from_domain)?;
@@ -254,7 +253,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<CompromiseKeyRequest>,
     ) -> Result<Response<CompromiseKeyResponse>, Status> {
-        let caller = audit::caller_of(&request);
+        let caller = tessera_api::caller::caller_of(&request);
         let r = request.into_inner();
         check_text("kid", &r.kid, 64).map_err(from_domain)?;
         if r.reason.len() > 1024 {

@@ -11,7 +11,7 @@ use tessera_domain::schedule::{
 };
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
-use tessera_grpc::audit;
+use tessera_telemetry::audit;
 use tokio::sync::watch;
 
 use crate::jwks::JwksDocument;
@@ -47,7 +47,7 @@ pub struct KeyManager {
     jwks: RwLock<Arc<JwksDocument>>,
     changes: watch::Sender<u64>,
     /// Where the key age and the time to the next rotation are reported.
-    metrics: Option<Arc<tessera_grpc::metrics::Metrics>>,
+    metrics: Option<Arc<tessera_telemetry::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -82,7 +82,7 @@ impl KeyManager {
 
     /// Reports the signing key's age and the time to the next rotation
     /// into `metrics` at every reload (every schedule tick).
-    pub fn with_metrics(mut self, metrics: Arc<tessera_grpc::metrics::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<tessera_telemetry::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -420,7 +420,7 @@ fn audit_changes(actor: &str, changed: &[StoredKey]) {
 }
 
 #[tonic::async_trait]
-impl tessera_grpc::ports::KeyKiller for KeyManager {
+impl tessera_api::ports::KeyKiller for KeyManager {
     // The reason is the caller's free text: it is not logged (it could
     // carry anything); the audit trail names the key and who killed it.
     async fn kill(
@@ -432,7 +432,7 @@ impl tessera_grpc::ports::KeyKiller for KeyManager {
         let killed = self
             .compromise(kid, caller)
             .await
-            .map_err(tessera_grpc::from_domain)?;
+            .map_err(tessera_api::from_domain)?;
         Ok(killed.is_some())
     }
 }

@@ -2,14 +2,14 @@
 //! verification and password reset.
 
 use crate::issuer::Inner;
+use tessera_api::{
+    duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,
+};
 use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::{
     PurposeCommand, RedeemOutcome, binding_hash, mint_purpose, purpose_audience,
 };
 use tessera_domain::verify::{Expectation, verify_strong};
-use tessera_grpc::{
-    duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,
-};
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     ErrorReason, IssuePurposeTokenRequest, IssuePurposeTokenResponse, RedeemPurposeTokenRequest,
@@ -132,7 +132,7 @@ pub(crate) async fn redeem(
     let end_sessions = r.revoke_subject_sessions && kind == TokenKind::PasswordReset;
     // Written once redeemed (durable), before the sessions end: that is
     // audited on its own (`subject_revoked`).
-    tessera_grpc::audit::purpose_token_redeemed(
+    tessera_telemetry::audit::purpose_token_redeemed(
         caller,
         kind.typ(),
         &signed.claims.sub,

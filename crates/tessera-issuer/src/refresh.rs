@@ -1,11 +1,11 @@
 //! `Refresh`: rotation with an idempotent grace window and reuse detection.
 
 use crate::issuer::Inner;
+use tessera_api::{from_domain, invalid, status, timestamp};
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::refresh::{FamilyRecord, RefreshToken, RotateOutcome, RotateRequest};
 use tessera_domain::verify::sign;
-use tessera_grpc::{from_domain, invalid, status, timestamp};
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{ErrorReason, RefreshRequest, RefreshResponse, RevokeRequest};
 use tonic::{Code, Status};
@@ -60,7 +60,7 @@ async fn rotated(me: &Inner, outcome: RotateOutcome, caller: &str) -> Result<Fam
 /// catch up from the store, and STRONG sees it.
 async fn reused(me: &Inner, family: &FamilyRecord, caller: &str) {
     me.cfg.metrics.refresh_reused();
-    tessera_grpc::audit::refresh_token_reused(caller, &family.subject, &family.family_id);
+    tessera_telemetry::audit::refresh_token_reused(caller, &family.subject, &family.family_id);
     let request = RevokeRequest {
         target: Some(Target::FamilyId(family.family_id.clone())),
         reason: "refresh token reuse".into(),

@@ -3,7 +3,7 @@
 use tessera_domain::error::Result;
 use tessera_domain::seal::Kek;
 use tessera_domain::store::{KeyStore, StoredKey};
-use tessera_grpc::audit;
+use tessera_telemetry::audit;
 
 /// The service secrets kept beside the keys.
 pub const SECRET_NAMES: &[&str] = &[REFRESH_SECRET];

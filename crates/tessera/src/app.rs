@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
-use tessera_grpc::gate::{Authenticate, CallerRegistry, Shed};
-use tessera_grpc::metrics::Metrics;
-use tessera_grpc::propagation::Propagate;
-use tessera_grpc::tls::ServerTls;
+use tessera_edge::gate::{Authenticate, CallerRegistry, Shed};
+use tessera_edge::observe::Observe;
+use tessera_edge::tls::ServerTls;
 use tessera_introspection::KeyFollower;
 use tessera_issuer::KeyManager;
 use tessera_storage::SqlStore;
+use tessera_telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -262,20 +262,20 @@ fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Rou
 
 /// The server stack, outermost first. Every layer that lands goes here, in
 /// this order, so a request meets them top-down:
-/// 1. the connection (`tessera_grpc::net`): the connection cap, accept
+/// 1. the connection (`tessera_edge::net`): the connection cap, accept
 ///    backoff, the handshake timeout, TLS (and mTLS), `TCP_NODELAY`, TCP
 ///    and HTTP/2 keepalive, HTTP/2 stream and header limits, and the
 ///    server-side deadline of every call;
-/// 2. trace-context propagation: with OTLP export on, each call to a
-///    Tessera RPC runs in a server span joined to the caller's
-///    `traceparent` (outermost, so the span covers everything below);
-/// 3. RPC metrics: the latency histogram by method and status code, before
-///    shedding and authentication so that their refusals are counted;
-/// 4. the concurrency limit: past it calls are shed at once
+/// 2. observation (`tessera_edge::observe`), outermost so that it sees
+///    every answer, the refusals below included: once per call, the
+///    latency histogram by method and status code, the server span joined
+///    to the caller's `traceparent` (with OTLP export on), the debug log of
+///    error statuses, and the shed counter or audit record of a refusal;
+/// 3. the concurrency limit: past it calls are shed at once
 ///    (`RESOURCE_EXHAUSTED`), never queued; health is never shed;
-/// 5. caller authentication, the RPC right and the caller's rate (finer
+/// 4. caller authentication, the RPC right and the caller's rate (finer
 ///    rights are checked by each service);
-/// 6. the routes: gRPC services (each with its message-size limit), and
+/// 5. the routes: gRPC services (each with its message-size limit), and
 ///    HTTP/1.1 too for the JWKS endpoints and `/metrics`.
 async fn serve(
     listener: TcpListener,
@@ -283,19 +283,14 @@ async fn serve(
     edge: EdgeParts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
-    let metrics = edge.metrics;
-    let propagate = Propagate::new(metrics.methods(), edge.cfg.trace_context);
-    let record = metrics.rpc_layer();
-    let shed = Shed::new(edge.cfg.max_in_flight, Arc::new(move || metrics.shed()));
-    tessera_grpc::net::server(edge.cfg.request_timeout)
+    tessera_edge::net::server(edge.cfg.request_timeout)
         .accept_http1(true)
-        .layer(propagate)
-        .layer(record)
-        .layer(shed)
+        .layer(Observe::new(edge.metrics, edge.cfg.trace_context))
+        .layer(Shed::new(edge.cfg.max_in_flight))
         .layer(Authenticate::new(edge.callers))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            tessera_grpc::net::incoming(listener, edge.tls, edge.cfg.conn),
+            tessera_edge::net::incoming(listener, edge.tls, edge.cfg.conn),
             shutdown,
         )
         .await

@@ -1,6 +1,6 @@
 //! Where the audit trail goes: the events of target
-//! `tessera_grpc::audit::TARGET` (each already one JSON object, built by
-//! `tessera_grpc::audit`), one per line, to their own sink: stderr by
+//! `tessera_telemetry::audit::TARGET` (each already one JSON object, built by
+//! `tessera_telemetry::audit`), one per line, to their own sink: stderr by
 //! default, or a file (`--audit-log`, appended, created 0600). The general
 //! log never carries them, and `TESSERA_LOG` does not filter them, so a
 //! quiet log level never loses a security event.
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tessera_grpc::audit::TARGET;
+use tessera_telemetry::audit::TARGET;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;

@@ -268,7 +268,7 @@ pub enum ClientAuthArg {
 
 impl EdgeArgs {
     fn into_edge(self) -> Result<Edge, String> {
-        use tessera_grpc::tls::{ClientAuth, TlsFiles};
+        use tessera_edge::tls::{ClientAuth, TlsFiles};
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert,
@@ -298,7 +298,7 @@ impl EdgeArgs {
             tls,
             peer_ca: self.peer_ca_file,
             service_key: service_key.map(|k| Secret::new(k.trim().as_bytes().to_vec())),
-            conn: tessera_grpc::net::ConnLimits {
+            conn: tessera_edge::net::ConnLimits {
                 max_connections: self.max_connections.max(1),
                 handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
             },

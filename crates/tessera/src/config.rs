@@ -11,8 +11,8 @@ use tessera_domain::error::DomainError;
 use tessera_domain::policy::Policy;
 use tessera_domain::refresh::FamilyPolicy;
 use tessera_domain::schedule::KeySchedule;
-use tessera_grpc::net::ConnLimits;
-use tessera_grpc::tls::TlsFiles;
+use tessera_edge::net::ConnLimits;
+use tessera_edge::tls::TlsFiles;
 use thiserror::Error;
 
 /// Which services one process serves. The services always talk to each

@@ -7,8 +7,8 @@ use crate::checks::load_callers;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tessera_grpc::gate::CallerRegistry;
-use tessera_grpc::tls::ServerTls;
+use tessera_edge::gate::CallerRegistry;
+use tessera_edge::tls::ServerTls;
 use tokio::sync::watch;
 
 /// How often the files' modification times are compared.

@@ -22,9 +22,9 @@ use std::time::Duration;
 use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
 use tessera_domain::store::Ping;
-use tessera_grpc::metrics::Metrics;
 use tessera_issuer::KeyManager;
 use tessera_storage::SqlStore;
+use tessera_telemetry::metrics::Metrics;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -255,12 +255,6 @@ fn plain(code: StatusCode, text: String) -> Response {
     response
 }
 
-fn is_grpc(req: &Request<axum::body::Body>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 fn not_found() -> Response {
     plain(StatusCode::NOT_FOUND, "not found\n".to_owned())
 }
@@ -268,7 +262,7 @@ fn not_found() -> Response {
 /// The router's fallback: a gRPC request for a method nobody serves is
 /// `UNIMPLEMENTED`, as gRPC clients expect; anything else is HTTP 404.
 pub(crate) async fn fallback(req: Request<axum::body::Body>) -> Response {
-    if is_grpc(&req) {
+    if tessera_edge::refusal::is_grpc(&req) {
         return tonic::Status::unimplemented("")
             .into_http::<axum::body::Body>()
             .into_response();
@@ -283,7 +277,7 @@ pub(crate) async fn grpc_only(
     req: Request<axum::body::Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    if is_grpc(&req) {
+    if tessera_edge::refusal::is_grpc(&req) {
         next.run(req).await
     } else {
         not_found()

@@ -59,14 +59,17 @@ pub fn discovery_document(issuer: &str, algorithms: &[&str]) -> String {
 
 /// `GET /metrics`: every metric in the OpenMetrics text format (which
 /// Prometheus asks for and reads). Served on the gRPC port in every role.
-pub fn metrics(metrics: Arc<tessera_grpc::metrics::Metrics>) -> axum::Router {
+pub fn metrics(metrics: Arc<tessera_telemetry::metrics::Metrics>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         get(move || {
             let m = metrics.clone();
             async move {
                 (
-                    [(header::CONTENT_TYPE, tessera_grpc::metrics::CONTENT_TYPE)],
+                    [(
+                        header::CONTENT_TYPE,
+                        tessera_telemetry::metrics::CONTENT_TYPE,
+                    )],
                     m.render(),
                 )
             }

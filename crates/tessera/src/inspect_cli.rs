@@ -8,15 +8,15 @@ use crate::revoke_cli::{NO_TOKEN, token_arg};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
+use tessera_api::requests::verify_failure;
 use tessera_domain::clock::{Clock, SystemClock, UnixTime};
 use tessera_domain::issue::is_disguising;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::policy::Policy;
 use tessera_domain::verify::inspect::{Expect, Inspection, inspect};
-use tessera_grpc::requests::verify_failure;
-use tessera_grpc::rfc3339;
 use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::{Consistency, VerifyRequest};
+use tessera_telemetry::rfc3339;
 
 /// `tessera token …`.
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use crate::kek::{KekSource, load};
 use crate::remote::RemoteArgs;
 use clap::Subcommand;
 use std::path::PathBuf;
-use tessera_grpc::net::PeerChannel;
+use tessera_api::client::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{CompromiseKeyRequest, ListKeysRequest, PublicKey, RotateKeysRequest};
 

@@ -6,8 +6,8 @@
 
 use clap::Args;
 use std::path::PathBuf;
-use tessera_grpc::net::{Bearer, PeerChannel};
-use tessera_grpc::tls::ClientTls;
+use tessera_api::client::{Bearer, PeerChannel};
+use tessera_edge::tls::ClientTls;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -53,8 +53,7 @@ impl RemoteArgs {
             Some(ca) => Some(ClientTls::load(ca, None)?),
             None => None,
         };
-        bearer
-            .channel(&self.endpoint, tls.as_ref())
+        tessera_edge::net::channel(&bearer, &self.endpoint, tls.as_ref())
             .map_err(|e| format!("--endpoint {}: {e}", self.endpoint))
     }
 

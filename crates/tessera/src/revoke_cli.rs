@@ -31,7 +31,7 @@ pub struct RevokeArgs {
     pub jti: Option<String>,
     /// With --jti: the token's `exp`, until which the revocation holds
     /// (Unix seconds or RFC 3339, e.g. 2030-01-01T00:00:00Z).
-    #[arg(long, value_name = "TIME", value_parser = tessera_grpc::parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = tessera_api::parse_time)]
     pub expires_at: Option<i64>,
     /// A session (refresh-token family; the `sid` claim): its refresh token
     /// and every access token it minted stop working.
@@ -75,7 +75,7 @@ pub async fn run(args: RevokeArgs) -> Result<(), String> {
         (Some(t), ..) => Target::Token(token_arg(&t)?),
         (_, Some(jti), ..) => Target::Jti(JtiTarget {
             jti,
-            expires_at: args.expires_at.map(tessera_grpc::timestamp),
+            expires_at: args.expires_at.map(tessera_api::timestamp),
         }),
         (_, _, Some(f), ..) => Target::FamilyId(f),
         (_, _, _, Some(s), _) => Target::Subject(s),
@@ -103,7 +103,7 @@ pub async fn run(args: RevokeArgs) -> Result<(), String> {
             "target": what,
             "revoked": r.revoked,
             "jti": (!r.jti.is_empty()).then_some(r.jti),
-            "revoked_until": until.map(tessera_grpc::rfc3339),
+            "revoked_until": until.map(tessera_telemetry::rfc3339),
         })
     );
     Ok(())

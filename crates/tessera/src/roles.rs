@@ -1,7 +1,7 @@
 //! What `Application::build` assembles, top-down: the infrastructure every
 //! role shares ([`Shared`]: store, key ring, revocation view, metrics, the
 //! stop signal), then one small builder per role that adds its routes. The
-//! two roles meet only through the ports of `tessera_grpc::ports`: the issuer
+//! two roles meet only through the ports of `tessera_api::ports`: the issuer
 //! reaches the revocation service through a [`Revoker`], the revocation
 //! service kills keys through a [`KeyKiller`], and Verify reads keys from a
 //! [`KeySource`] — each in process in the embedded mode (no TCP call to
@@ -13,16 +13,15 @@ use crate::kek;
 use crate::tasks::{housekeeping, key_ticks, reconcile, reload};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_api::client::{Bearer, PeerChannel};
+use tessera_api::ports::{KeyKiller, Revoker};
 use tessera_domain::keys::KeyRing;
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::refresh::RefreshSecret;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::RevocationBus;
-use tessera_grpc::gate::CallerRegistry;
-use tessera_grpc::metrics::Metrics;
-use tessera_grpc::net::{Bearer, PeerChannel};
-use tessera_grpc::ports::{KeyKiller, Revoker};
-use tessera_grpc::tls::{ClientTls, ServerTls};
+use tessera_edge::gate::CallerRegistry;
+use tessera_edge::tls::{ClientTls, ServerTls};
 use tessera_introspection::{IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier};
 use tessera_issuer::{IssuerApi, IssuerConfig, KeyApi, KeyManager};
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
@@ -32,6 +31,7 @@ use tessera_proto::v1::key_service_server::KeyServiceServer;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
 use tessera_storage::{Backend, LocalBus, RedisBus, SqlStore};
+use tessera_telemetry::metrics::Metrics;
 use tokio::sync::watch;
 
 /// What to do with a revocation learnt from the bus or the store.
@@ -211,7 +211,7 @@ impl Shared {
                 (self.follow_issuer(client.clone()).await?, Arc::new(client))
             }
         };
-        let failures = Arc::new(tessera_grpc::audit::VerifyFailures::default());
+        let failures = Arc::new(tessera_telemetry::audit::VerifyFailures::default());
         let summaries = failures.clone().summarise(AUDIT_WINDOW, self.stopping());
         self.tasks.push(summaries);
         let verifier = Verifier {
@@ -385,8 +385,7 @@ impl Shared {
     /// A lazily connected channel to another service, presenting this
     /// instance's service key and verifying its certificate.
     fn channel(&self, url: &str, setting: &str) -> Result<PeerChannel, AppError> {
-        self.bearer
-            .channel(url, self.client_tls.as_ref())
+        tessera_edge::net::channel(&self.bearer, url, self.client_tls.as_ref())
             .map_err(|e| AppError::Config(format!("{setting}: {e}")))
     }
 }

@@ -6,9 +6,9 @@ use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::{MemoryRevocations, RevocationEvent};
 use tessera_domain::store::{Housekeeping, RevocationStore};
-use tessera_grpc::metrics::Metrics;
 use tessera_issuer::KeyManager;
 use tessera_storage::{REVOCATION_LOG_RETENTION, SqlStore};
+use tessera_telemetry::metrics::Metrics;
 use tokio::sync::watch;
 
 /// Applies the key schedule every `every` (and picks up what other

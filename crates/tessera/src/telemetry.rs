@@ -30,7 +30,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use tessera_grpc::metrics::{Kind, Metrics};
+use tessera_telemetry::metrics::{Kind, Metrics};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};

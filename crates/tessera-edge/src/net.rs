@@ -9,12 +9,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tessera_api::client::{Bearer, PeerChannel};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Endpoint, Server};
 
 /// Idle time before the kernel sends TCP keepalive probes, so a peer that
 /// vanished without a FIN (power loss, a dropped NAT entry) is noticed.
@@ -264,57 +263,8 @@ pub fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> 
     }
 }
 
-/// A channel to another Tessera service that presents this instance's
-/// service key (if any) and the caller's trace context on every call.
-pub type PeerChannel = InterceptedService<Channel, Bearer>;
-
-/// Adds `authorization: Bearer <service key>` to every outgoing call, and
-/// the W3C trace context of the span it is made in
-/// ([`crate::propagation::inject`]: nothing unless tracing export is on).
-#[derive(Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl std::fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Bearer([redacted])"
-        } else {
-            "Bearer(none)"
-        })
-    }
-}
-
-impl Bearer {
-    /// Presents `key`; `None` presents nothing.
-    pub fn new(key: Option<&str>) -> Result<Self, String> {
-        key.map(|k| {
-            let mut v = MetadataValue::try_from(format!("Bearer {k}"))
-                .map_err(|_| "service_key: not a printable ASCII key".to_owned())?;
-            v.set_sensitive(true);
-            Ok(v)
-        })
-        .transpose()
-        .map(Self)
-    }
-
-    /// A lazily connected channel to `url` presenting this key.
-    pub fn channel(&self, url: &str, tls: Option<&ClientTls>) -> Result<PeerChannel, String> {
-        Ok(InterceptedService::new(
-            endpoint(url, tls)?.connect_lazy(),
-            self.clone(),
-        ))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        crate::propagation::inject(request.metadata_mut());
-        Ok(request)
-    }
+/// A lazily connected channel to another Tessera service at `url`,
+/// presenting `bearer`'s service key (and trace context) on every call.
+pub fn channel(bearer: &Bearer, url: &str, tls: Option<&ClientTls>) -> Result<PeerChannel, String> {
+    Ok(bearer.intercept(endpoint(url, tls)?.connect_lazy()))
 }

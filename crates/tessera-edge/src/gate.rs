@@ -4,59 +4,39 @@
 //! - [`Shed`] (in `shed.rs`): a global bound on calls in flight. Past it a
 //!   call is refused at once with `RESOURCE_EXHAUSTED` /
 //!   `ERROR_REASON_OVERLOADED` rather than queued without bound; health is
-//!   never shed, so a balancer still sees an overloaded instance alive. It
-//!   also gives tonic's bare "message too large" status an ErrorInfo and
-//!   the field.
+//!   never shed, so a balancer still sees an overloaded instance alive.
 //! - [`Authenticate`]: who is calling (a bearer service key, or a verified
 //!   mTLS client certificate), whether the callers file lets them call this
 //!   RPC at all, and their rate. The finer rights (audiences, extra claims,
-//!   revocation targets) are checked by the services with [`caller`].
+//!   revocation targets) are checked by the services with
+//!   `tessera_api::caller`.
+//!
+//! Neither writes a log line, an audit record or a metric: each refusal
+//! carries a [`Refusal`] in its response, which the observing layer
+//! (`crate::observe`) records with the rest of the call.
 
+use crate::guard::{Guard, Guarded};
 use crate::net::ConnInfo;
-use crate::status;
+use crate::refusal::{Refusal, refuse};
 use arc_swap::ArcSwapOption;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tessera_api::caller::{CallerId, not_allowed_status};
+use tessera_api::status;
 use tessera_domain::callers::{Access, Caller, Callers};
 use tessera_proto::v1::ErrorReason;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
 mod shed;
-pub use shed::{Shed, Shedding};
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-/// The authenticated caller of a request, in its extensions. Absent when no
-/// callers file is configured (every caller is admitted) or the RPC is open.
-#[derive(Debug, Clone)]
-pub struct CallerId(pub Arc<Caller>);
-
-/// The caller of `request`, if one was authenticated.
-pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
-    request.extensions().get::<CallerId>().map(|c| &c.0)
-}
-
-/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the
-/// right; the denial is written to the audit trail (`caller_denied`).
-pub fn not_allowed(caller: &Caller, rpc: &str, what: &str) -> Status {
-    let reason = ErrorReason::CallerNotAllowed;
-    crate::audit::caller_denied(Some(&caller.id), rpc, reason.as_str_name(), what);
-    status(
-        Code::PermissionDenied,
-        reason,
-        format!("caller {} may not {what}", caller.id),
-    )
-}
+pub use shed::Shed;
 
 /// What a request path is, for access decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class<'a> {
+pub(crate) enum Class<'a> {
     /// A Tessera RPC, by method name.
     Rpc(&'a str),
     /// gRPC health and reflection, the metrics page, and the HTTP probes
@@ -69,7 +49,7 @@ enum Class<'a> {
     Other,
 }
 
-fn classify(path: &str) -> Class<'_> {
+pub(crate) fn classify(path: &str) -> Class<'_> {
     if let Some(rest) = path.strip_prefix("/tessera.v1.") {
         return rest
             .split_once('/')
@@ -87,32 +67,6 @@ fn classify(path: &str) -> Class<'_> {
         return Class::HttpJwks;
     }
     Class::Other
-}
-
-/// True for a gRPC request (a gRPC content type).
-pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// A refusal in the request's own protocol: a gRPC status, or for plain
-/// HTTP the matching status code.
-fn refuse<B>(req: &http::Request<B>, status: Status) -> http::Response<Body> {
-    if is_grpc(req) {
-        return status.into_http();
-    }
-    let code = match status.code() {
-        Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => http::StatusCode::FORBIDDEN,
-        Code::ResourceExhausted => http::StatusCode::TOO_MANY_REQUESTS,
-        _ => http::StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let mut response = http::Response::new(Body::new(http_body_util::Full::new(
-        bytes::Bytes::from(status.message().to_owned()),
-    )));
-    *response.status_mut() = code;
-    response
 }
 
 /// The callers in force and their rate limiters. `None`: no callers file,
@@ -159,7 +113,10 @@ impl CallerRegistry {
     }
 
     /// Who `req` comes from and whether it may be served.
-    fn admit<B>(&self, req: &http::Request<B>) -> Result<Option<Arc<Caller>>, Status> {
+    fn admit<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> Result<Option<Arc<Caller>>, (Status, Option<Refusal>)> {
         let guard = self.current.load();
         let Some(registry) = guard.as_ref() else {
             return Ok(None);
@@ -178,13 +135,13 @@ impl CallerRegistry {
         }
         let caller = identify(&registry.callers, req).ok_or_else(|| {
             let reason = ErrorReason::CallerUnknown;
-            let rpc = rpc.unwrap_or(req.uri().path());
-            crate::audit::caller_denied(None, rpc, reason.as_str_name(), credential(req));
-            status(
+            let refusal = Refusal::denied(None, rpc.unwrap_or(req.uri().path()), reason, credential(req));
+            let status = status(
                 Code::Unauthenticated,
                 reason,
                 "no known caller: present a service key (authorization: Bearer …) or a client certificate named in the callers file",
-            )
+            );
+            (status, Some(refusal))
         })?;
         // Verify and the JWKS, when not open, need any known caller; every
         // other RPC must be granted by name.
@@ -194,15 +151,16 @@ impl CallerRegistry {
         };
         if !granted {
             let rpc = rpc.unwrap_or("?");
-            return Err(not_allowed(caller, rpc, &format!("call {rpc}")));
+            let what = format!("call {rpc}");
+            let reason = ErrorReason::CallerNotAllowed;
+            let refusal = Refusal::denied(Some(&caller.id), rpc, reason, &what);
+            return Err((not_allowed_status(caller, &what), Some(refusal)));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
             && limiter.check().is_err()
         {
-            return Err(overloaded(&format!(
-                "caller {} is over its rate limit; retry later",
-                caller.id
-            )));
+            let message = format!("caller {} is over its rate limit; retry later", caller.id);
+            return Err((overloaded(&message), None));
         }
         Ok(Some(caller.clone()))
     }
@@ -240,7 +198,7 @@ fn identify<'r, B>(callers: &'r Callers, req: &http::Request<B>) -> Option<&'r A
     callers.by_tls_name(names.iter().map(String::as_str))
 }
 
-fn overloaded(message: &str) -> Status {
+pub(crate) fn overloaded(message: &str) -> Status {
     status(Code::ResourceExhausted, ErrorReason::Overloaded, message)
 }
 
@@ -276,13 +234,11 @@ pub struct Authenticated<S> {
 
 impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = Guarded<S::Future, Admitted>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -291,21 +247,27 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match self.registry.admit(&req) {
             Ok(caller) => {
-                if let Some(c) = caller {
-                    req.extensions_mut().insert(CallerId(c));
+                if let Some(c) = &caller {
+                    req.extensions_mut().insert(CallerId(c.clone()));
                 }
-                Box::pin(self.inner.call(req))
+                Guarded::admitted(self.inner.call(req), Admitted(caller))
             }
-            Err(status) => {
-                tracing::info!(
-                    path = req.uri().path(),
-                    code = ?status.code(),
-                    "caller refused"
-                );
-                let response = refuse(&req, status);
-                Box::pin(async move { Ok(response) })
-            }
+            Err((status, refusal)) => Guarded::refused(refuse(&req, status, refusal)),
         }
+    }
+}
+
+/// An admitted call's caller, handed to its response (in the extensions)
+/// so that the observing layer names who called.
+#[derive(Debug)]
+pub struct Admitted(Option<Arc<Caller>>);
+
+impl Guard for Admitted {
+    fn answered(&mut self, mut response: http::Response<Body>) -> http::Response<Body> {
+        if let Some(c) = self.0.take() {
+            response.extensions_mut().insert(CallerId(c));
+        }
+        response
     }
 }
 

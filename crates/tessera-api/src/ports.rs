@@ -8,7 +8,7 @@
 //! - [`KeyKiller`]: what the revocation service needs of the issuer for
 //!   `Revoke{kid}` — only the issuer's key manager changes key state.
 
-use crate::net::PeerChannel;
+use crate::client::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::revocation_service_client::RevocationServiceClient;
 use tessera_proto::v1::revoke_request::Target;

@@ -17,7 +17,7 @@ pub use sample::{Kind, Labels, Sampled};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use rpc::{Methods, RecordRpc, RpcLatency};
+use rpc::{Methods, RpcLatency};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tessera_domain::clock::{Clock, UnixTime};
@@ -120,7 +120,6 @@ pub struct Metrics {
     shed: Counter,
     counters: Arc<Vec<sample::CounterFamily>>,
     scraped: Arc<Scraped>,
-    methods: Arc<Methods>,
     rpc: Arc<RpcLatency>,
     registry: Registry,
 }
@@ -198,7 +197,7 @@ impl Metrics {
             key_next_rotation: AtomicI64::new(0),
         });
         let methods = Arc::new(Methods::new(tessera_proto::FILE_DESCRIPTOR_SET));
-        let rpc = Arc::new(RpcLatency::new(methods.clone()));
+        let rpc = Arc::new(RpcLatency::new(methods));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(sample::Collected {
             counters: counters.clone(),
@@ -220,7 +219,6 @@ impl Metrics {
             shed,
             counters,
             scraped,
-            methods,
             rpc,
             registry,
         }
@@ -324,19 +322,9 @@ impl Metrics {
         self.keys_compromised.inc();
     }
 
-    /// The tower layer that times every gRPC call into this instance's
-    /// `tessera_rpc_duration_seconds`.
-    pub fn rpc_layer(&self) -> RecordRpc {
-        RecordRpc::new(self.rpc.clone())
-    }
-
-    /// Every RPC this server knows (for span names of bounded variety).
-    pub fn methods(&self) -> Arc<Methods> {
-        self.methods.clone()
-    }
-
-    /// The RPC latency histograms.
-    pub fn rpc(&self) -> &RpcLatency {
+    /// The RPC latency histograms (`tessera_rpc_duration_seconds`), which
+    /// the edge's observing layer fills.
+    pub fn rpc(&self) -> &Arc<RpcLatency> {
         &self.rpc
     }
 

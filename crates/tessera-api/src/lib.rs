@@ -1,4 +1,14 @@
-//! The gRPC edge shared by the issuer and introspection services.
+//! The API mapping shared by the issuer and introspection services: what
+//! a request means and what an answer says, with no transport of its own.
+//!
+//! - Domain errors become a `tonic::Status` here and nowhere else
+//!   ([`from_domain`]).
+//! - Requests become domain commands ([`requests`]), the first step of
+//!   every handler.
+//! - The ports between the two services ([`ports`]) and the client side of
+//!   their calls ([`client`]).
+//! - Who the caller of a request is, as the edge authenticated it
+//!   ([`caller`]).
 //!
 //! Domain errors become a `tonic::Status` here and nowhere else. Every status
 //! carries exactly one `google.rpc.ErrorInfo` whose reason is an
@@ -16,16 +26,12 @@ use tessera_proto::v1::{self, ErrorReason};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-pub mod audit;
+pub mod caller;
+pub mod client;
 mod convert;
-pub mod gate;
-pub mod metrics;
-pub mod net;
 pub mod ports;
-pub mod propagation;
 pub mod requests;
-pub mod tls;
-pub use convert::{duration_secs, json_to_struct, parse_time, rfc3339, struct_to_json};
+pub use convert::{duration_secs, json_to_struct, parse_time, struct_to_json};
 
 /// The `domain` of every ErrorInfo Tessera sends.
 pub const ERROR_DOMAIN: &str = "tessera.dev";

@@ -2,9 +2,10 @@
 //! tracing target ([`TARGET`]), so the binary can send them to their own
 //! sink (stderr or `--audit-log`) whatever `TESSERA_LOG` filters.
 //!
-//! One function per event, called from the edge (the services, the gate,
-//! the key manager), never from the domain crate, which does no I/O. Every
-//! event carries `time` (RFC 3339, UTC), `event` and `caller`: the
+//! One function per event, called from the services, the key manager and
+//! the edge's observing layer (for the gate's refusals), never from the
+//! domain crate, which does no I/O. Every event carries `time` (RFC 3339,
+//! UTC), `event` and `caller`: the
 //! authenticated caller's id, `"unknown"` when the request carried none (no
 //! callers file, or an open RPC), or [`SERVER`] for what the server does on
 //! its own (the key schedule, a family revoked because of a reuse it
@@ -36,11 +37,6 @@ pub fn fingerprint(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The audit name of `request`'s caller: its id, or [`UNKNOWN`].
-pub fn caller_of<T>(request: &tonic::Request<T>) -> String {
-    crate::gate::caller(request).map_or_else(|| UNKNOWN.to_owned(), |c| c.id.clone())
 }
 
 /// How much an event matters to whoever watches the trail.

@@ -1,5 +1,6 @@
-//! RPC latency by method and status code: a tower layer (see the stack in
-//! the `tessera` crate's `app.rs`) and the histograms it fills.
+//! RPC latency by method and status code: the histograms that the edge's
+//! observing layer (`tessera_edge::observe`) fills, one observation per
+//! call.
 //!
 //! Every series exists from the start, one per (method, code), so
 //! recording is an index computation and three atomic adds: no lock, no
@@ -9,18 +10,13 @@
 //! seen a call are exposed.
 
 use super::histogram::AtomicHistogram;
-use crate::gate::is_grpc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tonic::body::Body;
-use tonic::{Code, Status};
+use std::time::Duration;
+use tonic::Code;
 
 /// gRPC status codes by number, as the `code` label shows them.
 const CODES: [&str; 17] = [
@@ -146,13 +142,20 @@ impl RpcLatency {
         }
     }
 
-    /// The index of `path` (`other` when unknown).
-    fn method(&self, path: &str) -> usize {
+    /// The index of `path` (`other` when unknown), for [`Self::observe`].
+    pub fn method(&self, path: &str) -> usize {
         self.methods.index(path).unwrap_or(self.methods.len())
     }
 
-    fn observe(&self, method: usize, code: usize, took: Duration) {
-        let i = method * CODES.len() + code.min(CODES.len() - 1);
+    /// The RPC at index `method`, when it is a known one.
+    pub fn method_at(&self, method: usize) -> Option<&Method> {
+        self.methods.0.get(method)
+    }
+
+    /// One call to `method` (an index from [`Self::method`]) answered with
+    /// `code` after `took`: three relaxed atomic adds.
+    pub fn observe(&self, method: usize, code: Code, took: Duration) {
+        let i = method * CODES.len() + (code as usize).min(CODES.len() - 1);
         if let Some(h) = self.histograms.get(i) {
             h.observe(took);
         }
@@ -160,7 +163,11 @@ impl RpcLatency {
 
     #[cfg(test)]
     pub(crate) fn observe_for_test(&self, path: &str, code: usize, took: Duration) {
-        self.observe(self.method(path), code, took);
+        self.observe(
+            self.method(path),
+            Code::from_i32(i32::try_from(code).unwrap()),
+            took,
+        );
     }
 
     /// Calls recorded for `path` answered with `code` (for tests).
@@ -198,171 +205,6 @@ impl Collector for RpcLatency {
     }
 }
 
-/// The status code a response header map (trailers-only) or trailers
-/// carry; `None` when there is none.
-fn code_of(headers: &http::HeaderMap) -> Option<usize> {
-    let v = headers.get("grpc-status")?;
-    Some(
-        std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .filter(|c| *c < CODES.len())
-            .unwrap_or(Code::Unknown as usize),
-    )
-}
-
-/// Layer: time every gRPC call (see the module).
-#[derive(Debug, Clone)]
-pub struct RecordRpc {
-    table: Arc<RpcLatency>,
-}
-
-impl RecordRpc {
-    /// Records into `table`.
-    pub fn new(table: Arc<RpcLatency>) -> Self {
-        Self { table }
-    }
-}
-
-impl<S> tower::Layer<S> for RecordRpc {
-    type Service = RecordedRpc<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RecordedRpc {
-            inner,
-            table: self.table.clone(),
-        }
-    }
-}
-
-/// Service of [`RecordRpc`].
-#[derive(Debug, Clone)]
-pub struct RecordedRpc<S> {
-    inner: S,
-    table: Arc<RpcLatency>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RecordedRpc<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
-    // Unpin (the layers below box theirs): no second allocation here.
-    S::Future: Send + Unpin + 'static,
-    B: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = Recording<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let pending = is_grpc(&req).then(|| Pending {
-            table: self.table.clone(),
-            method: self.table.method(req.uri().path()),
-            start: Instant::now(),
-            recorded: false,
-        });
-        Recording {
-            call: self.inner.call(req),
-            pending,
-        }
-    }
-}
-
-/// A call being timed (`None`: not a gRPC call).
-pub struct Recording<F> {
-    call: F,
-    pending: Option<Pending>,
-}
-
-impl<F, E> Future for Recording<F>
-where
-    F: Future<Output = Result<http::Response<Body>, E>> + Unpin,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let me = self.get_mut();
-        let response = match Pin::new(&mut me.call).poll(cx) {
-            Poll::Ready(Ok(r)) => r,
-            other => return other,
-        };
-        let Some(mut pending) = me.pending.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        // An error before any message is a trailers-only response: the
-        // status is in the headers and the call is over.
-        if let Some(code) = code_of(response.headers()) {
-            pending.finish(code);
-            return Poll::Ready(Ok(response));
-        }
-        Poll::Ready(Ok(response.map(|body| Body::new(Timed { body, pending }))))
-    }
-}
-
-/// A call whose status is still to come. Dropped before it is known (the
-/// client went away), it is recorded as CANCELLED.
-struct Pending {
-    table: Arc<RpcLatency>,
-    method: usize,
-    start: Instant,
-    recorded: bool,
-}
-
-impl Pending {
-    fn finish(&mut self, code: usize) {
-        if !std::mem::replace(&mut self.recorded, true) {
-            self.table.observe(self.method, code, self.start.elapsed());
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled as usize);
-    }
-}
-
-/// A response body that records its call when the status goes out.
-struct Timed {
-    body: Body,
-    pending: Pending,
-}
-
-impl http_body::Body for Timed {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let me = self.get_mut();
-        let polled = Pin::new(&mut me.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    me.pending
-                        .finish(code_of(trailers).unwrap_or(Code::Unknown as usize));
-                }
-            }
-            Poll::Ready(Some(Err(status))) => me.pending.finish(status.code() as usize),
-            Poll::Ready(None) => me.pending.finish(Code::Unknown as usize),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,15 +223,5 @@ mod tests {
         assert!(methods.len() >= 17, "{}", methods.len());
         let t = RpcLatency::new(methods.clone());
         assert_eq!(t.method("/made.up/Path"), methods.len());
-    }
-
-    #[test]
-    fn a_status_is_read_from_headers_or_trailers() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(code_of(&h), None);
-        h.insert("grpc-status", http::HeaderValue::from_static("16"));
-        assert_eq!(code_of(&h), Some(16));
-        h.insert("grpc-status", http::HeaderValue::from_static("99"));
-        assert_eq!(code_of(&h), Some(Code::Unknown as usize));
     }
 }

@@ -1,0 +1,45 @@
+//! The caller of a request, as the edge authenticated it (a bearer service
+//! key or a verified client certificate, checked against the callers
+//! file), and the refusal a service gives a caller that lacks a finer right
+//! (an audience, an extra claim, a revocation target).
+
+use crate::status;
+use std::sync::Arc;
+use tessera_domain::callers::Caller;
+use tessera_proto::v1::ErrorReason;
+use tessera_telemetry::audit;
+use tonic::{Code, Status};
+
+/// The authenticated caller of a request, in its extensions (put there by
+/// the edge's gate). Absent when no callers file is configured (every
+/// caller is admitted) or the RPC is open.
+#[derive(Debug, Clone)]
+pub struct CallerId(pub Arc<Caller>);
+
+/// The caller of `request`, if one was authenticated.
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
+    request.extensions().get::<CallerId>().map(|c| &c.0)
+}
+
+/// The audit name of `request`'s caller: its id, or [`audit::UNKNOWN`].
+pub fn caller_of<T>(request: &tonic::Request<T>) -> String {
+    caller(request).map_or_else(|| audit::UNKNOWN.to_owned(), |c| c.id.clone())
+}
+
+/// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the
+/// right; the denial is written to the audit trail (`caller_denied`).
+pub fn not_allowed(caller: &Caller, rpc: &str, what: &str) -> Status {
+    let reason = ErrorReason::CallerNotAllowed;
+    audit::caller_denied(Some(&caller.id), rpc, reason.as_str_name(), what);
+    not_allowed_status(caller, what)
+}
+
+/// The status of [`not_allowed`] alone, for a refusal whose audit record is
+/// written by whoever observes the call (the edge's gate).
+pub fn not_allowed_status(caller: &Caller, what: &str) -> Status {
+    status(
+        Code::PermissionDenied,
+        ErrorReason::CallerNotAllowed,
+        format!("caller {} may not {what}", caller.id),
+    )
+}
