@@ -3,7 +3,7 @@
 use crate::error::{DomainError, Result};
 use crate::keys::Algorithm;
 
-/// The largest token Tessera accepts, in bytes (DESIGN: Verify step 1).
+/// The largest token Tessera accepts, in bytes (Verify step 1, `docs/architecture.md`).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Token policy.

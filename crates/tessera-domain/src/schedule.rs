@@ -1,7 +1,7 @@
 //! The key-rotation schedule: when a key is published, signs, stops signing
 //! and disappears. Pure functions of the key set and `now`.
 //!
-//! The two safety rules (DESIGN: Keys):
+//! The two safety rules (`docs/architecture.md`, "Keys"):
 //! - a key is published at least one JWKS cache lifetime (plus a margin)
 //!   before it signs, so no verifier meets a token whose key it cannot have
 //!   fetched yet;

@@ -1,4 +1,4 @@
-//! The verified-signature cache (DESIGN "Verify": the result of steps 1–3
+//! The verified-signature cache (`docs/architecture.md`, "Verify": steps 1–3
 //! may be cached by a hash of the whole token until its `exp`).
 //!
 //! A token is usually presented many times in its short life, and the

@@ -1,4 +1,4 @@
-//! The Verify pipeline (DESIGN: "Verify"), in order, failing closed:
+//! The Verify pipeline (`docs/architecture.md`, "Verify"), in order, failing closed:
 //! 1 size and shape, 2 header, 3 signature, 4 claims, 5 revocation.
 //!
 //! Steps 1–4 are pure functions of the token, the key set, the policy and

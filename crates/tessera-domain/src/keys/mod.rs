@@ -68,7 +68,7 @@ impl Algorithm {
     }
 }
 
-/// Where a key is in its lifecycle (DESIGN: Keys).
+/// Where a key is in its lifecycle (`docs/architecture.md`, "Keys").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyState {
     /// Published, not yet signing.

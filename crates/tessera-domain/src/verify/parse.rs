@@ -29,7 +29,7 @@ pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 /// A JSON object whose member names are unique. RFC 7515 §4 and RFC 7519 §4
 /// allow a parser to keep the last of duplicate names; another verifier may
 /// keep the first and read a different token from the same bytes, so we
-/// reject them (DESIGN step 1), in the header and in the payload alike.
+/// reject them (Verify step 1, `docs/architecture.md`), in the header and in the payload alike.
 /// Names are compared after JSON unescaping (`"s\u0075b"` is `"sub"`).
 pub(super) struct StrictObject(pub(super) Vec<(String, Value)>);
 

@@ -13,13 +13,14 @@ mod histogram;
 pub mod rpc;
 mod sample;
 
+use sample::Scraped;
 pub use sample::{Kind, Labels, Sampled};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rpc::{Methods, RpcLatency};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::kind::TokenKind;
 use tessera_domain::revocation::MemoryRevocations;
@@ -93,31 +94,13 @@ pub enum FamilyCause {
 /// The kinds of token minted, as the `kind` label shows them.
 const TOKEN_KINDS: [&str; 4] = ["access", "refresh", "email_verification", "password_reset"];
 
-/// State read when the metrics are scraped.
-struct Scraped {
-    clock: Arc<dyn Clock>,
-    view: OnceLock<Arc<MemoryRevocations>>,
-    view_reconciled_at: AtomicI64,
-    /// When the signing key started signing (0: not known here).
-    key_active_since: AtomicI64,
-    /// When the next key signs (0: not known here).
-    key_next_rotation: AtomicI64,
-}
-
 /// Every metric of one process.
 pub struct Metrics {
     verify: [Counter; OUTCOMES.len()],
     tokens: [Counter; TOKEN_KINDS.len()],
     revoked: [Counter; 4],
     families_revoked: [Counter; 3],
-    logins: Counter,
-    refreshes: Counter,
-    refresh_replays: Counter,
-    refresh_reuse: Counter,
-    purpose_redeemed: Counter,
-    keys_compromised: Counter,
-    fanout_failures: Counter,
-    shed: Counter,
+    one: Single,
     counters: Arc<Vec<sample::CounterFamily>>,
     scraped: Arc<Scraped>,
     rpc: Arc<RpcLatency>,
@@ -134,70 +117,16 @@ impl Metrics {
     /// Every series, at zero; ages are measured by `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let mut c = sample::Counters::default();
-        let verify = OUTCOMES.map(|o| {
-            let result = if o.is_none() { "valid" } else { "invalid" };
-            let reason = o.map_or("none", Failure::as_str);
-            c.add(
-                "tessera_verify",
-                "Verify answers by result (valid, invalid) and reason (the VerifyFailure, or none).",
-                &[("result", result), ("reason", reason)],
-            )
-        });
-        let tokens = TOKEN_KINDS.map(|kind| {
-            c.add(
-                "tessera_tokens_issued",
-                "Tokens minted, by kind (an Issue mints an access and a refresh token; a Refresh an access token, and a refresh token unless it is a grace replay).",
-                &[("kind", kind)],
-            )
-        });
-        let revoked = ["token", "family", "subject", "key"].map(|target| {
-            c.add(
-                "tessera_revocations",
-                "Revocations newly recorded by this instance's revocation service, by target.",
-                &[("target", target)],
-            )
-        });
-        let families_revoked = ["reuse", "family", "subject"].map(|cause| {
-            c.add(
-                "tessera_families_revoked",
-                "Sessions (refresh-token families) revoked, by cause: reuse detection, Revoke{family_id}, Revoke{subject}.",
-                &[("cause", cause)],
-            )
-        });
-        let mut one = |name, help| c.add(name, help, &[]);
-        let logins = one("tessera_logins_issued", "Logins issued (Issue).");
-        let refreshes = one("tessera_refreshes", "Successful refreshes.");
-        let refresh_replays = one(
-            "tessera_refresh_grace_replays",
-            "Refreshes answered from the grace window.",
-        );
-        let refresh_reuse = one(
-            "tessera_refresh_token_reuse",
-            "Refresh tokens reused: each revoked a family.",
-        );
-        let purpose_redeemed = one(
-            "tessera_purpose_tokens_redeemed",
-            "Purpose tokens redeemed.",
-        );
-        let keys_compromised = one("tessera_keys_compromised", "Keys killed.");
-        let fanout_failures = one(
-            "tessera_revocation_fanout_failures",
-            "Durable revocations whose fan-out failed (views catch up from the store).",
-        );
-        let shed = one(
-            "tessera_load_shed",
-            "Calls refused with RESOURCE_EXHAUSTED because too many were in flight.",
-        );
+        let verify = verify_series(&mut c);
+        let (tokens, revoked, families_revoked) = labelled_series(&mut c);
+        let one = Single::new(&mut c);
         let counters = Arc::new(c.into_families());
-        let scraped = Arc::new(Scraped {
-            clock,
-            view: OnceLock::new(),
-            view_reconciled_at: AtomicI64::new(0),
-            key_active_since: AtomicI64::new(0),
-            key_next_rotation: AtomicI64::new(0),
-        });
+        let scraped = Arc::new(Scraped::new(clock));
         let methods = Arc::new(Methods::new(tessera_proto::FILE_DESCRIPTOR_SET));
         let rpc = Arc::new(RpcLatency::new(methods));
+        // One registry: the counters and state gauges, and the latency
+        // histograms; `/metrics` encodes it and the OTLP exporter reads the
+        // same families (see `sample`).
         let mut registry = Registry::default();
         registry.register_collector(Box::new(sample::Collected {
             counters: counters.clone(),
@@ -209,14 +138,7 @@ impl Metrics {
             tokens,
             revoked,
             families_revoked,
-            logins,
-            refreshes,
-            refresh_replays,
-            refresh_reuse,
-            purpose_redeemed,
-            keys_compromised,
-            fanout_failures,
-            shed,
+            one,
             counters,
             scraped,
             rpc,
@@ -241,7 +163,7 @@ impl Metrics {
 
     /// A login was issued: an access and a refresh token.
     pub fn issued(&self) {
-        self.logins.inc();
+        self.one.logins.inc();
         self.tokens[0].inc();
         self.tokens[1].inc();
     }
@@ -249,10 +171,10 @@ impl Metrics {
     /// A refresh rotated a family (`replay`: inside the grace window, which
     /// hands back the same refresh token with a new access token).
     pub fn refreshed(&self, replay: bool) {
-        self.refreshes.inc();
+        self.one.refreshes.inc();
         self.tokens[0].inc();
         if replay {
-            self.refresh_replays.inc();
+            self.one.refresh_replays.inc();
         } else {
             self.tokens[1].inc();
         }
@@ -272,12 +194,12 @@ impl Metrics {
     /// the total so far.
     pub fn refresh_reused(&self) -> u64 {
         self.families_revoked(FamilyCause::Reuse, 1);
-        self.refresh_reuse.inc() + 1
+        self.one.refresh_reuse.inc() + 1
     }
 
     /// A purpose token was redeemed.
     pub fn purpose_redeemed(&self) {
-        self.purpose_redeemed.inc();
+        self.one.purpose_redeemed.inc();
     }
 
     /// The revocation view caught up with the store at `now` (Unix seconds).
@@ -309,17 +231,17 @@ impl Metrics {
 
     /// A durable revocation whose fan-out failed (left to the reconcile).
     pub fn fanout_failed(&self) {
-        self.fanout_failures.inc();
+        self.one.fanout_failures.inc();
     }
 
     /// A call refused because too many were in flight.
     pub fn shed(&self) {
-        self.shed.inc();
+        self.one.shed.inc();
     }
 
     /// A key was killed.
     pub fn key_compromised(&self) {
-        self.keys_compromised.inc();
+        self.one.keys_compromised.inc();
     }
 
     /// The RPC latency histograms (`tessera_rpc_duration_seconds`), which
@@ -339,6 +261,88 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The `tessera_verify` series, one per outcome of [`OUTCOMES`].
+fn verify_series(c: &mut sample::Counters) -> [Counter; OUTCOMES.len()] {
+    OUTCOMES.map(|o| {
+        let result = if o.is_none() { "valid" } else { "invalid" };
+        let reason = o.map_or("none", Failure::as_str);
+        c.add(
+            "tessera_verify",
+            "Verify answers by result (valid, invalid) and reason (the VerifyFailure, or none).",
+            &[("result", result), ("reason", reason)],
+        )
+    })
+}
+
+/// Tokens by kind, revocations by target, families revoked by cause.
+fn labelled_series(c: &mut sample::Counters) -> ([Counter; 4], [Counter; 4], [Counter; 3]) {
+    let tokens = TOKEN_KINDS.map(|kind| {
+        c.add(
+            "tessera_tokens_issued",
+            "Tokens minted, by kind (an Issue mints an access and a refresh token; a Refresh an access token, and a refresh token unless it is a grace replay).",
+            &[("kind", kind)],
+        )
+    });
+    let revoked = ["token", "family", "subject", "key"].map(|target| {
+        c.add(
+            "tessera_revocations",
+            "Revocations newly recorded by this instance's revocation service, by target.",
+            &[("target", target)],
+        )
+    });
+    let families_revoked = ["reuse", "family", "subject"].map(|cause| {
+        c.add(
+            "tessera_families_revoked",
+            "Sessions (refresh-token families) revoked, by cause: reuse detection, Revoke{family_id}, Revoke{subject}.",
+            &[("cause", cause)],
+        )
+    });
+    (tokens, revoked, families_revoked)
+}
+
+/// The counters without labels.
+struct Single {
+    logins: Counter,
+    refreshes: Counter,
+    refresh_replays: Counter,
+    refresh_reuse: Counter,
+    purpose_redeemed: Counter,
+    keys_compromised: Counter,
+    fanout_failures: Counter,
+    shed: Counter,
+}
+
+impl Single {
+    fn new(c: &mut sample::Counters) -> Self {
+        let mut one = |name, help| c.add(name, help, &[]);
+        Self {
+            logins: one("tessera_logins_issued", "Logins issued (Issue)."),
+            refreshes: one("tessera_refreshes", "Successful refreshes."),
+            refresh_replays: one(
+                "tessera_refresh_grace_replays",
+                "Refreshes answered from the grace window.",
+            ),
+            refresh_reuse: one(
+                "tessera_refresh_token_reuse",
+                "Refresh tokens reused: each revoked a family.",
+            ),
+            purpose_redeemed: one(
+                "tessera_purpose_tokens_redeemed",
+                "Purpose tokens redeemed.",
+            ),
+            keys_compromised: one("tessera_keys_compromised", "Keys killed."),
+            fanout_failures: one(
+                "tessera_revocation_fanout_failures",
+                "Durable revocations whose fan-out failed (views catch up from the store).",
+            ),
+            shed: one(
+                "tessera_load_shed",
+                "Calls refused with RESOURCE_EXHAUSTED because too many were in flight.",
+            ),
+        }
     }
 }
 

@@ -2,14 +2,38 @@
 //! by prometheus-client, and read the same way by the OTLP exporter, so
 //! the two can never disagree on a name or a label.
 
-use super::Scraped;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Unit;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tessera_domain::clock::Clock;
+use tessera_domain::revocation::MemoryRevocations;
+
+/// State read when the metrics are scraped.
+pub(super) struct Scraped {
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) view: OnceLock<Arc<MemoryRevocations>>,
+    pub(super) view_reconciled_at: AtomicI64,
+    /// When the signing key started signing (0: not known here).
+    pub(super) key_active_since: AtomicI64,
+    /// When the next key signs (0: not known here).
+    pub(super) key_next_rotation: AtomicI64,
+}
+
+impl Scraped {
+    pub(super) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            view: OnceLock::new(),
+            view_reconciled_at: AtomicI64::new(0),
+            key_active_since: AtomicI64::new(0),
+            key_next_rotation: AtomicI64::new(0),
+        }
+    }
+}
 
 /// Label names and values of one series.
 pub type Labels = Vec<(&'static str, &'static str)>;
@@ -91,6 +115,13 @@ pub(super) fn sample(counters: &[CounterFamily], s: &Scraped) -> Vec<Sampled> {
                 .collect(),
         })
         .collect();
+    out.extend(gauges(s));
+    out
+}
+
+/// The state gauges that are known here, now.
+fn gauges(s: &Scraped) -> Vec<Sampled> {
+    let mut out = Vec::new();
     let gauge = |name, help, unit, samples| Sampled {
         name,
         help,
