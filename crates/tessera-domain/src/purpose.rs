@@ -110,6 +110,67 @@ pub fn mint_purpose(
     })
 }
 
+/// A purpose token as stored: what a redemption decision reads, loaded under
+/// the token's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeRecord {
+    /// The stored SHA-256 of the binding; `None` for an unbound token. Kept
+    /// as stored: a value of any other length matches no binding.
+    pub binding_hash: Option<Vec<u8>>,
+    /// When it was redeemed; `None` while it is unused.
+    pub redeemed_at: Option<UnixTime>,
+}
+
+/// What to do with a purpose token presented for redemption. The store
+/// applies it in the transaction that holds the token's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemDecision {
+    /// Mark the token redeemed at `at`.
+    Consume {
+        /// When it is redeemed.
+        at: UnixTime,
+    },
+    /// Write nothing; answer this.
+    Refuse(RedeemRefused),
+}
+
+/// Why a redemption is refused without writing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemRefused {
+    /// The binding value presented is not the one the token was bound to.
+    BindingMismatch,
+    /// Redeemed before.
+    AlreadyUsed,
+}
+
+/// Decides a redemption: the binding first (so a caller without the right
+/// binding value learns nothing, not even whether the token was used), then
+/// single use, then consume at `now`.
+pub fn decide_redeem(
+    stored: &PurposeRecord,
+    binding_hash: Option<[u8; 32]>,
+    now: UnixTime,
+) -> RedeemDecision {
+    if stored.binding_hash.as_deref() != binding_hash.as_ref().map(<[u8; 32]>::as_slice) {
+        return RedeemDecision::Refuse(RedeemRefused::BindingMismatch);
+    }
+    if stored.redeemed_at.is_some() {
+        return RedeemDecision::Refuse(RedeemRefused::AlreadyUsed);
+    }
+    RedeemDecision::Consume { at: now }
+}
+
+impl RedeemDecision {
+    /// The outcome reported once the decision is applied.
+    pub fn outcome(&self) -> RedeemOutcome {
+        match self {
+            Self::Consume { .. } => RedeemOutcome::Redeemed,
+            Self::Refuse(RedeemRefused::BindingMismatch) => RedeemOutcome::BindingMismatch,
+            Self::Refuse(RedeemRefused::AlreadyUsed) => RedeemOutcome::AlreadyUsed,
+        }
+    }
+}
+
 /// What the store answered to a redeem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedeemOutcome {
@@ -122,3 +183,7 @@ pub enum RedeemOutcome {
     /// The store does not know the token.
     Unknown,
 }
+
+#[cfg(test)]
+#[path = "purpose_tests.rs"]
+mod tests;

@@ -195,12 +195,12 @@ pub enum RotateOutcome {
     },
 }
 
-/// What a rotation asks of the store.
+/// What a refresh decision needs besides the snapshot. (The presented
+/// token's hash is what the store loads the snapshot by; see
+/// [`crate::store::SessionStore::rotate`].)
 #[derive(Debug, Clone, Copy)]
 pub struct RotateRequest {
-    /// SHA-256 of the presented token.
-    pub presented: [u8; 32],
-    /// SHA-256 of its derived successor.
+    /// SHA-256 of the presented token's derived successor.
     pub successor: [u8; 32],
     /// The family rules.
     pub policy: FamilyPolicy,
@@ -235,24 +235,35 @@ pub struct FamilySnapshot {
     pub presented: PresentedToken,
 }
 
-/// What to do with a presented refresh token. The store applies it in the
-/// transaction that holds the family's lock.
+/// What to do with a presented refresh token: everything the store writes,
+/// so it applies the plan in the transaction that holds the family's lock
+/// and decides nothing itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Write nothing; answer this outcome.
     Refuse(RefusedBecause),
-    /// Consume the presented token, store its successor as `generation`,
-    /// and move the family's idle deadline to `idle_expires_at`.
+    /// Consume the presented token at `at`, store `successor` as
+    /// `generation` (created at `at`), and mark the family used at `at` with
+    /// the idle deadline `idle_expires_at`.
     Rotate {
+        /// SHA-256 of the successor to store.
+        successor: [u8; 32],
         /// The successor's generation.
         generation: i64,
+        /// When the rotation happens.
+        at: UnixTime,
         /// The family's new idle deadline.
         idle_expires_at: UnixTime,
     },
     /// A grace-window replay: write nothing; the successor stays current.
     Replay,
-    /// Reuse of a consumed token: revoke the whole family.
-    RevokeFamily,
+    /// Reuse of a consumed token: revoke the whole family at `at` and log
+    /// the revocation, so verifiers learn of it from the store even if the
+    /// issuer's notification never arrives.
+    RevokeFamily {
+        /// When the family is revoked.
+        at: UnixTime,
+    },
 }
 
 /// Why a refresh is refused without writing anything.
@@ -292,7 +303,9 @@ pub fn decide(s: &FamilySnapshot, req: &RotateRequest, scopes: &[String]) -> Dec
             return Decision::Refuse(RefusedBecause::ScopeNotGranted);
         }
         return Decision::Rotate {
+            successor: req.successor,
             generation: s.presented.generation + 1,
+            at: now,
             idle_expires_at: (now + req.policy.idle_timeout).min(f.absolute_expires_at),
         };
     };
@@ -301,7 +314,8 @@ pub fn decide(s: &FamilySnapshot, req: &RotateRequest, scopes: &[String]) -> Dec
         && req.policy.grace > 0
         && now - consumed_at <= req.policy.grace;
     match (replay, granted) {
-        (false, _) => Decision::RevokeFamily,
+        // Reuse (RFC 9700 section 4.14.2): the whole family goes.
+        (false, _) => Decision::RevokeFamily { at: now },
         (true, false) => Decision::Refuse(RefusedBecause::ScopeNotGranted),
         (true, true) => Decision::Replay,
     }
@@ -328,7 +342,7 @@ impl Decision {
                 family,
                 fresh: false,
             },
-            Self::RevokeFamily => RotateOutcome::Reused { family },
+            Self::RevokeFamily { .. } => RotateOutcome::Reused { family },
         }
     }
 }

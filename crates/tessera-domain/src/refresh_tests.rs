@@ -1,7 +1,8 @@
 //! Refresh tokens, family policy and every branch of the refresh decision,
-//! with no database.
+//! with no database, and what a plan carries over arbitrary snapshots.
 
 use super::*;
+use proptest::prelude::*;
 
 #[test]
 fn successors_are_deterministic_and_secret_dependent() {
@@ -72,7 +73,6 @@ fn snapshot() -> FamilySnapshot {
 
 fn req(now: i64) -> RotateRequest {
     RotateRequest {
-        presented: [1; 32],
         successor: SUCCESSOR,
         policy: FamilyPolicy {
             idle_timeout: 600,
@@ -101,7 +101,9 @@ fn the_current_token_rotates_and_the_idle_deadline_moves_but_not_past_the_end() 
     assert_eq!(
         decide(&snapshot(), &req(NOW), &[]),
         Decision::Rotate {
+            successor: SUCCESSOR,
             generation: 4,
+            at: NOW,
             idle_expires_at: NOW + 600
         }
     );
@@ -110,7 +112,9 @@ fn the_current_token_rotates_and_the_idle_deadline_moves_but_not_past_the_end() 
     assert_eq!(
         decide(&s, &req(NOW + 500), &scopes(&["read"])),
         Decision::Rotate {
+            successor: SUCCESSOR,
             generation: 4,
+            at: NOW + 500,
             idle_expires_at: NOW + 1000
         },
         "capped at the absolute end"
@@ -169,14 +173,14 @@ fn the_immediate_predecessor_replays_inside_the_grace_window_only() {
     assert_eq!(decide(&s, &req(NOW), &[]), Decision::Replay);
     assert_eq!(
         decide(&s, &req(NOW + 1), &[]),
-        Decision::RevokeFamily,
+        Decision::RevokeFamily { at: NOW + 1 },
         "one second past the window"
     );
     let mut no_grace = req(NOW);
     no_grace.policy.grace = 0;
     assert_eq!(
         decide(&consumed(NOW, SUCCESSOR, true), &no_grace, &[]),
-        Decision::RevokeFamily
+        Decision::RevokeFamily { at: NOW }
     );
 }
 
@@ -185,12 +189,12 @@ fn any_other_consumed_token_is_reuse() {
     // Its successor was itself rotated away: an older token.
     assert_eq!(
         decide(&consumed(NOW - 1, SUCCESSOR, false), &req(NOW), &[]),
-        Decision::RevokeFamily
+        Decision::RevokeFamily { at: NOW }
     );
     // A successor that is not the one derived from the presented token.
     assert_eq!(
         decide(&consumed(NOW - 1, [8; 32], true), &req(NOW), &[]),
-        Decision::RevokeFamily
+        Decision::RevokeFamily { at: NOW }
     );
 }
 
@@ -202,7 +206,7 @@ fn reuse_is_judged_before_scopes_but_a_replay_still_checks_them() {
             &req(NOW),
             &scopes(&["admin"])
         ),
-        Decision::RevokeFamily
+        Decision::RevokeFamily { at: NOW }
     );
     assert_eq!(
         decide(
@@ -218,7 +222,9 @@ fn reuse_is_judged_before_scopes_but_a_replay_still_checks_them() {
 fn outcomes_carry_the_family_as_applied() {
     let f = snapshot().family;
     let rotated = Decision::Rotate {
+        successor: SUCCESSOR,
         generation: 4,
+        at: NOW,
         idle_expires_at: NOW + 42,
     }
     .outcome(f.clone());
@@ -231,7 +237,7 @@ fn outcomes_carry_the_family_as_applied() {
         RotateOutcome::Rotated { fresh: false, .. }
     ));
     assert!(matches!(
-        Decision::RevokeFamily.outcome(f.clone()),
+        Decision::RevokeFamily { at: NOW }.outcome(f.clone()),
         RotateOutcome::Reused { .. }
     ));
     assert!(matches!(
@@ -256,4 +262,62 @@ fn a_family_carries_only_its_allowlisted_non_registered_claims() {
         carried,
         *serde_json::json!({"tenant": "acme"}).as_object().unwrap()
     );
+}
+
+/// Any snapshot a store could load: live or revoked, behind its subject or
+/// not, any token state, any clock.
+fn any_snapshot() -> impl Strategy<Value = FamilySnapshot> {
+    (
+        any::<bool>(),
+        0u64..3,
+        0i64..1200,
+        0i64..1200,
+        proptest::option::of(NOW - 20..NOW + 20),
+        proptest::sample::select(vec![SUCCESSOR, [8; 32]]),
+        any::<bool>(),
+    )
+        .prop_map(|(revoked, version, idle, end, consumed, succ, current)| {
+            let mut s = snapshot();
+            s.revoked = revoked;
+            s.current_subject_version = version + 1;
+            s.family.idle_expires_at = NOW + idle;
+            s.family.absolute_expires_at = NOW + end;
+            s.presented.consumed_at = consumed;
+            s.presented.successor_hash = consumed.map(|_| succ);
+            s.presented.successor_current = consumed.is_some() && current;
+            s
+        })
+}
+
+proptest! {
+    /// Whatever the snapshot, the plan carries everything the store writes:
+    /// a rotation stores the request's successor as the next generation at
+    /// `now`, never past the family's end; only the current token of a live,
+    /// unexpired family rotates; a revocation is dated `now`.
+    #[test]
+    fn a_plan_carries_what_the_store_writes(
+        s in any_snapshot(),
+        at in NOW - 10..NOW + 1300,
+        grace in 0i64..10,
+    ) {
+        let mut r = req(at);
+        r.policy.grace = grace;
+        match decide(&s, &r, &[]) {
+            Decision::Rotate { successor, generation, at: when, idle_expires_at } => {
+                prop_assert_eq!(successor, r.successor);
+                prop_assert_eq!(generation, s.presented.generation + 1);
+                prop_assert_eq!(when, at);
+                prop_assert!(idle_expires_at <= s.family.absolute_expires_at);
+                prop_assert!(s.presented.consumed_at.is_none());
+                prop_assert!(!s.revoked && s.current_subject_version <= s.family.subject_version);
+                prop_assert!(at < s.family.idle_expires_at);
+            }
+            Decision::RevokeFamily { at: when } => {
+                prop_assert_eq!(when, at);
+                prop_assert!(s.presented.consumed_at.is_some());
+            }
+            Decision::Replay => prop_assert!(s.presented.successor_current),
+            Decision::Refuse(_) => {}
+        }
+    }
 }

@@ -4,8 +4,8 @@
 use crate::clock::UnixTime;
 use crate::error::Result;
 use crate::keys::{Algorithm, KeyState};
-use crate::purpose::RedeemOutcome;
-use crate::refresh::{RotateOutcome, RotateRequest};
+use crate::purpose::{PurposeRecord, RedeemDecision, RedeemOutcome};
+use crate::refresh::{Decision, FamilySnapshot, RotateOutcome};
 use crate::revocation::{RevocationEvent, RevocationQuery};
 use async_trait::async_trait;
 
@@ -127,10 +127,14 @@ pub trait SessionStore: Send + Sync {
     async fn subject_version(&self, subject: &str) -> Result<u64>;
     /// Opens a family with its first refresh token, atomically.
     async fn open_family(&self, family: &NewFamily) -> Result<()>;
-    /// Rotates a refresh token in one transaction that holds the family's
-    /// lock (a row lock on Postgres, the write lock on SQLite), so rotations
-    /// and revocations of one family are serialised.
-    async fn rotate(&self, req: &RotateRequest, scopes: &[String]) -> Result<RotateOutcome>;
+    /// Rotates the refresh token whose SHA-256 is `presented`, in one
+    /// transaction that holds the family's lock (a row lock on Postgres, the
+    /// write lock on SQLite), so rotations and revocations of one family are
+    /// serialised: `plan` sees the family and the token as they are once the
+    /// lock is held, and the store writes exactly what its [`Decision`]
+    /// says. Returns the decision's outcome, or `Unknown` (the plan unasked)
+    /// when no such token is stored.
+    async fn rotate(&self, presented: &[u8; 32], plan: &RotatePlan<'_>) -> Result<RotateOutcome>;
     /// Records a minted purpose token (its hash of the binding, if any).
     async fn record_purpose(
         &self,
@@ -140,14 +144,21 @@ pub trait SessionStore: Send + Sync {
         binding_hash: Option<[u8; 32]>,
         expires_at: UnixTime,
     ) -> Result<()>;
-    /// Redeems a purpose token exactly once (atomic).
-    async fn redeem_purpose(
-        &self,
-        jti: &str,
-        binding_hash: Option<[u8; 32]>,
-        now: UnixTime,
-    ) -> Result<RedeemOutcome>;
+    /// Redeems the purpose token `jti` at most once: in one transaction that
+    /// holds its row's lock (a row lock on Postgres, the write lock on
+    /// SQLite), `plan` sees the stored token and the store writes exactly
+    /// what its [`RedeemDecision`] says. Returns the decision's outcome, or
+    /// `Unknown` (the plan unasked) when no such token is stored.
+    async fn redeem_purpose(&self, jti: &str, plan: &RedeemPlan<'_>) -> Result<RedeemOutcome>;
 }
+
+/// A refresh plan: the snapshot loaded under the family's lock in, what to
+/// write out (see [`crate::refresh::decide`]).
+pub type RotatePlan<'a> = dyn Fn(&FamilySnapshot) -> Decision + Send + Sync + 'a;
+
+/// A redemption plan: the stored purpose token, loaded under its lock, in;
+/// what to write out (see [`crate::purpose::decide_redeem`]).
+pub type RedeemPlan<'a> = dyn Fn(&PurposeRecord) -> RedeemDecision + Send + Sync + 'a;
 
 /// Durable revocations: the truth every view is rebuilt from.
 #[async_trait]

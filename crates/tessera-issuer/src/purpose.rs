@@ -2,14 +2,17 @@
 //! verification and password reset.
 
 use crate::issuer::Inner;
+use std::sync::Arc;
 use tessera_api::{
     duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,
 };
+use tessera_domain::clock::UnixTime;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::{
-    PurposeCommand, RedeemOutcome, binding_hash, mint_purpose, purpose_audience,
+    PurposeCommand, PurposeRecord, RedeemOutcome, binding_hash, decide_redeem, mint_purpose,
+    purpose_audience,
 };
-use tessera_domain::verify::{Expectation, verify_strong};
+use tessera_domain::verify::{Expectation, Signed, verify_strong};
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{
     ErrorReason, IssuePurposeTokenRequest, IssuePurposeTokenResponse, RedeemPurposeTokenRequest,
@@ -73,6 +76,60 @@ pub(crate) async fn issue(
     })
 }
 
+/// Steps 1–5 of Verify for a purpose token of `kind`, step 5 against the
+/// store: a revoked token, a token of a revoked subject (a password reset
+/// ends the others) or of a killed key does not redeem.
+async fn verified(
+    me: &Inner,
+    token: &str,
+    kind: TokenKind,
+    now: UnixTime,
+) -> Result<Arc<Signed>, Status> {
+    // The purpose's audience and `typ`: an access token (or the other
+    // purpose) fails steps 1–4.
+    let expect = Expectation {
+        audience: purpose_audience(kind).unwrap_or_default(),
+        kind,
+    };
+    verify_strong(
+        token,
+        me.keys.ring(),
+        &me.cfg.policy,
+        &expect,
+        &*me.store,
+        now,
+    )
+    .await
+    .map_err(from_domain)?
+    .map_err(|f| {
+        tracing::info!(failure = f.as_str(), "purpose token rejected");
+        invalid_token()
+    })
+}
+
+/// Redeems the stored token `jti` once, or the caller's error.
+async fn consume(me: &Inner, jti: &str, binding: &str, now: UnixTime) -> Result<(), Status> {
+    let presented = binding_hash(binding);
+    // The domain decides on the stored token as the store loads it under its
+    // lock; the store only applies the decision.
+    let outcome = me
+        .store
+        .redeem_purpose(jti, &|stored: &PurposeRecord| {
+            decide_redeem(stored, presented, now)
+        })
+        .await
+        .map_err(from_domain)?;
+    match outcome {
+        RedeemOutcome::Redeemed => Ok(()),
+        RedeemOutcome::AlreadyUsed => Err(status(
+            Code::FailedPrecondition,
+            ErrorReason::PurposeTokenAlreadyUsed,
+            "the purpose token was already redeemed",
+        )),
+        RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => Err(invalid_token()),
+    }
+}
+
 pub(crate) async fn redeem(
     me: &Inner,
     r: RedeemPurposeTokenRequest,
@@ -89,45 +146,8 @@ pub(crate) async fn redeem(
     }
     let kind = purpose_kind(r.kind)?;
     let now = me.cfg.clock.now();
-    // Steps 1–4 of Verify with the purpose's audience and `typ`: an access
-    // token (or the other purpose) fails here.
-    let expect = Expectation {
-        audience: purpose_audience(kind).unwrap_or_default(),
-        kind,
-    };
-    // Steps 1–5, step 5 against the store: a revoked token, a token of a
-    // revoked subject (a password reset ends the others) or of a killed key
-    // does not redeem.
-    let signed = verify_strong(
-        &r.token,
-        me.keys.ring(),
-        &me.cfg.policy,
-        &expect,
-        &*me.store,
-        now,
-    )
-    .await
-    .map_err(from_domain)?
-    .map_err(|f| {
-        tracing::info!(failure = f.as_str(), "purpose token rejected");
-        invalid_token()
-    })?;
-    let outcome = me
-        .store
-        .redeem_purpose(&signed.claims.jti, binding_hash(&r.binding), now)
-        .await
-        .map_err(from_domain)?;
-    match outcome {
-        RedeemOutcome::Redeemed => {}
-        RedeemOutcome::AlreadyUsed => {
-            return Err(status(
-                Code::FailedPrecondition,
-                ErrorReason::PurposeTokenAlreadyUsed,
-                "the purpose token was already redeemed",
-            ));
-        }
-        RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => return Err(invalid_token()),
-    }
+    let signed = verified(me, &r.token, kind, now).await?;
+    consume(me, &signed.claims.jti, &r.binding, now).await?;
     me.cfg.metrics.purpose_redeemed();
     let end_sessions = r.revoke_subject_sessions && kind == TokenKind::PasswordReset;
     // Written once redeemed (durable), before the sessions end: that is

@@ -4,7 +4,9 @@ use crate::issuer::Inner;
 use tessera_api::{from_domain, invalid, status, timestamp};
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;
-use tessera_domain::refresh::{FamilyRecord, RefreshToken, RotateOutcome, RotateRequest};
+use tessera_domain::refresh::{
+    FamilyRecord, FamilySnapshot, RefreshToken, RotateOutcome, RotateRequest, decide,
+};
 use tessera_domain::verify::sign;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{ErrorReason, RefreshRequest, RefreshResponse, RevokeRequest};
@@ -70,6 +72,26 @@ async fn reused(me: &Inner, family: &FamilyRecord, caller: &str) {
     }
 }
 
+/// Rotates `presented` as `req` asks, or the caller's error: the domain
+/// decides on what the store loads under the family's lock, and the store
+/// only applies the decision.
+async fn rotate(
+    me: &Inner,
+    presented: &RefreshToken,
+    req: &RotateRequest,
+    scopes: &[String],
+    caller: &str,
+) -> Result<FamilyRecord, Status> {
+    let outcome = me
+        .store
+        .rotate(&presented.hash(), &|s: &FamilySnapshot| {
+            decide(s, req, scopes)
+        })
+        .await
+        .map_err(from_domain)?;
+    rotated(me, outcome, caller).await
+}
+
 pub(crate) async fn refresh(
     me: &Inner,
     r: RefreshRequest,
@@ -91,20 +113,12 @@ pub(crate) async fn refresh(
     })?;
     let successor = presented.successor(&me.cfg.refresh_secret);
     let now = me.cfg.clock.now();
-    let outcome = me
-        .store
-        .rotate(
-            &RotateRequest {
-                presented: presented.hash(),
-                successor: successor.hash(),
-                policy: me.cfg.families,
-                now,
-            },
-            &r.scopes,
-        )
-        .await
-        .map_err(from_domain)?;
-    let family = rotated(me, outcome, caller).await?;
+    let req = RotateRequest {
+        successor: successor.hash(),
+        policy: me.cfg.families,
+        now,
+    };
+    let family = rotate(me, &presented, &req, &r.scopes, caller).await?;
     tracing::Span::current().record("family_id", family.family_id.as_str());
     let version = family.subject_version;
     let key = me.keys.signing_key().map_err(from_domain)?;
@@ -122,8 +136,8 @@ pub(crate) async fn refresh(
         &family.family_id,
         version,
         me.cfg.policy.access_ttl_default,
-        // The session's claims from Issue (item 11 of issue 9): every access
-        // token of the family carries them, not only the first.
+        // The session's claims from Issue: every access token of the
+        // family carries them, not only the first.
         family.carried_claims(&me.cfg.policy.extra_claims_allowlist),
         now,
     );

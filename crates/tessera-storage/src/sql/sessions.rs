@@ -5,11 +5,11 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::error::{DomainError, Result};
-use tessera_domain::purpose::RedeemOutcome;
+use tessera_domain::purpose::{PurposeRecord, RedeemDecision, RedeemOutcome};
 use tessera_domain::refresh::{
-    Decision, FamilyRecord, FamilySnapshot, PresentedToken, RotateOutcome, RotateRequest, decide,
+    Decision, FamilyRecord, FamilySnapshot, PresentedToken, RotateOutcome,
 };
-use tessera_domain::store::{NewFamily, SessionStore};
+use tessera_domain::store::{NewFamily, RedeemPlan, RotatePlan, SessionStore};
 
 /// What a refresh decision reads: the presented token, its family, the
 /// subject's current version and whether the token's successor is the
@@ -92,6 +92,73 @@ fn encode_claims(claims: &Map<String, Value>) -> Option<String> {
     (!claims.is_empty()).then(|| Value::Object(claims.clone()).to_string())
 }
 
+/// What a redemption decision reads: the stored binding hash and when the
+/// token was redeemed (on SQLite, under the write lock the transaction took).
+const PURPOSE: &str = "SELECT binding_hash, redeemed_at FROM purpose_tokens WHERE jti = $1";
+/// [`PURPOSE`] taking the row's lock, for Postgres. Unlike `rotate`'s, one
+/// statement both locks and reads: it reads only the locked row, which after
+/// a wait it sees as the other redemption left it.
+const PURPOSE_FOR_UPDATE: &str =
+    "SELECT binding_hash, redeemed_at FROM purpose_tokens WHERE jti = $1 FOR UPDATE";
+
+/// Writes what a refresh decision says, in the transaction that holds the
+/// family's lock: nothing for a refusal or a replay.
+async fn apply_rotation(
+    tx: &mut sqlx::AnyConnection,
+    presented: &[u8; 32],
+    family_id: &str,
+    decision: &Decision,
+) -> Result<()> {
+    match *decision {
+        Decision::Rotate {
+            successor,
+            generation,
+            at,
+            idle_expires_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family_id, generation, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(successor.to_vec())
+            .bind(family_id)
+            .bind(generation)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+            sqlx::query(
+                "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2 WHERE token_hash = $3",
+            )
+            .bind(at)
+            .bind(successor.to_vec())
+            .bind(presented.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+            sqlx::query(
+                "UPDATE families SET last_used_at = $1, idle_expires_at = $2 WHERE family_id = $3",
+            )
+            .bind(at)
+            .bind(idle_expires_at)
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        Decision::RevokeFamily { at } => {
+            sqlx::query("UPDATE families SET revoked_at = $1 WHERE family_id = $2")
+                .bind(at)
+                .bind(family_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            log_revocation(tx, "family", family_id, at, at).await?;
+        }
+        Decision::Replay | Decision::Refuse(_) => {}
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn subject_version(&self, subject: &str) -> Result<u64> {
@@ -135,7 +202,7 @@ impl SessionStore for SqlStore {
         tx.commit().await.map_err(store_err)
     }
 
-    async fn rotate(&self, req: &RotateRequest, scopes: &[String]) -> Result<RotateOutcome> {
+    async fn rotate(&self, presented: &[u8; 32], plan: &RotatePlan<'_>) -> Result<RotateOutcome> {
         // The family's lock first (FOR UPDATE on Postgres, the database write
         // lock on SQLite): Revoke of a family or subject takes the same one,
         // so once a revocation returns no rotation has left a live token.
@@ -148,13 +215,13 @@ impl SessionStore for SqlStore {
                 "SELECT f.family_id FROM families f JOIN refresh_tokens t ON t.family_id = f.family_id \
                  WHERE t.token_hash = $1 FOR UPDATE OF f",
             )
-            .bind(req.presented.to_vec())
+            .bind(presented.to_vec())
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_err)?;
         }
         let row: Option<SnapshotRow> = sqlx::query_as(SNAPSHOT)
-            .bind(req.presented.to_vec())
+            .bind(presented.to_vec())
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_err)?;
@@ -163,56 +230,8 @@ impl SessionStore for SqlStore {
             return Ok(RotateOutcome::Unknown);
         };
         let snapshot = row.into_snapshot()?;
-        let decision = decide(&snapshot, req, scopes);
-        let f = &snapshot.family;
-        match decision {
-            Decision::Rotate {
-                generation,
-                idle_expires_at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, generation, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(req.successor.to_vec())
-                .bind(&f.family_id)
-                .bind(generation)
-                .bind(req.now)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-                sqlx::query(
-                    "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2 WHERE token_hash = $3",
-                )
-                .bind(req.now)
-                .bind(req.successor.to_vec())
-                .bind(req.presented.to_vec())
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-                sqlx::query(
-                    "UPDATE families SET last_used_at = $1, idle_expires_at = $2 WHERE family_id = $3",
-                )
-                .bind(req.now)
-                .bind(idle_expires_at)
-                .bind(&f.family_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-            }
-            // Reuse (RFC 9700 section 4.14.2): the whole family goes.
-            Decision::RevokeFamily => {
-                sqlx::query("UPDATE families SET revoked_at = $1 WHERE family_id = $2")
-                    .bind(req.now)
-                    .bind(&f.family_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_err)?;
-                // Verifiers learn of it from the store even if the issuer's
-                // notification never arrives.
-                log_revocation(&mut tx, "family", &f.family_id, req.now, req.now).await?;
-            }
-            Decision::Replay | Decision::Refuse(_) => {}
-        }
+        let decision = plan(&snapshot);
+        apply_rotation(&mut tx, presented, &snapshot.family.family_id, &decision).await?;
         tx.commit().await.map_err(store_err)?;
         Ok(decision.outcome(snapshot.family))
     }
@@ -239,37 +258,50 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn redeem_purpose(
-        &self,
-        jti: &str,
-        binding_hash: Option<[u8; 32]>,
-        now: UnixTime,
-    ) -> Result<RedeemOutcome> {
-        let stored: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT binding_hash FROM purpose_tokens WHERE jti = $1")
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_err)?;
-        let Some(stored) = stored else {
+    async fn redeem_purpose(&self, jti: &str, plan: &RedeemPlan<'_>) -> Result<RedeemOutcome> {
+        // The token's lock before its row is read (FOR UPDATE on Postgres,
+        // the database write lock on SQLite), so no two redemptions decide
+        // on the same unused row.
+        let mut tx = self.begin_write().await?;
+        let select = match self.backend {
+            Backend::Postgres => PURPOSE_FOR_UPDATE,
+            Backend::Sqlite => PURPOSE,
+        };
+        let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(select)
+            .bind(jti)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let Some((binding_hash, redeemed_at)) = row else {
+            tx.rollback().await.map_err(store_err)?;
             return Ok(RedeemOutcome::Unknown);
         };
-        if stored.as_deref() != binding_hash.as_ref().map(<[u8; 32]>::as_slice) {
-            return Ok(RedeemOutcome::BindingMismatch);
+        let decision = plan(&PurposeRecord {
+            binding_hash,
+            redeemed_at,
+        });
+        if let RedeemDecision::Consume { at } = decision {
+            // Still guarded by `redeemed_at IS NULL`: single use does not
+            // rest on the lock alone.
+            let done = sqlx::query(
+                "UPDATE purpose_tokens SET redeemed_at = $1 WHERE jti = $2 AND redeemed_at IS NULL",
+            )
+            .bind(at)
+            .bind(jti)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+            if done.rows_affected() != 1 {
+                return Err(DomainError::Internal(
+                    "a purpose token was redeemed under its lock by another".into(),
+                ));
+            }
         }
-        // The single atomic step: only one UPDATE can see `redeemed_at IS NULL`.
-        let done = sqlx::query(
-            "UPDATE purpose_tokens SET redeemed_at = $1 WHERE jti = $2 AND redeemed_at IS NULL",
-        )
-        .bind(now)
-        .bind(jti)
-        .execute(&self.pool)
-        .await
-        .map_err(store_err)?;
-        Ok(if done.rows_affected() == 1 {
-            RedeemOutcome::Redeemed
-        } else {
-            RedeemOutcome::AlreadyUsed
-        })
+        tx.commit().await.map_err(store_err)?;
+        Ok(decision.outcome())
     }
 }
+
+#[cfg(test)]
+#[path = "sessions_tests.rs"]
+mod tests;
