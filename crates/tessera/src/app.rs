@@ -1,14 +1,15 @@
 //! The running server, top-down: [`Application::build`] opens the shared
-//! infrastructure, adds each role's routes (see [`crate::roles`]) and binds
-//! the listener; [`Application::run`] stacks the layers and serves.
+//! infrastructure, builds the parts of the chosen topology (see
+//! [`crate::topology`] and [`crate::roles`]) and binds the listener;
+//! [`Application::run`] stacks the layers and serves.
 
-use crate::config::{AppError, Config, Edge, Role};
-use crate::health::{Inputs, Readiness, set_all, watch_health};
-use crate::roles::Shared;
+use crate::config::{AppError, Config, Edge};
+use crate::health::{Readiness, set_all, watch_health};
+use crate::roles::{Base, Part};
+use crate::topology::Keys;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tessera_domain::clock::Clock;
 use tessera_domain::keys::KeyRing;
 use tessera_edge::gate::{Authenticate, CallerRegistry, Shed};
 use tessera_edge::observe::Observe;
@@ -20,29 +21,21 @@ use tessera_telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::server::{HealthReporter, HealthService};
+
+type HealthServer = tonic_health::pb::health_server::HealthServer<HealthService>;
 
 /// A built application: listener bound, stores open, keys loaded.
 pub struct Application {
     listener: TcpListener,
     store: Arc<SqlStore>,
-    routes: tonic::service::Routes,
-    /// The HTTP routes served beside gRPC on the same port.
-    http: axum::Router,
-    services: Vec<&'static str>,
-    follower: Option<Arc<KeyFollower>>,
-    ring: Arc<KeyRing>,
-    key_manager: Option<Arc<KeyManager>>,
-    /// What health reads of the view: its age and the bound.
-    view: (Arc<Metrics>, Arc<dyn Clock>, Option<i64>),
-    health: HealthReporter,
-    /// The last health check, for `/readyz`.
-    ready: watch::Sender<Readiness>,
-    health_service:
-        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// Every part of the topology, joined: routes, tasks, readiness checks.
+    part: Part,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
     edge: EdgeParts,
+    /// For the accessors: the key set Verify trusts, and where it comes from.
+    ring: Arc<KeyRing>,
+    keys: Keys,
 }
 
 /// What `serve` stacks in front of the routes.
@@ -57,7 +50,7 @@ impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("addr", &self.listener.local_addr().ok())
-            .field("services", &self.services)
+            .field("services", &self.part.services)
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +59,6 @@ impl Application {
     /// Opens the stores, loads or creates the keys (or learns them from the
     /// issuer), adds each role's services and binds the listener.
     pub async fn build(mut cfg: Config) -> Result<Self, AppError> {
-        let role = cfg.role;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| crate::checks::bind_err(cfg.listen, &e))?;
@@ -75,77 +67,24 @@ impl Application {
             cfg.policy.issuer =
                 crate::issuer_file::derived(cfg.edge.tls.is_some(), listener.local_addr()?);
         }
-        let mut shared = Shared::open(cfg).await?;
-        let keys = match role {
-            Role::Introspection => None,
-            Role::All | Role::Issuer => Some(shared.key_manager().await?),
-        };
-        let revocations = match role {
-            Role::Issuer => None,
-            Role::All | Role::Introspection => {
-                Some(shared.introspection_role(keys.as_ref()).await?)
-            }
-        };
-        if let Some(keys) = &keys {
-            shared.issuer_role(keys, revocations).await?;
-        }
-        shared.housekeeping();
+        let topology = crate::checks::validate(&cfg)?;
+        let base = Base::open(cfg).await?;
+        let wired = topology.wire(&base).await?;
+        let part = base.part().join(wired.part);
         let edge = EdgeParts {
-            callers: shared.callers.clone(),
-            tls: shared.server_tls.clone(),
-            metrics: shared.metrics.clone(),
-            cfg: shared.cfg.edge.clone(),
+            callers: base.callers,
+            tls: base.server_tls,
+            metrics: base.metrics,
+            cfg: base.cfg.edge,
         };
-        let watcher = crate::edge::watch(
-            edge.cfg.callers_file.clone(),
-            edge.callers.clone(),
-            edge.tls.clone(),
-            shared.stop.subscribe(),
-        );
-        shared.tasks.push(watcher);
-        let view = (
-            shared.metrics.clone(),
-            shared.cfg.clock.clone(),
-            shared.max_view_age,
-        );
-        let Shared {
-            store,
-            ring,
-            stop,
-            tasks,
-            routes,
-            services,
-            http,
-            follower,
-            ..
-        } = shared;
-        let ready = watch::channel(Readiness::default()).0;
-        let http = http.merge(crate::health::routes(ready.subscribe()));
-        let routes = routes.routes();
-        let health = HealthReporter::new();
-        let health_service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(health.clone()),
-        );
-        // NOT_SERVING until `run` has seen the store answer.
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
         Ok(Self {
             listener,
-            store,
-            routes,
-            http,
-            services,
-            follower,
-            ring,
-            key_manager: keys,
-            view,
-            health,
-            ready,
-            health_service,
-            stop,
-            tasks,
+            store: base.store,
+            part,
+            stop: base.stop,
             edge,
+            ring: base.ring,
+            keys: wired.keys,
         })
     }
 
@@ -159,13 +98,19 @@ impl Application {
     /// In the introspection role: how many times the key set was fetched
     /// with `GetJwks` (start and unknown-kid refetches).
     pub fn key_fetches(&self) -> Option<Arc<KeyFollower>> {
-        self.follower.clone()
+        match &self.keys {
+            Keys::Followed(follower) => Some(follower.clone()),
+            Keys::Managed(_) => None,
+        }
     }
 
     /// In the issuer roles: the key manager (tests force schedule ticks
     /// through it instead of waiting for the timer).
     pub fn key_manager(&self) -> Option<Arc<KeyManager>> {
-        self.key_manager.clone()
+        match &self.keys {
+            Keys::Managed(keys) => Some(keys.clone()),
+            Keys::Followed(_) => None,
+        }
     }
 
     /// Every metric of this instance (for the OTLP exporter).
@@ -184,39 +129,24 @@ impl Application {
         let Self {
             listener,
             store,
-            routes,
-            http,
-            services,
-            health,
-            ready,
-            health_service,
+            part,
             stop,
-            tasks,
-            view,
             edge,
-            ring,
-            key_manager,
             ..
         } = self;
-        let mut routes = with_reflection(routes)?.add_service(health_service);
-        // Every gRPC service is in `routes` now: only gRPC requests reach
-        // them, and tonic's fallback (HTTP 200 with grpc-status 12 for any
-        // path, which a plain HTTP check reads as healthy) is replaced by
-        // ours: UNIMPLEMENTED for gRPC, 404 for everything else.
-        let grpc = std::mem::take(routes.axum_router_mut())
-            .route_layer(axum::middleware::from_fn(crate::health::grpc_only));
-        *routes.axum_router_mut() = grpc.merge(http).fallback(crate::health::fallback);
-        let (metrics, clock, max_view_age) = view;
-        let inputs = Inputs {
-            store: store.clone(),
-            ring,
-            keys: key_manager,
-            metrics,
-            clock,
-            max_view_age,
-        };
+        let Part {
+            grpc,
+            http,
+            services,
+            tasks,
+            readiness,
+        } = part;
+        let (health, health_service) = health().await;
+        let ready = watch::channel(Readiness::default()).0;
+        let http = http.merge(crate::health::routes(ready.subscribe()));
+        let routes = routes(grpc, http, health_service)?;
         let monitor = tokio::spawn(watch_health(
-            inputs,
+            readiness,
             health.clone(),
             services.clone(),
             ready.clone(),
@@ -242,6 +172,34 @@ impl Application {
         store.close().await;
         result
     }
+}
+
+/// gRPC health, NOT_SERVING until the watcher has seen the store answer.
+async fn health() -> (HealthReporter, HealthServer) {
+    let health = HealthReporter::new();
+    let service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    (health, service)
+}
+
+/// Every route of the port: the gRPC services with reflection and health,
+/// and the HTTP routes beside them.
+fn routes(
+    grpc: tonic::service::Routes,
+    http: axum::Router,
+    health: HealthServer,
+) -> Result<tonic::service::Routes, AppError> {
+    let mut routes = with_reflection(grpc)?.add_service(health);
+    // Every gRPC service is in `routes` now: only gRPC requests reach
+    // them, and the fallback is ours, not tonic's (HTTP 200 with
+    // grpc-status 12 for any path, which a plain HTTP check reads as
+    // healthy): UNIMPLEMENTED for gRPC, 404 for everything else.
+    let grpc = std::mem::take(routes.axum_router_mut())
+        .route_layer(axum::middleware::from_fn(crate::health::grpc_only));
+    *routes.axum_router_mut() = grpc.merge(http).fallback(crate::health::fallback);
+    Ok(routes)
 }
 
 /// gRPC reflection (v1, and v1alpha, which grpcurl 1.8 asks for) of the

@@ -3,8 +3,8 @@
 //! keys, a store that is migrated (or may be), and a callers file that
 //! parses. Each refusal names the setting and the fix.
 
-use crate::config::{AppError, Config, Role};
-use crate::kek::KekSource;
+use crate::config::{AppError, Config};
+use crate::topology::Topology;
 use tessera_domain::callers::Callers;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::purpose_ttl;
@@ -33,8 +33,9 @@ pub(crate) async fn check_kek(
     }
 }
 
-/// Refuses a configuration that cannot work, naming the setting.
-pub(crate) fn validate(cfg: &Config) -> Result<(), AppError> {
+/// Refuses a configuration that cannot work, naming the setting; else
+/// returns the topology it asks for.
+pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     // Off loopback, anyone on the network can reach the port: it must
     // encrypt and know its callers, unless insecure mode is named.
     let edge = &cfg.edge;
@@ -44,21 +45,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), AppError> {
             "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file); or name insecure mode with --allow-insecure-listen".into(),
         ));
     }
-    // A shared deployment cannot start half-configured: every instance must
-    // expect the same `iss`, and every issuer must hold the same KEK (one
-    // generated per data directory would seal keys no other issuer opens).
-    if cfg.database_url.is_some() || cfg.role != Role::All {
-        if !cfg.issuer_set {
-            return Err(AppError::Config(
-                "issuer: required with a shared database or a split role (every instance must expect the same `iss`): pass --issuer https://… or set TESSERA_ISSUER".into(),
-            ));
-        }
-        if cfg.role != Role::Introspection && matches!(cfg.kek, KekSource::DataDir) {
-            return Err(AppError::Config(format!(
-                "kek: required with a shared database or a split role (every issuer must hold the same KEK; none is generated): set TESSERA_KEK or --kek-file to {KEK_HOWTO}"
-            )));
-        }
-    }
+    let topology = Topology::choose(cfg)?;
     if let (None, Some(setting)) = (&cfg.redis_url, cfg.redis_tls.first_set()) {
         return Err(AppError::Config(format!(
             "{setting}: set without redis_url (it applies to a rediss:// Redis)"
@@ -76,11 +63,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), AppError> {
         .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0));
     cfg.keys
         .validate(longest_token, cfg.policy.clock_skew)
-        .map_err(config)
+        .map_err(config)?;
+    Ok(topology)
 }
-
-/// How to make a KEK, for the errors that ask for one.
-const KEK_HOWTO: &str = "32 random bytes in base64url, e.g. `head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\\n'`";
 
 /// The durable store: SQLite in the data directory unless a database URL is
 /// set. The embedded store migrates on start; a shared database only when

@@ -1,7 +1,8 @@
 //! Health for every kind of balancer, from one computation: every 2 s the
-//! watcher asks the store, looks at the revocation view's age and the key
-//! set, and publishes the result to gRPC health (per service and `""`, the
-//! whole server) and to the HTTP probes on the same port:
+//! watcher runs the readiness checks of every part ([`crate::readiness`]:
+//! the store, the revocation view's age, the key set) and publishes the
+//! result to gRPC health (per service and `""`, the whole server) and to
+//! the HTTP probes on the same port:
 //!
 //! - `GET /livez`: 200 while the process serves HTTP at all (a liveness
 //!   probe restarts a wedged process, never one whose database is down).
@@ -14,17 +15,11 @@
 //! both with HTTP 200 and `grpc-status: 12`, which a plain HTTP health check
 //! reads as healthy).
 
+use crate::readiness::{Findings, ReadinessCheck};
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::sync::Arc;
 use std::time::Duration;
-use tessera_domain::clock::Clock;
-use tessera_domain::keys::KeyRing;
-use tessera_domain::store::Ping;
-use tessera_issuer::KeyManager;
-use tessera_storage::SqlStore;
-use tessera_telemetry::metrics::Metrics;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -112,22 +107,10 @@ pub(crate) async fn set_all(
     }
 }
 
-/// What the watcher reads.
-pub(crate) struct Inputs {
-    pub store: Arc<SqlStore>,
-    pub ring: Arc<KeyRing>,
-    /// In the issuer roles: whose signing key must be loaded.
-    pub keys: Option<Arc<KeyManager>>,
-    pub metrics: Arc<Metrics>,
-    pub clock: Arc<dyn Clock>,
-    /// `None` when the view is fed in process and never stale.
-    pub max_view_age: Option<i64>,
-}
-
 /// Health per service, every 2 s, into gRPC health and `ready` (read by
 /// `/readyz`). `services` includes "" (the whole server).
 pub(crate) async fn watch_health(
-    inputs: Inputs,
+    checks: Vec<Box<dyn ReadinessCheck>>,
     health: HealthReporter,
     services: Vec<&'static str>,
     ready: watch::Sender<Readiness>,
@@ -135,14 +118,11 @@ pub(crate) async fn watch_health(
 ) {
     let mut last: Vec<Option<bool>> = vec![None; services.len()];
     loop {
-        let store_ok = tokio::time::timeout(Duration::from_secs(2), inputs.store.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let max = inputs.max_view_age;
-        let view_ok =
-            max.is_none_or(|max| inputs.clock.now() - inputs.metrics.view_reconciled_at() <= max);
-        let keys_ok = !inputs.ring.current().keys().is_empty()
-            && inputs.keys.as_ref().is_none_or(|k| k.signing_key().is_ok());
+        let Findings {
+            store_ok,
+            view_ok,
+            keys_ok,
+        } = crate::readiness::run(&checks).await;
         if *stop.borrow() {
             return;
         }

@@ -20,11 +20,13 @@ pub mod inspect_cli;
 pub mod issuer_file;
 pub mod kek;
 pub mod keys_cli;
+mod readiness;
 pub mod remote;
 pub mod revoke_cli;
 mod roles;
 mod tasks;
 pub mod telemetry;
+mod topology;
 
 pub use app::Application;
 pub use config::{AppError, Config, Edge, Role};

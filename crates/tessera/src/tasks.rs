@@ -1,6 +1,7 @@
 //! The background tasks of a running instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::reconcile::LogCursor;
@@ -75,54 +76,69 @@ pub(crate) fn housekeeping(
 /// cursor and applies them, so a verifier's view is never more than one
 /// interval behind the store (the truth) whatever happens to Redis or to a
 /// notification between services. Pub/sub stays the fast path; this is one
-/// indexed query that returns nothing when nothing changed. `fresh` holds the
-/// time of the last successful pull (the view's age).
-#[allow(clippy::too_many_arguments)] // each is one input of the loop
-pub(crate) fn reconcile(
-    store: Arc<SqlStore>,
-    apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
-    metrics: Arc<Metrics>,
-    clock: Arc<dyn Clock>,
-    family_margin: i64,
-    every: Duration,
-    mut cursor: LogCursor,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last_ok = clock.now();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let now = clock.now();
-            if now - last_ok > REVOCATION_LOG_RETENTION / 2 {
-                // Behind for longer than the log is sure to reach back: reload.
-                match reload(&store, &*apply, now, family_margin).await {
-                    Ok(c) => {
-                        (cursor, last_ok) = (c, now);
-                        metrics.view_reconciled(now);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "revocation view reload failed"),
+/// indexed query that returns nothing when nothing changed.
+pub(crate) struct Reconcile {
+    pub store: Arc<SqlStore>,
+    pub apply: Arc<dyn Fn(&RevocationEvent) + Send + Sync>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub family_margin: i64,
+    pub every: Duration,
+    /// When the view last caught up with the store (Unix seconds): the
+    /// view's age, which readiness reads (and the metric shows).
+    pub caught_up: Arc<AtomicI64>,
+}
+
+impl Reconcile {
+    /// The view caught up at `now`.
+    fn mark_caught_up(&self, now: UnixTime) {
+        self.caught_up.store(now, Ordering::Relaxed);
+        self.metrics.view_reconciled(now);
+    }
+
+    /// Runs the loop from `cursor` until `stop`.
+    pub fn spawn(
+        self,
+        mut cursor: LogCursor,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut last_ok = self.clock.now();
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(self.every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
                 }
-                continue;
-            }
-            match store
-                .revocations_after(cursor.high(), &cursor.holes(), family_margin)
-                .await
-            {
-                Ok(rows) => {
-                    for (_, e) in &rows {
-                        apply(e);
+                let now = self.clock.now();
+                if now - last_ok > REVOCATION_LOG_RETENTION / 2 {
+                    // Behind for longer than the log is sure to reach back: reload.
+                    match reload(&self.store, &*self.apply, now, self.family_margin).await {
+                        Ok(c) => {
+                            (cursor, last_ok) = (c, now);
+                            self.mark_caught_up(now);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "revocation view reload failed"),
                     }
-                    cursor.saw(rows.iter().map(|(id, _)| *id), now);
-                    last_ok = now;
-                    metrics.view_reconciled(now);
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "revocation reconcile failed; retrying"),
+                match self
+                    .store
+                    .revocations_after(cursor.high(), &cursor.holes(), self.family_margin)
+                    .await
+                {
+                    Ok(rows) => {
+                        for (_, e) in &rows {
+                            (self.apply)(e);
+                        }
+                        cursor.saw(rows.iter().map(|(id, _)| *id), now);
+                        last_ok = now;
+                        self.mark_caught_up(now);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "revocation reconcile failed; retrying"),
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// Fills a view from everything in force, and the cursor it is current to
