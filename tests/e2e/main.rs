@@ -29,5 +29,6 @@ mod roles;
 mod session_claims;
 mod sigcache;
 mod startup;
+mod starvation;
 mod store_tls;
 mod tokens;

@@ -32,7 +32,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 mod shed;
-pub use shed::Shed;
+pub use shed::{Shed, ShedLimits};
 
 /// What a request path is, for access decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,17 +113,15 @@ impl CallerRegistry {
     }
 
     /// Who `req` comes from and whether it may be served.
-    fn admit<B>(
-        &self,
-        req: &http::Request<B>,
-    ) -> Result<Option<Arc<Caller>>, (Status, Option<Refusal>)> {
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<Admission, (Status, Option<Refusal>)> {
         let guard = self.current.load();
         let Some(registry) = guard.as_ref() else {
-            return Ok(None);
+            return Ok(Admission::Unchecked);
         };
         let access = registry.callers.access;
-        let (open, rpc) = match classify(req.uri().path()) {
-            Class::Other => return Ok(None),
+        let class = classify(req.uri().path());
+        let (open, rpc) = match class {
+            Class::Other => (true, None),
             Class::Health => (access.health == Access::Open, None),
             Class::HttpJwks => (access.jwks == Access::Open, None),
             Class::Rpc(m @ ("GetJwks" | "WatchKeys")) => (access.jwks == Access::Open, Some(m)),
@@ -131,11 +129,11 @@ impl CallerRegistry {
             Class::Rpc(m) => (false, Some(m)),
         };
         if open {
-            return Ok(None);
+            return Ok(Admission::Open);
         }
-        let caller = identify(&registry.callers, req).ok_or_else(|| {
+        let caller = identify(&registry.callers, req).map_err(|detail| {
             let reason = ErrorReason::CallerUnknown;
-            let refusal = Refusal::denied(None, rpc.unwrap_or(req.uri().path()), reason, credential(req));
+            let refusal = Refusal::denied(peer(req), None, audit_name(class), reason, detail);
             let status = status(
                 Code::Unauthenticated,
                 reason,
@@ -153,7 +151,8 @@ impl CallerRegistry {
             let rpc = rpc.unwrap_or("?");
             let what = format!("call {rpc}");
             let reason = ErrorReason::CallerNotAllowed;
-            let refusal = Refusal::denied(Some(&caller.id), rpc, reason, &what);
+            let name = audit_name(class);
+            let refusal = Refusal::denied(peer(req), Some(&caller.id), name, reason, &what);
             return Err((not_allowed_status(caller, &what), Some(refusal)));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
@@ -162,40 +161,106 @@ impl CallerRegistry {
             let message = format!("caller {} is over its rate limit; retry later", caller.id);
             return Err((overloaded(&message), None));
         }
-        Ok(Some(caller.clone()))
+        Ok(Admission::Caller(caller.clone()))
     }
 }
 
-/// What an unknown caller presented, for the audit trail (never the
-/// credential itself).
-fn credential<B>(req: &http::Request<B>) -> &'static str {
-    if req.headers().contains_key(http::header::AUTHORIZATION) {
-        "a credential in `authorization` that matches no caller"
-    } else if req
+/// Who a call was admitted as.
+enum Admission {
+    /// No callers file: everyone is admitted (loopback only).
+    Unchecked,
+    /// An open endpoint (or a path no service serves), without looking at
+    /// credentials: shed within the open budget and the per-peer bound.
+    Open,
+    /// A known caller, granted this RPC.
+    Caller(Arc<Caller>),
+}
+
+/// In a request's extensions: admitted anonymously to an open endpoint
+/// (see [`crate::gate::Shed`]'s open budget).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenCall;
+
+/// What a request presents as its credential.
+enum Presented<'a> {
+    /// `authorization: Bearer <key>` (the scheme in any case, RFC 7235).
+    Key(&'a str),
+    /// An `authorization` header that is no single bearer key: refused,
+    /// never ignored in favour of a certificate.
+    Malformed,
+    /// The verified client certificate's names (mTLS).
+    Certificate(&'a [String]),
+    /// Nothing.
+    Nothing,
+}
+
+/// The credential `req` presents.
+fn presented<B>(req: &http::Request<B>) -> Presented<'_> {
+    let mut headers = req.headers().get_all(http::header::AUTHORIZATION).iter();
+    if let Some(first) = headers.next() {
+        if headers.next().is_some() {
+            return Presented::Malformed;
+        }
+        let key = first
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .filter(|key| !key.is_empty() && !key.contains(' '));
+        return key.map_or(Presented::Malformed, Presented::Key);
+    }
+    match req
         .extensions()
         .get::<ConnInfo>()
-        .is_some_and(|c| c.tls_names.is_some())
+        .and_then(|c| c.tls_names.as_deref())
     {
-        "a client certificate named by no caller"
-    } else {
-        "no credential"
+        Some(names) => Presented::Certificate(names),
+        None => Presented::Nothing,
     }
 }
 
-/// The caller presenting a bearer key, else a verified client certificate.
-fn identify<'r, B>(callers: &'r Callers, req: &http::Request<B>) -> Option<&'r Arc<Caller>> {
-    let bearer = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(key) = bearer {
-        // A key that matches no caller is refused even if a certificate
-        // would match: a wrong credential is never silently upgraded.
-        return callers.by_key(key.trim());
+/// The caller presenting a bearer key, else a verified client certificate;
+/// otherwise what was presented, for the audit trail (never the credential
+/// itself). A key that matches no caller is refused even if a certificate
+/// would match: a wrong credential is never silently upgraded.
+fn identify<'r, B>(
+    callers: &'r Callers,
+    req: &http::Request<B>,
+) -> Result<&'r Arc<Caller>, &'static str> {
+    match presented(req) {
+        Presented::Key(key) => callers
+            .by_key(key)
+            .ok_or("a credential in `authorization` that matches no caller"),
+        Presented::Malformed => {
+            Err("a malformed `authorization` header (one `Bearer <service key>` is the only form)")
+        }
+        Presented::Certificate(names) => callers
+            .by_tls_name(names.iter().map(String::as_str))
+            .ok_or("a client certificate named by no caller"),
+        Presented::Nothing => Err("no credential"),
     }
-    let names = req.extensions().get::<ConnInfo>()?.tls_names.as_ref()?;
-    callers.by_tls_name(names.iter().map(String::as_str))
+}
+
+/// How a refused call is named in the audit trail: a contract RPC by its
+/// method name (bounded: at most 64 ASCII letters and digits, else
+/// `other`), anything else by its class, never by the path a client made
+/// up.
+fn audit_name(class: Class<'_>) -> &str {
+    match class {
+        Class::Rpc(m) if m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric()) => m,
+        Class::Rpc(_) | Class::Other => "other",
+        Class::Health => "health",
+        Class::HttpJwks => "jwks",
+    }
+}
+
+/// The peer's address, for the audit trail.
+fn peer<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.remote)
+        .map(|a| a.ip())
 }
 
 pub(crate) fn overloaded(message: &str) -> Status {
@@ -246,7 +311,15 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match self.registry.admit(&req) {
-            Ok(caller) => {
+            Ok(admission) => {
+                let caller = match admission {
+                    Admission::Caller(c) => Some(c),
+                    Admission::Open => {
+                        req.extensions_mut().insert(OpenCall);
+                        None
+                    }
+                    Admission::Unchecked => None,
+                };
                 if let Some(c) = &caller {
                     req.extensions_mut().insert(CallerId(c.clone()));
                 }

@@ -21,42 +21,53 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 use tessera_api::caller::CallerId;
 use tessera_domain::callers::Caller;
+use tessera_telemetry::audit::Denials;
 use tessera_telemetry::metrics::Metrics;
-use tessera_telemetry::{audit, trace};
+use tessera_telemetry::trace;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
 /// Layer: observe every call (see the module).
 #[derive(Debug, Clone)]
-pub struct Observe {
+pub struct Observe(Arc<Sinks>);
+
+/// Where observations go (one `Arc`, so a call clones one pointer).
+#[derive(Debug)]
+struct Sinks {
     metrics: Arc<Metrics>,
+    denials: Arc<Denials>,
     trace: bool,
 }
 
 impl Observe {
-    /// Records into `metrics`; opens server spans joined to the caller's
-    /// trace context when `trace` (OTLP trace export is on).
-    pub fn new(metrics: Arc<Metrics>, trace: bool) -> Self {
-        Self { metrics, trace }
+    /// Records into `metrics` and `denials` (whose summariser writes the
+    /// audit trail); opens server spans joined to the caller's trace
+    /// context when `trace` (OTLP trace export is on).
+    pub fn new(metrics: Arc<Metrics>, denials: Arc<Denials>, trace: bool) -> Self {
+        Self(Arc::new(Sinks {
+            metrics,
+            denials,
+            trace,
+        }))
     }
 
     fn start<B>(&self, req: &http::Request<B>) -> Call {
         let mut call = Call {
-            metrics: self.metrics.clone(),
+            sinks: self.0.clone(),
             method: None,
             start: Instant::now(),
             span: None,
             caller: None,
         };
         if is_grpc(req) {
-            let table = self.metrics.rpc();
+            let table = self.0.metrics.rpc();
             let method = table.method(req.uri().path());
             // Health and reflection are not traced (balancers call them
             // every few seconds); unknown paths neither, so span names stay
             // few.
             call.span = table
                 .method_at(method)
-                .filter(|m| self.trace && !m.service.starts_with("grpc."))
+                .filter(|m| self.0.trace && !m.service.starts_with("grpc."))
                 .map(|m| trace::server_span(m, req.headers()));
             call.method = Some(method);
         }
@@ -134,7 +145,7 @@ where
             return Poll::Ready(Ok(response));
         };
         if let Some(refusal) = response.extensions_mut().remove::<Refusal>() {
-            record_refusal(&call.metrics, &refusal);
+            record_refusal(&call.sinks, refusal);
         }
         call.caller = response.extensions().get::<CallerId>().map(|c| c.0.clone());
         if call.method.is_none() {
@@ -154,7 +165,7 @@ where
 /// A call whose status is still to come. Dropped before it is known (the
 /// client went away), it is recorded as CANCELLED.
 struct Call {
-    metrics: Arc<Metrics>,
+    sinks: Arc<Sinks>,
     /// The RPC's index in the latency table; `None`: not a gRPC call,
     /// not recorded.
     method: Option<usize>,
@@ -169,9 +180,8 @@ impl Call {
         let Some(method) = self.method.take() else {
             return;
         };
-        self.metrics
-            .rpc()
-            .observe(method, code, self.start.elapsed());
+        let took = self.start.elapsed();
+        self.sinks.metrics.rpc().observe(method, code, took);
         if let Some(span) = &self.span {
             let caller = self.caller.as_deref().map(|c| c.id.as_str());
             trace::record_outcome(span, code, caller);
@@ -191,19 +201,18 @@ impl Drop for Call {
 }
 
 /// What the edge's own refusals add to the record: the shed counter, or
-/// the audit trail's `caller_denied` (and an INFO line).
-fn record_refusal(metrics: &Metrics, refusal: &Refusal) {
+/// a count in the audit trail's `caller_denied` summary (and a DEBUG line:
+/// an INFO line per refusal would let anyone flood the log too).
+fn record_refusal(sinks: &Sinks, refusal: Refusal) {
     match refusal {
-        Refusal::Shed => metrics.shed(),
-        Refusal::Denied {
-            caller,
-            rpc,
-            reason,
-            detail,
-        } => {
-            let reason = reason.as_str_name();
-            tracing::info!(rpc = rpc.as_str(), reason, "caller refused");
-            audit::caller_denied(caller.as_deref(), rpc, reason, detail);
+        Refusal::Shed => sinks.metrics.shed(),
+        Refusal::Denied(denial) => {
+            tracing::debug!(
+                rpc = denial.rpc.as_str(),
+                reason = denial.reason,
+                "caller refused"
+            );
+            sinks.denials.record(denial);
         }
     }
 }

@@ -2,7 +2,9 @@
 //! the answer in the request's own protocol, and the [`Refusal`] it carries
 //! to the observing layer, which records it with the rest of the call.
 
+use std::net::IpAddr;
 use tessera_proto::v1::ErrorReason;
+use tessera_telemetry::audit::Denial;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
@@ -11,29 +13,28 @@ use tonic::{Code, Status};
 pub enum Refusal {
     /// Too many calls in flight (counted as shed).
     Shed,
-    /// Refused for who is calling (written to the audit trail as
+    /// Refused for who is calling (summarised in the audit trail as
     /// `caller_denied`).
-    Denied {
-        /// The caller, when it was known but lacked the right.
-        caller: Option<String>,
-        /// The RPC's method name, or the path when it is no RPC.
-        rpc: String,
-        /// The `ErrorReason` sent.
-        reason: ErrorReason,
-        /// What was missing or presented (never a credential).
-        detail: String,
-    },
+    Denied(Denial),
 }
 
 impl Refusal {
-    /// A refusal for who is calling.
-    pub fn denied(caller: Option<&str>, rpc: &str, reason: ErrorReason, detail: &str) -> Self {
-        Self::Denied {
+    /// A refusal for who is calling: `rpc` is a bounded name (see the
+    /// gate), `detail` what was missing or presented, never a credential.
+    pub fn denied(
+        peer: Option<IpAddr>,
+        caller: Option<&str>,
+        rpc: &str,
+        reason: ErrorReason,
+        detail: &str,
+    ) -> Self {
+        Self::Denied(Denial {
+            peer,
             caller: caller.map(str::to_owned),
             rpc: rpc.to_owned(),
-            reason,
+            reason: reason.as_str_name(),
             detail: detail.to_owned(),
-        }
+        })
     }
 }
 

@@ -18,7 +18,9 @@ use serde_json::{Map, Value, json};
 use tessera_domain::clock::{Clock, SystemClock};
 use tessera_domain::keys::KeyState;
 
+mod denials;
 mod summary;
+pub use denials::{Denial, Denials};
 pub use summary::VerifyFailures;
 
 /// The tracing target of every audit event.

@@ -17,6 +17,7 @@ use tessera_edge::tls::ServerTls;
 use tessera_introspection::KeyFollower;
 use tessera_issuer::KeyManager;
 use tessera_storage::SqlStore;
+use tessera_telemetry::audit::Denials;
 use tessera_telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -43,8 +44,14 @@ struct EdgeParts {
     callers: Arc<CallerRegistry>,
     tls: Option<Arc<ServerTls>>,
     metrics: Arc<Metrics>,
+    /// Refusals at the edge, summarised into the audit trail.
+    denials: Arc<Denials>,
     cfg: Edge,
 }
+
+/// At most one `caller_denied` audit event per kind of refusal (peer,
+/// caller, RPC, reason) per this window.
+const DENIALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +82,7 @@ impl Application {
             callers: base.callers,
             tls: base.server_tls,
             metrics: base.metrics,
+            denials: Arc::new(Denials::default()),
             cfg: base.cfg.edge,
         };
         Ok(Self {
@@ -163,9 +171,12 @@ impl Application {
                 set_all(&health, &services, ServingStatus::NotServing).await;
             }
         };
+        let denials = edge.denials.clone();
+        let denials = denials.summarise(DENIALS_WINDOW, stop.subscribe());
         let result = serve(listener, routes, edge, shutting_down).await;
         let _ = stop.send(true);
         let _ = monitor.await;
+        let _ = denials.await;
         for t in tasks {
             let _ = t.await;
         }
@@ -229,10 +240,15 @@ fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Rou
 ///    latency histogram by method and status code, the server span joined
 ///    to the caller's `traceparent` (with OTLP export on), the debug log of
 ///    error statuses, and the shed counter or audit record of a refusal;
-/// 3. the concurrency limit: past it calls are shed at once
-///    (`RESOURCE_EXHAUSTED`), never queued; health is never shed;
-/// 4. caller authentication, the RPC right and the caller's rate (finer
-///    rights are checked by each service);
+/// 3. caller authentication, the RPC right and the caller's rate (finer
+///    rights are checked by each service), before shedding so that the
+///    shedding knows whose call it is (authenticating costs a hash, no I/O);
+/// 4. the concurrency limits (`tessera_edge::gate::Shed`): a call takes its
+///    place once its message has arrived (a body that does not arrive in
+///    time ends the call), known callers and anonymous calls to open
+///    endpoints have separate bounds (and the latter one per peer), and
+///    past a bound calls are shed at once (`RESOURCE_EXHAUSTED`), never
+///    queued; health is never shed;
 /// 5. the routes: gRPC services (each with its message-size limit), and
 ///    HTTP/1.1 too for the JWKS endpoints and `/metrics`.
 async fn serve(
@@ -243,9 +259,13 @@ async fn serve(
 ) -> Result<(), AppError> {
     tessera_edge::net::server(edge.cfg.request_timeout)
         .accept_http1(true)
-        .layer(Observe::new(edge.metrics, edge.cfg.trace_context))
-        .layer(Shed::new(edge.cfg.max_in_flight))
+        .layer(Observe::new(
+            edge.metrics,
+            edge.denials,
+            edge.cfg.trace_context,
+        ))
         .layer(Authenticate::new(edge.callers))
+        .layer(Shed::new(edge.cfg.shed_limits()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tessera_edge::net::incoming(listener, edge.tls, edge.cfg.conn),

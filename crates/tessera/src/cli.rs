@@ -244,10 +244,29 @@ pub struct EdgeArgs {
     /// backlog.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
-    /// Calls in flight at once; past it calls are refused at once with
-    /// RESOURCE_EXHAUSTED (health is never refused).
+    /// Calls of known callers (of everyone, without a callers file) in
+    /// flight at once; past it calls are refused at once with
+    /// RESOURCE_EXHAUSTED (health is never refused). A call counts once its
+    /// request message has arrived.
     #[arg(long, env = "TESSERA_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Calls admitted without a caller to open endpoints (the JWKS, an open
+    /// Verify) in flight at once, all peers together: a budget of their own,
+    /// so anonymous calls never take a known caller's place.
+    #[arg(long, env = "TESSERA_MAX_OPEN_IN_FLIGHT", default_value_t = 256)]
+    pub max_open_in_flight: usize,
+    /// Of those, from one peer address.
+    #[arg(
+        long,
+        env = "TESSERA_MAX_OPEN_IN_FLIGHT_PER_PEER",
+        default_value_t = 32
+    )]
+    pub max_open_in_flight_per_peer: usize,
+    /// Time a request's message has to arrive after its headers,
+    /// milliseconds; past it the call ends with DEADLINE_EXCEEDED
+    /// (ERROR_REASON_REQUEST_INCOMPLETE) and nothing was done.
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT_MS", default_value_t = 2_000)]
+    pub body_timeout_ms: u64,
     /// The longest a call may run on the server, milliseconds (a client's
     /// shorter deadline wins).
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
@@ -303,6 +322,9 @@ impl EdgeArgs {
                 handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
             },
             max_in_flight: self.max_in_flight.max(1),
+            max_open_in_flight: self.max_open_in_flight.max(1),
+            max_open_per_peer: self.max_open_in_flight_per_peer.max(1),
+            body_timeout: std::time::Duration::from_millis(self.body_timeout_ms.max(1)),
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
             // The binary turns it on with OTLP export (telemetry.rs).
             trace_context: false,

@@ -100,13 +100,32 @@ pub struct Edge {
     pub service_key: Option<Secret>,
     /// Connection cap and handshake timeout.
     pub conn: ConnLimits,
-    /// Calls in flight at once before new ones are shed.
+    /// Calls of known callers in flight at once before new ones are shed.
     pub max_in_flight: usize,
+    /// Anonymous calls to open endpoints in flight at once, all peers
+    /// together.
+    pub max_open_in_flight: usize,
+    /// Anonymous calls to open endpoints in flight from one peer address.
+    pub max_open_per_peer: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     /// The longest any call may run on the server.
     pub request_timeout: Duration,
     /// Join the caller's W3C trace context and open a span per call (set
     /// by the binary when OTLP export is on; see `telemetry.rs`).
     pub trace_context: bool,
+}
+
+impl Edge {
+    /// The bounds of the edge's shedding.
+    pub fn shed_limits(&self) -> tessera_edge::gate::ShedLimits {
+        tessera_edge::gate::ShedLimits {
+            max_in_flight: self.max_in_flight,
+            max_open_in_flight: self.max_open_in_flight,
+            max_open_per_peer: self.max_open_per_peer,
+            body_timeout: self.body_timeout,
+        }
+    }
 }
 
 impl Default for Edge {
@@ -118,6 +137,9 @@ impl Default for Edge {
             service_key: None,
             conn: ConnLimits::default(),
             max_in_flight: 1024,
+            max_open_in_flight: 256,
+            max_open_per_peer: 32,
+            body_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             trace_context: false,
         }
