@@ -1,8 +1,8 @@
-//! The adversarial suite (issue 9, item 6): a few hundred hostile tokens
+//! The adversarial suite: a few hundred hostile tokens
 //! against the real `Verify` of a real app, on both backends, each with the
 //! one answer it must get (a `VerifyFailure`, valid, or a refused request),
 //! asked in DEFAULT and in STRONG consistency; plus the discovery document
-//! under a hostile `Host` (item 10). One app per backend runs the whole
+//! under a hostile `Host`. One app per backend runs the whole
 //! table; every mismatch is listed by case name, and the count of each
 //! group is printed.
 //!

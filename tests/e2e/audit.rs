@@ -29,20 +29,58 @@ fn key() -> (String, String) {
 }
 
 /// The audit lines captured so far, parsed.
-fn events(buffer: &Arc<Mutex<Vec<u8>>>) -> Vec<Value> {
-    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+pub fn events(buffer: &Arc<Mutex<Vec<u8>>>) -> Vec<Value> {
+    lines(&String::from_utf8(buffer.lock().unwrap().clone()).unwrap())
+}
+
+/// The audit lines the binary wrote to `--audit-log` so far, parsed.
+pub fn trail(path: &std::path::Path) -> Vec<Value> {
+    lines(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
         .collect()
 }
 
-/// The one event named `event` whose fields include `want`.
-pub fn find<'a>(all: &'a [Value], event: &str, want: &Value) -> &'a Value {
-    let matching: Vec<&Value> = all
-        .iter()
+/// The events named `event` whose fields include `want`.
+fn matching<'a>(all: &'a [Value], event: &str, want: &Value) -> Vec<&'a Value> {
+    all.iter()
         .filter(|e| e["event"] == event)
         .filter(|e| want.as_object().unwrap().iter().all(|(k, v)| &e[k] == v))
-        .collect();
+        .collect()
+}
+
+/// Waits until `read` (the capture, or the binary's trail) holds `n` events
+/// named `event` whose fields include `want`, and returns the `n`th. The
+/// bound is [`eventually`]'s: a liveness bound, not a speed target.
+///
+/// [`eventually`]: crate::harness::eventually
+pub async fn nth_event(
+    read: impl Fn() -> Vec<Value>,
+    n: usize,
+    event: &str,
+    want: &Value,
+) -> Value {
+    let found = std::cell::RefCell::new(None);
+    crate::harness::eventually(&format!("{n} {event} with {want}"), || {
+        let all = read();
+        *found.borrow_mut() = matching(&all, event, want).get(n - 1).map(|e| (*e).clone());
+        std::future::ready(found.borrow().is_some())
+    })
+    .await;
+    found.into_inner().unwrap()
+}
+
+/// Waits for the first event named `event` whose fields include `want`.
+pub async fn await_event(read: impl Fn() -> Vec<Value>, event: &str, want: &Value) -> Value {
+    nth_event(read, 1, event, want).await
+}
+
+/// The one event named `event` whose fields include `want`.
+pub fn find<'a>(all: &'a [Value], event: &str, want: &Value) -> &'a Value {
+    let matching = matching(all, event, want);
     assert_eq!(matching.len(), 1, "one {event} with {want} in\n{all:#?}");
     matching[0]
 }

@@ -389,9 +389,16 @@ async fn the_default_issuer_survives_a_restart_on_another_port() {
 }
 
 /// SIGHUP reloads the callers file even when its modification time says
-/// nothing changed (an editor or a config tool that keeps mtimes).
+/// nothing changed (an editor or a config tool that keeps mtimes), and every
+/// reload is in the audit trail (`--audit-log`). That the 2 s poll leaves
+/// such a file alone is checked after proof that it looked: the TLS
+/// certificate touched twice, each reload in the trail, the second one on a
+/// poll that began after the callers file was rewritten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_callers_file() {
+    use crate::audit::{await_event, nth_event, trail};
+    use serde_json::json;
+    use std::time::Duration;
     let d = crate::harness::Deployment::new(crate::harness::Backend::Embedded).await;
     std::fs::create_dir_all(&d.data_dir).unwrap();
     let file = d.data_dir.join("callers.toml");
@@ -408,20 +415,32 @@ async fn sighup_reloads_the_callers_file() {
     };
     let ((old_key, old_hash), (new_key, new_hash)) = (key(()), key(()));
     std::fs::write(&file, entry("old", &old_hash)).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&d.data_dir)
-        .arg("--callers-file")
-        .arg(&file)
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = listening(&mut child);
-    let client = IssuerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let pki = crate::pki::TestPki::generate();
+    let (cert, tls_key) = (d.data_dir.join("server.pem"), d.data_dir.join("server.key"));
+    std::fs::copy(&pki.server_cert, &cert).unwrap();
+    std::fs::copy(&pki.server_key, &tls_key).unwrap();
+    let audit_log = d.data_dir.join("audit.jsonl");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&d.data_dir)
+            .arg("--callers-file")
+            .arg(&file)
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&tls_key)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .env("TESSERA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = listening(&mut child.0).parse().unwrap();
+    let connect = || crate::edge::tls_channel(addr, &pki.ca, None);
+    let client = IssuerServiceClient::new(connect().await.unwrap());
     let issue = |key: String| {
         let mut c = client.clone();
         async move {
@@ -435,13 +454,20 @@ async fn sighup_reloads_the_callers_file() {
             c.issue(r).await.map(drop).map_err(|s| s.code())
         }
     };
+    let events = || trail(&audit_log);
+    let reloads = || -> Vec<serde_json::Value> {
+        events()
+            .into_iter()
+            .filter(|e| e["event"] == "callers_reloaded")
+            .collect()
+    };
     assert_eq!(issue(old_key.clone()).await, Ok(()));
     assert_eq!(
         issue(new_key.clone()).await,
         Err(tonic::Code::Unauthenticated)
     );
 
-    // New content, same modification time: the 2 s poll sees no change.
+    // New content, same modification time: the poll sees no change.
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::write(&file, entry("new", &new_hash)).unwrap();
     std::fs::File::options()
@@ -450,27 +476,96 @@ async fn sighup_reloads_the_callers_file() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    // The certificate touched (same bytes, a later mtime), twice: the poll
+    // that reloads it the second time began after the first reload was
+    // written, so after the rewrite above, and read the callers file first.
+    let cert_mtime = std::fs::metadata(&cert).unwrap().modified().unwrap();
+    for n in 1..=2 {
+        std::fs::File::options()
+            .write(true)
+            .open(&cert)
+            .unwrap()
+            .set_modified(cert_mtime + Duration::from_secs(n))
+            .unwrap();
+        nth_event(events, n as usize, "tls_reloaded", &json!({"result": "ok"})).await;
+    }
+    assert_eq!(
+        reloads(),
+        Vec::<serde_json::Value>::new(),
+        "no reload without a change or a signal"
+    );
     assert_eq!(
         issue(new_key.clone()).await,
         Err(tonic::Code::Unauthenticated),
-        "no reload without a change or a signal"
+        "the file in force stays"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
+
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &child.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    hup();
+    let sighup = json!({"caller": "tessera", "trigger": "sighup", "callers": 1});
+    let mut want = sighup.clone();
+    want["result"] = "ok".into();
+    await_event(events, "callers_reloaded", &want).await;
+    assert_eq!(
+        issue(new_key.clone()).await,
+        Ok(()),
+        "SIGHUP put the new file in force"
     );
-    eventually("SIGHUP puts the new callers file in force", || {
-        let i = issue(new_key.clone());
-        async move { i.await.is_ok() }
-    })
-    .await;
     assert_eq!(issue(old_key).await, Err(tonic::Code::Unauthenticated));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGHUP again, nothing changed: read, found the same, left in force.
+    hup();
+    let mut want = sighup.clone();
+    want["result"] = "unchanged".into();
+    await_event(events, "callers_reloaded", &want).await;
+    assert_eq!(issue(new_key.clone()).await, Ok(()));
+    assert_eq!(reloads().len(), 2, "{:#?}", reloads());
+
+    // A certificate that does not parse is refused; the one in force stays
+    // (a new connection is served with it).
+    let garbage = d.data_dir.join("server.pem.new");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    std::fs::rename(&garbage, &cert).unwrap();
+    await_event(events, "tls_reloaded", &json!({"result": "rejected"})).await;
+    let mut fresh = IssuerServiceClient::new(connect().await.expect("the certificate in force"));
+    let mut r = tonic::Request::new(IssueRequest {
+        subject: "hup".into(),
+        audience: "api".into(),
+        ..Default::default()
+    });
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {new_key}").parse().unwrap(),
+    );
+    fresh.issue(r).await.unwrap();
+
+    // Never the files' contents.
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(
+        !text.contains(&new_hash)
+            && !text.contains(&old_hash)
+            && !text.contains("not a certificate"),
+        "{text}"
+    );
+    drop(child);
     d.cleanup().await;
+}
+
+/// A server killed when dropped, so that a failing test leaves none behind
+/// (holding the test's output open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

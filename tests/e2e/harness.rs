@@ -30,8 +30,24 @@ pub enum Backend {
     Distributed,
 }
 
-/// Runs an async test body once per backend, as two named tests.
+/// Runs an async test body once per backend, as two named tests. With
+/// `current_thread:` first, on a current-thread runtime: the app's tasks
+/// then run on the test's thread, under the tracing subscriber the test
+/// sets (an audit capture).
 macro_rules! on_both_backends {
+    (current_thread: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::harness::Backend;
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await
+            }
+            #[tokio::test]
+            async fn postgres_redis() {
+                super::$name(Backend::Distributed).await
+            }
+        }
+    )*};
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             use crate::harness::Backend;

@@ -1,6 +1,6 @@
-//! The extra claims given at `Issue` belong to the session (issue 9, item
-//! 11): they are stored with the refresh-token family and carried into every
-//! access token `Refresh` mints. A family stored before they were kept (its
+//! The extra claims given at `Issue` belong to the session: they are stored
+//! with the refresh-token family and carried into every access token
+//! `Refresh` mints. A family stored before they were kept (its
 //! column NULL, as the migration leaves every older row) refreshes with none.
 //! On SQLite and on Postgres + Redis.
 

@@ -1,4 +1,4 @@
-//! Tessera's own store connections over TLS (issue 9, item 4): a Postgres
+//! Tessera's own store connections over TLS: a Postgres
 //! and a Redis of the test's own, on loopback, that take TLS connections
 //! only, with certificates made at test time (`crate::pki`). Postgres TLS is
 //! chosen by the URL (`sslmode=verify-full&sslrootcert=…`, as with libpq),

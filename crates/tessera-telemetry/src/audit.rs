@@ -173,6 +173,63 @@ pub fn caller_denied(caller: Option<&str>, rpc: &str, reason: &str, detail: &str
     );
 }
 
+/// What reading the callers file again came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallersReload {
+    /// The file's callers (`callers` of them) are in force now.
+    Ok {
+        /// Callers in the file.
+        callers: usize,
+    },
+    /// The file reads as the one in force, which stays as it was.
+    Unchanged {
+        /// Callers in force.
+        callers: usize,
+    },
+    /// The file cannot be used; the one in force stays.
+    Rejected {
+        /// The line at fault, when the file could be read.
+        line: Option<usize>,
+    },
+}
+
+/// The callers file read again, because its modification time changed
+/// (`trigger` `"modified"`) or on SIGHUP (`"sighup"`). Never its contents:
+/// a rejected file is named by the line at fault only.
+pub fn callers_reloaded(trigger: &str, outcome: CallersReload) {
+    let (weight, mut fields) = match outcome {
+        CallersReload::Ok { callers } => {
+            (Weight::Info, json!({ "result": "ok", "callers": callers }))
+        }
+        CallersReload::Unchanged { callers } => (
+            Weight::Info,
+            json!({ "result": "unchanged", "callers": callers }),
+        ),
+        CallersReload::Rejected { line } => {
+            let mut f = json!({ "result": "rejected" });
+            if let Some(line) = line {
+                f["line"] = line.into();
+            }
+            (Weight::Alarm, f)
+        }
+    };
+    fields["trigger"] = trigger.into();
+    emit(weight, "callers_reloaded", SERVER, fields);
+}
+
+/// The server's TLS files (certificate, key, client CA) read again because
+/// one changed: `ok` (new connections get the new configuration) or not
+/// (`rejected`: the configuration in force stays). Never the files'
+/// contents.
+pub fn tls_reloaded(ok: bool) {
+    let (weight, result) = if ok {
+        (Weight::Info, "ok")
+    } else {
+        (Weight::Alarm, "rejected")
+    };
+    emit(weight, "tls_reloaded", SERVER, json!({ "result": result }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Configuration and identifiers that cannot mislead (issue 9, item 8):
+//! Configuration and identifiers that cannot mislead:
 //! identifiers that would disguise themselves in logs and the audit trail
 //! are bad requests naming their field, and `--extra-claims` naming a
 //! reserved claim stops the server from starting.
