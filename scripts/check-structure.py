@@ -26,6 +26,7 @@ def rust_files(crate):
 
 def strip(text):
     """The text without comments, strings and `#[cfg(test)] mod … { … }`."""
+    strip.test_lines = 0
     text = re.sub(r"//[^\n]*", "", text)
     text = re.sub(r'r#"(?:.|\n)*?"#', '""', text)
     text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
@@ -40,6 +41,7 @@ def strip(text):
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             j += 1
         out.append("\n" * text[m.start():j].count("\n"))
+        strip.test_lines += text[m.start():j].count("\n")
         i = j
     out.append(text[i:])
     return "".join(out)
@@ -66,15 +68,17 @@ def module_of(crate, path):
 
 
 def check_crate(crate, breaches, report):
-    mods, texts = {}, {}
+    mods, texts, sizes = {}, {}, {}
     for f in rust_files(crate):
         if TEST_FILE.search(f):
             continue
+        raw = open(f).read()
         mods[module_of(crate, f)] = f
-        texts[module_of(crate, f)] = strip(open(f).read())
+        texts[module_of(crate, f)] = strip(raw)
+        sizes[module_of(crate, f)] = raw.count("\n") - strip.test_lines
     lines = 0
     for m, text in texts.items():
-        n = text.count("\n")
+        n = sizes[m]
         lines += n
         rel = os.path.relpath(mods[m], ROOT)
         report["modules"].append((n, rel))

@@ -31,4 +31,5 @@ mod sigcache;
 mod startup;
 mod starvation;
 mod store_tls;
+mod streams;
 mod tokens;

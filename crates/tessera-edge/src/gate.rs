@@ -18,12 +18,11 @@
 use crate::guard::{Guard, Guarded};
 use crate::net::ConnInfo;
 use crate::refusal::{Refusal, refuse};
-use arc_swap::ArcSwapOption;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+pub use crate::registry::CallerRegistry;
+use crate::streams::{Credential, STREAMS, StreamBound};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tessera_api::caller::{CallerId, not_allowed_status};
 use tessera_api::status;
 use tessera_domain::callers::{Access, Caller, Callers};
@@ -69,52 +68,10 @@ pub(crate) fn classify(path: &str) -> Class<'_> {
     Class::Other
 }
 
-/// The callers in force and their rate limiters. `None`: no callers file,
-/// every caller admitted (loopback only, see the README).
-#[derive(Default)]
-pub struct CallerRegistry {
-    current: ArcSwapOption<Registry>,
-}
-
-struct Registry {
-    callers: Callers,
-    limiters: HashMap<String, DefaultDirectRateLimiter>,
-}
-
-impl std::fmt::Debug for CallerRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.current.load().as_ref().map(|r| r.callers.len());
-        f.debug_struct("CallerRegistry")
-            .field("callers", &n)
-            .finish()
-    }
-}
-
 impl CallerRegistry {
-    /// Puts `callers` in force (a reload starts every rate afresh).
-    pub fn replace(&self, callers: Callers) {
-        let limiters = callers
-            .iter()
-            .filter_map(|c| {
-                let rate = c.rate?;
-                let per_second = NonZeroU32::new(rate.per_second)?;
-                let burst = NonZeroU32::new(rate.burst)?;
-                let quota = Quota::per_second(per_second).allow_burst(burst);
-                Some((c.id.clone(), RateLimiter::direct(quota)))
-            })
-            .collect();
-        self.current
-            .store(Some(Arc::new(Registry { callers, limiters })));
-    }
-
-    /// True once a callers file is in force.
-    pub fn enforced(&self) -> bool {
-        self.current.load().is_some()
-    }
-
     /// Who `req` comes from and whether it may be served.
     fn admit<B>(&self, req: &http::Request<B>) -> Result<Admission, (Status, Option<Refusal>)> {
-        let guard = self.current.load();
+        let guard = self.load();
         let Some(registry) = guard.as_ref() else {
             return Ok(Admission::Unchecked);
         };
@@ -267,16 +224,22 @@ pub(crate) fn overloaded(message: &str) -> Status {
     status(Code::ResourceExhausted, ErrorReason::Overloaded, message)
 }
 
-/// Layer: authenticate callers (see the module).
+/// Layer: authenticate callers (see the module), and bound their streams
+/// (`crate::streams`).
 #[derive(Debug, Clone)]
 pub struct Authenticate {
     registry: Arc<CallerRegistry>,
+    stream_lifetime: Duration,
 }
 
 impl Authenticate {
-    /// Authenticates against `registry` (which may be reloaded any time).
-    pub fn new(registry: Arc<CallerRegistry>) -> Self {
-        Self { registry }
+    /// Authenticates against `registry` (which may be reloaded any time);
+    /// streams end after `stream_lifetime` at the latest.
+    pub fn new(registry: Arc<CallerRegistry>, stream_lifetime: Duration) -> Self {
+        Self {
+            registry,
+            stream_lifetime,
+        }
     }
 }
 
@@ -285,7 +248,7 @@ impl<S> tower::Layer<S> for Authenticate {
     fn layer(&self, inner: S) -> Self::Service {
         Authenticated {
             inner,
-            registry: self.registry.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -294,7 +257,32 @@ impl<S> tower::Layer<S> for Authenticate {
 #[derive(Debug, Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    registry: Arc<CallerRegistry>,
+    layer: Authenticate,
+}
+
+impl Authenticate {
+    /// The bound of `req`'s stream, when it calls a streaming RPC.
+    fn stream<B>(
+        &self,
+        req: &http::Request<B>,
+        caller: Option<&Arc<Caller>>,
+    ) -> Option<StreamBound> {
+        let Class::Rpc(method) = classify(req.uri().path()) else {
+            return None;
+        };
+        let rpc = STREAMS.into_iter().find(|s| *s == method)?;
+        let credential = match presented(req) {
+            Presented::Key(k) => Some(Credential::Key(k.to_owned())),
+            Presented::Certificate(names) => Some(Credential::Names(names.into())),
+            Presented::Malformed | Presented::Nothing => None,
+        };
+        Some(StreamBound {
+            registry: self.registry.clone(),
+            rpc,
+            caller: caller.zip(credential).map(|(c, cred)| (c.id.clone(), cred)),
+            lifetime: self.stream_lifetime,
+        })
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
@@ -310,7 +298,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match self.registry.admit(&req) {
+        match self.layer.registry.admit(&req) {
             Ok(admission) => {
                 let caller = match admission {
                     Admission::Caller(c) => Some(c),
@@ -323,7 +311,8 @@ where
                 if let Some(c) = &caller {
                     req.extensions_mut().insert(CallerId(c.clone()));
                 }
-                Guarded::admitted(self.inner.call(req), Admitted(caller))
+                let stream = self.layer.stream(&req, caller.as_ref());
+                Guarded::admitted(self.inner.call(req), Admitted { caller, stream })
             }
             Err((status, refusal)) => Guarded::refused(refuse(&req, status, refusal)),
         }
@@ -331,16 +320,21 @@ where
 }
 
 /// An admitted call's caller, handed to its response (in the extensions)
-/// so that the observing layer names who called.
-#[derive(Debug)]
-pub struct Admitted(Option<Arc<Caller>>);
+/// so that the observing layer names who called; and a stream's bound.
+pub struct Admitted {
+    caller: Option<Arc<Caller>>,
+    stream: Option<StreamBound>,
+}
 
 impl Guard for Admitted {
     fn answered(&mut self, mut response: http::Response<Body>) -> http::Response<Body> {
-        if let Some(c) = self.0.take() {
+        if let Some(c) = self.caller.take() {
             response.extensions_mut().insert(CallerId(c));
         }
-        response
+        match self.stream.take() {
+            Some(bound) => response.map(|body| bound.bound(body)),
+            None => response,
+        }
     }
 }
 

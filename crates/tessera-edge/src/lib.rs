@@ -22,4 +22,6 @@ mod guard;
 pub mod net;
 pub mod observe;
 pub mod refusal;
+mod registry;
+mod streams;
 pub mod tls;

@@ -13,7 +13,7 @@
 //! ErrorInfo and the field, as `INVALID_ARGUMENT` like every other bad
 //! input; the call is recorded with the status the caller receives.
 
-use crate::refusal::{Refusal, is_grpc};
+use crate::refusal::{Refusal, is_grpc, status_trailers};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -305,9 +305,7 @@ impl ObservedBody {
     fn trailers(&mut self, trailers: http::HeaderMap) -> http::HeaderMap {
         let code = grpc_code(&trailers).unwrap_or(Code::Unknown);
         let (code, trailers) = if code == Code::OutOfRange {
-            let mut status = oversize_status().into_http::<Body>().into_parts().0.headers;
-            status.remove(http::header::CONTENT_TYPE);
-            (Code::InvalidArgument, status)
+            (Code::InvalidArgument, status_trailers(&oversize_status()))
         } else {
             (code, trailers)
         };

@@ -76,3 +76,10 @@ fn http_refusal(status: &Status) -> http::Response<Body> {
     *response.status_mut() = code;
     response
 }
+
+/// `status` as the trailers that end a response already under way.
+pub(crate) fn status_trailers(status: &Status) -> http::HeaderMap {
+    let mut headers = status.clone().into_http::<Body>().into_parts().0.headers;
+    headers.remove(http::header::CONTENT_TYPE);
+    headers
+}

@@ -161,6 +161,24 @@ pub fn purpose_token_redeemed(
     );
 }
 
+/// A stream (`WatchKeys`, `WatchRevocations`) ended by the server: its
+/// caller is no longer admitted or no longer has the right after a reload
+/// of the callers file, or it reached its maximum lifetime (the client
+/// reconnects; a routine event).
+pub fn stream_ended(caller: &str, rpc: &str, cause: &str) {
+    let weight = if cause == "lifetime" {
+        Weight::Info
+    } else {
+        Weight::Alarm
+    };
+    emit(
+        weight,
+        "stream_ended",
+        caller,
+        json!({ "rpc": rpc, "cause": cause }),
+    );
+}
+
 /// A call refused for who is calling: no known credential, or a known
 /// caller without the right (`reason` is the `ErrorReason` name, `detail`
 /// what was missing, never a credential).

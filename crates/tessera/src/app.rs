@@ -264,7 +264,7 @@ async fn serve(
             edge.denials,
             edge.cfg.trace_context,
         ))
-        .layer(Authenticate::new(edge.callers))
+        .layer(Authenticate::new(edge.callers, edge.cfg.stream_lifetime))
         .layer(Shed::new(edge.cfg.shed_limits()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(

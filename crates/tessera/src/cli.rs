@@ -267,6 +267,16 @@ pub struct EdgeArgs {
     /// (ERROR_REASON_REQUEST_INCOMPLETE) and nothing was done.
     #[arg(long, env = "TESSERA_BODY_TIMEOUT_MS", default_value_t = 2_000)]
     pub body_timeout_ms: u64,
+    /// The longest a stream (WatchKeys, WatchRevocations) lives, seconds;
+    /// then the server ends it with OK and clients reconnect
+    /// (WatchRevocations with after_id). A stream whose caller a reload
+    /// removes, or whose right it withdraws, ends at once.
+    #[arg(
+        long,
+        env = "TESSERA_MAX_STREAM_LIFETIME_SECS",
+        default_value_t = 3_600
+    )]
+    pub max_stream_lifetime_secs: u64,
     /// The longest a call may run on the server, milliseconds (a client's
     /// shorter deadline wins).
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
@@ -325,6 +335,7 @@ impl EdgeArgs {
             max_open_in_flight: self.max_open_in_flight.max(1),
             max_open_per_peer: self.max_open_in_flight_per_peer.max(1),
             body_timeout: std::time::Duration::from_millis(self.body_timeout_ms.max(1)),
+            stream_lifetime: std::time::Duration::from_secs(self.max_stream_lifetime_secs.max(1)),
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
             // The binary turns it on with OTLP export (telemetry.rs).
             trace_context: false,

@@ -109,6 +109,9 @@ pub struct Edge {
     pub max_open_per_peer: usize,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// The longest a stream (`WatchKeys`, `WatchRevocations`) lives before
+    /// the server ends it (clients reconnect).
+    pub stream_lifetime: Duration,
     /// The longest any call may run on the server.
     pub request_timeout: Duration,
     /// Join the caller's W3C trace context and open a span per call (set
@@ -140,6 +143,7 @@ impl Default for Edge {
             max_open_in_flight: 256,
             max_open_per_peer: 32,
             body_timeout: Duration::from_secs(2),
+            stream_lifetime: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(10),
             trace_context: false,
         }

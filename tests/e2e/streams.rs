@@ -1,0 +1,135 @@
+//! Reloads end what they revoke: a `WatchRevocations` stream whose caller a
+//! reload of the callers file removes, or whose right it withdraws, ends at
+//! once (`UNAUTHENTICATED` / `PERMISSION_DENIED`) while another caller's
+//! stream goes on; and every stream ends with `OK` after its maximum
+//! lifetime, so clients reconnect (with `after_id`).
+
+use crate::harness::{Backend, Deployment, start_config};
+use std::time::Duration;
+use tessera_proto::v1::{WatchKeysRequest, WatchRevocationsRequest};
+use tonic::{Code, Request};
+
+fn key() -> (String, String) {
+    let (k, hash) = tessera_domain::callers::new_service_key();
+    let k = String::from_utf8(k.expose().to_vec()).unwrap();
+    crate::harness::record_secrets(std::slice::from_ref(&k));
+    (k, hash)
+}
+
+fn as_caller<T>(message: T, key: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+fn entry(id: &str, hash: &str, rpcs: &str) -> String {
+    format!("[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [{rpcs}]\n\n")
+}
+
+/// The next message of `s`, which must come (or the stream end) in time.
+async fn next<T>(s: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(15), s.message())
+        .await
+        .expect("the stream ends within one reload")
+}
+
+/// Replaces `path` whole (a rename), so the watcher never reads half.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_end_the_streams_they_revoke() {
+    let d = Deployment::new(Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let ((a, a_h), (b, b_h), (c, c_h)) = (key(), key(), key());
+    let watch = "\"WatchRevocations\"";
+    let file = d.data_dir.join("callers.toml");
+    let all = [
+        entry("app-a", &a_h, watch),
+        entry("app-b", &b_h, watch),
+        entry("app-c", &c_h, watch),
+    ];
+    replace(&file, &all.concat());
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file.clone());
+    let (app, stop, handle) = start_config(cfg).await;
+    let mut streams = Vec::new();
+    for k in [&a, &b, &c] {
+        let request = as_caller(WatchRevocationsRequest { after_id: 0 }, k);
+        streams.push(
+            app.revocation
+                .clone()
+                .watch_revocations(request)
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let [mut sa, mut sb, mut sc] = <[_; 3]>::try_from(streams).ok().unwrap();
+
+    // app-b removed, app-c's right withdrawn; app-a untouched.
+    let reloaded = [
+        entry("app-a", &a_h, watch),
+        entry("app-c", &c_h, "\"Issue\""),
+    ];
+    replace(&file, &reloaded.concat());
+    let b_end = next(&mut sb).await.unwrap_err();
+    assert_eq!(b_end.code(), Code::Unauthenticated, "{b_end:?}");
+    assert_eq!(
+        crate::harness::reason(&b_end),
+        "ERROR_REASON_CALLER_UNKNOWN"
+    );
+    let c_end = next(&mut sc).await.unwrap_err();
+    assert_eq!(c_end.code(), Code::PermissionDenied, "{c_end:?}");
+    assert_eq!(
+        crate::harness::reason(&c_end),
+        "ERROR_REASON_CALLER_NOT_ALLOWED"
+    );
+    // app-a's stream is still open: nothing arrives, nor does it end.
+    let a_next = tokio::time::timeout(Duration::from_millis(500), sa.message()).await;
+    assert!(a_next.is_err(), "app-a's stream goes on: {a_next:?}");
+    // And app-b can no longer open one.
+    let again = as_caller(WatchRevocationsRequest { after_id: 0 }, &b);
+    let s = app
+        .revocation
+        .clone()
+        .watch_revocations(again)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_after_its_lifetime() {
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.edge.stream_lifetime = Duration::from_secs(1);
+    let (app, stop, handle) = start_config(cfg).await;
+    let mut s = app
+        .keys
+        .clone()
+        .watch_keys(WatchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = s.message().await.unwrap();
+    assert!(first.is_some(), "the key set comes first");
+    let end = tokio::time::timeout(Duration::from_secs(15), s.message())
+        .await
+        .expect("the stream ends after its lifetime");
+    assert!(matches!(end, Ok(None)), "it ends with OK: {end:?}");
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
