@@ -89,14 +89,7 @@ async fn main() -> ExitCode {
             audiences,
             revoke,
         }) => tessera::callers_cli::add(&name, &rpcs, &audiences, &revoke),
-        Command::Healthcheck { remote } => {
-            if remote.healthcheck().await {
-                println!("SERVING");
-                return ExitCode::SUCCESS;
-            }
-            println!("NOT_SERVING");
-            return ExitCode::FAILURE;
-        }
+        Command::Healthcheck { remote } => return healthcheck(&remote).await,
     };
     // Flushing waits for the exporter, which needs the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -106,6 +99,27 @@ async fn main() -> ExitCode {
         // say it twice in a terminal (and in a JSON log, once is enough).
         Err(e) => {
             eprintln!("tessera: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tessera healthcheck`: SERVING (exit 0), NOT_SERVING (exit 1), or
+/// UNKNOWN with the reason on stderr when the server could not be asked
+/// (exit 1).
+async fn healthcheck(remote: &tessera::remote::RemoteArgs) -> ExitCode {
+    match remote.healthcheck().await {
+        Ok(true) => {
+            println!("SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("NOT_SERVING");
+            ExitCode::FAILURE
+        }
+        Err(why) => {
+            println!("UNKNOWN");
+            eprintln!("tessera: healthcheck: {why}");
             ExitCode::FAILURE
         }
     }

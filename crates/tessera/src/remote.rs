@@ -73,22 +73,20 @@ impl RemoteArgs {
         format!("{:?}: {}{hint}", s.code(), s.message())
     }
 
-    /// True when the server answers SERVING for the whole server within 5 s.
-    pub async fn healthcheck(&self) -> bool {
+    /// Whether the server answers SERVING for the whole server, asked
+    /// within 5 s; `Err` says why it could not be asked (no server, TLS,
+    /// refused as unauthenticated): that is no answer, not NOT_SERVING.
+    pub async fn healthcheck(&self) -> Result<bool, String> {
         let check = async {
-            let mut client = HealthClient::new(self.channel().ok()?);
-            let r = client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .ok()?;
-            Some(r.into_inner().status == ServingStatus::Serving as i32)
+            let mut client = HealthClient::new(self.channel()?);
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let r = client.check(request).await.map_err(|s| self.failed(&s))?;
+            Ok(r.into_inner().status == ServingStatus::Serving as i32)
         };
         tokio::time::timeout(std::time::Duration::from_secs(5), check)
             .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+            .unwrap_or_else(|_| Err(format!("no answer from {} within 5 s", self.endpoint)))
     }
 }
