@@ -569,3 +569,45 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A healthcheck that could not ask says so (UNKNOWN, the reason on
+/// stderr, exit 1), and never claims NOT_SERVING: nothing listening, and a
+/// server whose callers file closes health refusing it as unauthenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthcheck_that_could_not_ask_says_why() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let ask = |addr: String| {
+        Command::new(BIN)
+            .args(["healthcheck", "--endpoint", &format!("http://{addr}")])
+            .env_remove("TESSERA_SERVICE_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = ask(addr.to_string());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UNKNOWN");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr.to_string()), "names the endpoint: {err}");
+
+    let d = crate::harness::Deployment::new(crate::harness::Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(&file, "[access]\nhealth = \"caller\"\n").unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    let (app, stop, handle) = crate::harness::start_config(cfg).await;
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || ask(addr))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "UNKNOWN");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
