@@ -26,6 +26,7 @@ use tessera_telemetry::metrics::Metrics;
 use tessera_telemetry::trace;
 use tonic::body::Body;
 use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
 
 /// Layer: observe every call (see the module).
 #[derive(Debug, Clone)]
@@ -182,14 +183,23 @@ impl Call {
         };
         let took = self.start.elapsed();
         self.sinks.metrics.rpc().observe(method, code, took);
+        // Parsed only for a span or the DEBUG log: a flood of refusals
+        // costs no decoding.
+        let wanted = self.span.is_some() || tracing::enabled!(tracing::Level::DEBUG);
+        let status = status
+            .filter(|_| code != Code::Ok && wanted)
+            .and_then(Status::from_header_map);
         if let Some(span) = &self.span {
             let caller = self.caller.as_deref().map(|c| c.id.as_str());
-            trace::record_outcome(span, code, caller);
+            let info = status.as_ref().map(|s| s.get_error_details());
+            let reason = info
+                .as_ref()
+                .and_then(|d| d.error_info())
+                .map(|i| i.reason.as_str());
+            trace::record_outcome(span, code, caller, reason);
         }
-        if code != Code::Ok
-            && let Some(headers) = status
-        {
-            log_status(headers);
+        if let Some(status) = &status {
+            log_status(status);
         }
     }
 }
@@ -245,18 +255,13 @@ fn explain_oversize(code: Code, response: http::Response<Body>) -> (Code, http::
 /// Every error status sent, at DEBUG with its message and details: what an
 /// operator needs to see why calls fail, and what the test suite's log
 /// scan searches for leaked secrets (no status may carry one).
-fn log_status(headers: &http::HeaderMap) {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    if let Some(status) = Status::from_header_map(headers) {
-        tracing::debug!(
-            code = ?status.code(),
-            message = status.message(),
-            details = %String::from_utf8_lossy(status.details()),
-            "call answered with an error"
-        );
-    }
+fn log_status(status: &Status) {
+    tracing::debug!(
+        code = ?status.code(),
+        message = status.message(),
+        details = %String::from_utf8_lossy(status.details()),
+        "call answered with an error"
+    );
 }
 
 /// A response body that records its call when the status goes out.

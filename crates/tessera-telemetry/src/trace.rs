@@ -66,6 +66,7 @@ pub fn server_span(method: &Method, headers: &http::HeaderMap) -> tracing::Span 
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         enduser.id = tracing::field::Empty,
+        rpc.grpc.error_reason = tracing::field::Empty,
     );
     // Fails only when no OpenTelemetry layer is installed: then there is
     // no trace to join.
@@ -74,12 +75,20 @@ pub fn server_span(method: &Method, headers: &http::HeaderMap) -> tracing::Span 
 }
 
 /// Records the call's outcome on its span: the authenticated caller, if
-/// any, and the status. The server's own failures are errors
-/// (OpenTelemetry's gRPC conventions); a refusal of the caller's request
-/// is not.
-pub fn record_outcome(span: &tracing::Span, code: Code, caller: Option<&str>) {
+/// any, the status and its `ErrorInfo` reason. The server's own failures
+/// are errors (OpenTelemetry's gRPC conventions); a refusal of the
+/// caller's request is not.
+pub fn record_outcome(
+    span: &tracing::Span,
+    code: Code,
+    caller: Option<&str>,
+    reason: Option<&str>,
+) {
     if let Some(caller) = caller {
         span.record("enduser.id", caller);
+    }
+    if let Some(reason) = reason {
+        span.record("rpc.grpc.error_reason", reason);
     }
     span.record("rpc.grpc.status_code", code as i64);
     if matches!(
