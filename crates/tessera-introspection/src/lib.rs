@@ -1,6 +1,7 @@
 //! The introspection and revocation service: `Verify` over the in-memory key
-//! set and revocation view (no network hop by default), and `Revoke`, durable
-//! before it returns and fanned out to every instance.
+//! set and revocation view (no network hop by default), `Revoke`, durable
+//! before it returns and fanned out to every instance, and
+//! `WatchRevocations`, which streams the store's revocation log.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -8,6 +9,7 @@
 mod follow;
 mod introspect;
 mod revoke;
+mod watch;
 
 pub use follow::KeyFollower;
 pub use introspect::IntrospectionApi;
@@ -68,7 +70,8 @@ pub struct Verifier {
     pub metrics: Arc<tessera_telemetry::metrics::Metrics>,
     /// Failed verifications, summarised into the audit trail.
     pub failures: Arc<tessera_telemetry::audit::VerifyFailures>,
-    /// Every revocation this instance applies, for `WatchRevocations`.
+    /// Every revocation this instance applies: it wakes the
+    /// `WatchRevocations` streams, which then read the log.
     pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
     /// Turns true when the server shuts down: ends open streams.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

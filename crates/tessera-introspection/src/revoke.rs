@@ -1,5 +1,7 @@
 //! `RevocationService.Revoke`: durable first, then the local view, then the
 //! fan-out. A retry after any failure is safe: every step is idempotent.
+//! `WatchRevocations` is dispatched from here to `watch`, which streams the
+//! store's revocation log.
 
 use crate::Verifier;
 use tessera_api::requests::token_field;
@@ -7,14 +9,11 @@ use tessera_api::{from_domain, invalid, timestamp};
 use tessera_domain::callers::{Caller, RevokeRight};
 use tessera_domain::clock::UnixTime;
 use tessera_domain::issue::check_text;
-use tessera_domain::reconcile::LogCursor;
 use tessera_domain::revocation::RevocationEvent;
 use tessera_domain::verify::verify_signature;
 use tessera_proto::v1::revocation_service_server::RevocationService;
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{
-    RevokeRequest, RevokeResponse, WatchRevocationsRequest, WatchRevocationsResponse,
-};
+use tessera_proto::v1::{RevokeRequest, RevokeResponse, WatchRevocationsRequest};
 use tessera_telemetry::audit;
 use tessera_telemetry::metrics::{FamilyCause, RevokedKind};
 use tonic::{Request, Response, Status};
@@ -274,113 +273,16 @@ impl RevocationService for RevocationApi {
             .map(Response::new)
     }
 
-    type WatchRevocationsStream =
-        tokio_stream::wrappers::ReceiverStream<Result<WatchRevocationsResponse, Status>>;
+    type WatchRevocationsStream = crate::watch::WatchStream;
 
-    /// Every revocation this instance applies from now on (its own and, in
-    /// the distributed mode, every other instance's through Redis). An event
-    /// may come more than once (after a reconnect the view is refilled from
-    /// the store); applying one twice is harmless. A watcher that falls
-    /// behind by more than 1024 events gets ABORTED and resubscribes.
     #[tracing::instrument(skip_all)]
     async fn watch_revocations(
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let after = i64::try_from(request.into_inner().after_id)
-            .map_err(|_| invalid("after_id", "is larger than any log id"))?;
-        let store = self.v.store.clone();
-        let start = match after {
-            0 => store.revocation_cursor().await.map_err(from_domain)?,
-            n => n,
-        };
-        let (v, tx_rx) = (self.v.clone(), tokio::sync::mpsc::channel(64));
-        let (tx, rx) = tx_rx;
-        tokio::spawn(async move { follow_log(v, LogCursor::new(start), tx).await });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
-    }
-}
-
-/// Streams the revocation log from `cursor` to `tx`: whatever is logged
-/// after it, then each time this instance applies a revocation (the feed
-/// only wakes it) or every second, until the watcher leaves or the server
-/// stops. Reading the log, not a buffer, is what makes a slow or
-/// reconnecting watcher miss nothing.
-async fn follow_log(
-    v: crate::Verifier,
-    mut cursor: LogCursor,
-    tx: tokio::sync::mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
-) {
-    let mut wake = v.feed.subscribe();
-    let mut shutdown = v.shutdown.clone();
-    let margin = v.policy.family_margin();
-    loop {
-        loop {
-            let rows = match v
-                .store
-                .revocations_after(cursor.high(), &cursor.holes(), margin)
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    let _ = tx.send(Err(from_domain(e))).await;
-                    return;
-                }
-            };
-            let full = rows.len() >= 10_000;
-            cursor.saw(rows.iter().map(|(id, _)| *id), v.clock.now());
-            for (id, e) in rows {
-                if tx.send(Ok(watch_message(id, e))).await.is_err() {
-                    return;
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        tokio::select! {
-            r = wake.recv() => {
-                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-            }
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = tx.closed() => return,
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-fn watch_message(id: i64, e: RevocationEvent) -> WatchRevocationsResponse {
-    let message = match e {
-        RevocationEvent::Jti { jti, until } => WatchRevocationsResponse {
-            jti,
-            revoked_until: Some(timestamp(until)),
-            ..Default::default()
-        },
-        RevocationEvent::Family { family_id, until } => WatchRevocationsResponse {
-            family_id,
-            revoked_until: Some(timestamp(until)),
-            ..Default::default()
-        },
-        RevocationEvent::Subject {
-            subject,
-            min_version,
-        } => WatchRevocationsResponse {
-            subject,
-            min_subject_version: min_version,
-            ..Default::default()
-        },
-        RevocationEvent::Key { kid } => WatchRevocationsResponse {
-            kid,
-            ..Default::default()
-        },
-    };
-    WatchRevocationsResponse {
-        id: u64::try_from(id).unwrap_or(0),
-        ..message
+        crate::watch::watch(&self.v, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `IssuePurposeToken` and `RedeemPurposeToken`: single-use tokens for email
 //! verification and password reset.
 
-use crate::issuer::Inner;
+use crate::state::Inner;
 use std::sync::Arc;
 use tessera_api::{
     duration_secs, from_domain, invalid, required_enum, status, timestamp, token_kind,

@@ -1,6 +1,6 @@
 //! `Refresh`: rotation with an idempotent grace window and reuse detection.
 
-use crate::issuer::Inner;
+use crate::state::Inner;
 use tessera_api::{from_domain, invalid, status, timestamp};
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;

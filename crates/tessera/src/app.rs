@@ -1,12 +1,12 @@
 //! The running server, top-down: [`Application::build`] opens the shared
 //! infrastructure, builds the parts of the chosen topology (see
-//! [`crate::topology`] and [`crate::roles`]) and binds the listener;
+//! [`crate::topology`] and [`crate::roles::wire`]) and binds the listener;
 //! [`Application::run`] stacks the layers and serves.
 
 use crate::config::{AppError, Config, Edge};
 use crate::health::{Readiness, set_all, watch_health};
+use crate::roles::wire::{Keys, wire};
 use crate::roles::{Base, Part};
-use crate::topology::Keys;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ impl Application {
         }
         let topology = crate::checks::validate(&cfg)?;
         let base = Base::open(cfg).await?;
-        let wired = topology.wire(&base).await?;
+        let wired = wire(topology, &base).await?;
         let part = base.part().join(wired.part);
         let edge = EdgeParts {
             callers: base.callers,

@@ -1,5 +1,7 @@
-//! `tessera`: serve, migrate, healthcheck. `main` only wires telemetry
-//! (`telemetry.rs`), configuration, build and run.
+//! `tessera`: serve, migrate, healthcheck and the operator commands. `main`
+//! sets up telemetry (`telemetry.rs`) and dispatches the command: `serve`
+//! parses the configuration, builds the application and runs it; each
+//! operator command runs its own module's function.
 
 #![forbid(unsafe_code)]
 
@@ -44,18 +46,31 @@ async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera
     app.run(shutdown).await
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tessera::install_crypto_provider();
-    let cli = Cli::parse();
-    // Only a server exports telemetry; the other commands only log. The
-    // audit trail has its own sink (`--audit-log`, else stderr).
+/// The logging, trace and metric exporters and the audit sink. Only a
+/// server exports telemetry; the other commands only log. The audit trail
+/// has its own sink (`--audit-log`, else stderr).
+fn telemetry(cli: &Cli) -> Result<Telemetry, String> {
     let audit = match &cli.command {
         Command::Serve(args) => args.audit_log.clone(),
         _ => std::env::var_os("TESSERA_AUDIT_LOG").map(std::path::PathBuf::from),
     };
     let export = matches!(cli.command, Command::Serve(_));
-    let mut telemetry = match Telemetry::init(export, audit.as_deref(), cli.log_format) {
+    Telemetry::init(export, audit.as_deref(), cli.log_format)
+}
+
+/// `tessera migrate`: applies the migrations to the database and closes it.
+async fn migrate(database_url: &str) -> Result<(), tessera_domain::error::DomainError> {
+    let store = tessera_storage::SqlStore::connect(database_url).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tessera::install_crypto_provider();
+    let cli = Cli::parse();
+    let mut telemetry = match telemetry(&cli) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("tessera: configuration: {e}");
@@ -67,14 +82,9 @@ async fn main() -> ExitCode {
             Ok(cfg) => serve(cfg, &mut telemetry).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("configuration: {e}")),
         },
-        Command::Migrate { database_url } => async {
-            let store = tessera_storage::SqlStore::connect(&database_url).await?;
-            store.migrate().await?;
-            store.close().await;
-            Ok::<(), tessera_domain::error::DomainError>(())
+        Command::Migrate { database_url } => {
+            migrate(&database_url).await.map_err(|e| e.to_string())
         }
-        .await
-        .map_err(|e| e.to_string()),
         Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
         Command::Revoke(args) => tessera::revoke_cli::run(*args).await,
         Command::Token(cmd) => match tessera::inspect_cli::run(cmd).await {

@@ -2,17 +2,21 @@
 //! role shares ([`Base`]: store, key ring, revocation view, metrics, the
 //! stop signal, the edge's callers and TLS), then one function per role
 //! that returns its [`Part`] ([`issuer`], [`introspection`]);
-//! [`crate::topology`] chooses which run and joins them. The two roles meet
-//! only through the ports of `tessera_api::ports`: the issuer reaches the
-//! revocation service through a `Revoker`, the revocation service kills keys
-//! through a `KeyKiller`, and Verify reads keys from a `KeySource` — each in
-//! process in the all-in-one topology (no TCP call to itself), over gRPC in
-//! split roles (the README's "Separate issuer and introspection
-//! processes").
+//! [`crate::topology`] says which run and [`wire`] builds and joins them.
+//! The configuration, the topology and the start-up checks sit below this
+//! module and the application above it, so dependencies point one way.
+//!
+//! The two roles meet only through the ports of `tessera_api::ports`: the
+//! issuer reaches the revocation service through a `Revoker`, the
+//! revocation service kills keys through a `KeyKiller`, and Verify reads
+//! keys from a `KeySource` — each in process in the all-in-one topology (no
+//! TCP call to itself), over gRPC in split roles (the README's "Separate
+//! issuer and introspection processes").
 
 pub(crate) mod introspection;
 pub(crate) mod issuer;
 mod part;
+pub(crate) mod wire;
 
 pub(crate) use part::Part;
 
