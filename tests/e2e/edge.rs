@@ -65,6 +65,7 @@ struct Keys {
     gateway: String,
     ops: String,
     plain: String,
+    billing: String,
 }
 
 fn callers_file(path: &Path) -> Keys {
@@ -72,6 +73,7 @@ fn callers_file(path: &Path) -> Keys {
     let (gateway, gateway_h) = key();
     let (ops, ops_h) = key();
     let (plain, plain_h) = key();
+    let (billing, billing_h) = key();
     let text = format!(
         r#"
 [[caller]]
@@ -85,6 +87,7 @@ revoke = ["jti", "family"]
 [[caller]]
 id = "gateway"
 key_sha256 = ["{gateway_h}"]
+audiences = ["{AUDIENCE}"]
 
 [[caller]]
 id = "ops"
@@ -97,6 +100,13 @@ id = "plain"
 key_sha256 = ["{plain_h}"]
 rpcs = ["Issue"]
 audiences = ["*"]
+
+[[caller]]
+id = "billing"
+key_sha256 = ["{billing_h}"]
+rpcs = ["Revoke"]
+audiences = ["billing"]
+revoke = ["jti"]
 "#
     );
     std::fs::write(path, text).unwrap();
@@ -105,6 +115,7 @@ audiences = ["*"]
         gateway,
         ops,
         plain,
+        billing,
     }
 }
 
@@ -198,6 +209,15 @@ async fn callers_and_rights(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(v.valid);
+    // Verify is within the caller's audiences: the gateway may not read
+    // another audience's tokens, nor ask about them.
+    let mut other = verify_request(&token.access_token);
+    other.expected_audience = "billing".into();
+    assert_refused(
+        intro.verify(with_key(other, &k.gateway)).await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
 
     // Revocation rights by target.
     let mut revocation = app.revocation.clone();
@@ -212,6 +232,29 @@ async fn callers_and_rights(backend: Backend) {
         Code::PermissionDenied,
         "ERROR_REASON_CALLER_NOT_ALLOWED",
     );
+    // A token given whole is reached only through its audience: billing
+    // may not end an orders-api token that way; its `jti` right is named
+    // and reaches every audience.
+    assert_refused(
+        revocation
+            .revoke(with_key(
+                revoke(Target::Token(token.access_token.clone())),
+                &k.billing,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+    let jti = v.claims.as_ref().unwrap().token_id.clone();
+    let exp = v.claims.as_ref().unwrap().expires_at;
+    let by_jti = tessera_proto::v1::JtiTarget {
+        jti,
+        expires_at: exp,
+    };
+    revocation
+        .revoke(with_key(revoke(Target::Jti(by_jti)), &k.billing))
+        .await
+        .unwrap();
     revocation
         .revoke(with_key(
             revoke(Target::Token(token.access_token.clone())),
@@ -258,7 +301,7 @@ async fn callers_and_rights(backend: Backend) {
     let reload = json!({"caller": "tessera", "trigger": "modified"});
     let mut want = reload.clone();
     want["result"] = "ok".into();
-    want["callers"] = 5.into();
+    want["callers"] = 6.into();
     await_event(trail, "callers_reloaded", &want).await;
     issuer
         .issue(with_key(issue_request(AUDIENCE), &newcomer))
@@ -287,7 +330,7 @@ async fn callers_and_rights(backend: Backend) {
     replace_file(&file, &text);
     let mut want = reload.clone();
     want["result"] = "unchanged".into();
-    want["callers"] = 5.into();
+    want["callers"] = 6.into();
     await_event(trail, "callers_reloaded", &want).await;
     issuer
         .issue(with_key(issue_request(AUDIENCE), &newcomer))
@@ -654,7 +697,7 @@ async fn a_flooding_caller_does_not_starve_another(backend: Backend) {
     std::fs::write(
         &file,
         format!(
-            "[[caller]]\nid = \"flood\"\nkey_sha256 = [\"{flood_h}\"]\nrate_per_second = 100\nburst = 20\n\n[[caller]]\nid = \"calm\"\nkey_sha256 = [\"{calm_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"*\"]\nrate_per_second = 100\n"
+            "[[caller]]\nid = \"flood\"\nkey_sha256 = [\"{flood_h}\"]\naudiences = [\"*\"]\nrate_per_second = 100\nburst = 20\n\n[[caller]]\nid = \"calm\"\nkey_sha256 = [\"{calm_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"*\"]\nrate_per_second = 100\n"
         ),
     )
     .unwrap();

@@ -124,7 +124,10 @@ async fn revoke_keys_and_healthcheck_present_the_service_key() {
                 "{err}"
             );
         } else {
-            assert_eq!(out.trim(), "NOT_SERVING");
+            // Refused, it could not ask: no answer, not NOT_SERVING.
+            assert_eq!(out.trim(), "UNKNOWN");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("Unauthenticated"), "{err}");
         }
     }
     crate::harness::eventually("healthcheck with the key file says SERVING", || async {

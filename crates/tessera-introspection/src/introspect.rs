@@ -104,6 +104,15 @@ impl IntrospectionService for IntrospectionApi {
         let caller = tessera_api::caller::caller(&request).cloned();
         let r = request.into_inner();
         let cmd = verify_command(&r)?;
+        // A caller verifies only for its own audiences: the answer carries
+        // every claim of the token, which another audience's service has
+        // no business reading.
+        if let Some(c) = &caller
+            && !c.may_issue_for(cmd.audience)
+        {
+            let what = format!("verify tokens for audience {:?}", cmd.audience);
+            return Err(tessera_api::caller::not_allowed(c, "Verify", &what));
+        }
         let v = &self.v;
         let now = v.clock.now();
         let expect = Expectation {

@@ -174,7 +174,15 @@ impl RevocationApi {
     /// `Revoke`, asked for by `caller` (named in the audit trail): the
     /// handler's, or [`audit::SERVER`] when the issuer in this process
     /// reports a reuse or a password reset.
-    async fn revoke_as(&self, r: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status> {
+    /// `reach`: the authenticated caller, whose audiences bound what a
+    /// `token` target may name (`None`: the server itself, or no callers
+    /// file).
+    async fn revoke_as(
+        &self,
+        r: RevokeRequest,
+        caller: &str,
+        reach: Option<&Caller>,
+    ) -> Result<RevokeResponse, Status> {
         if r.reason.len() > 1024 {
             return Err(invalid("reason", "at most 1024 bytes"));
         }
@@ -182,7 +190,7 @@ impl RevocationApi {
         match r.target {
             None => Err(invalid("target", "one target is required")),
             Some(Target::Token(t)) => {
-                let (jti, exp) = self.token_target(&t)?;
+                let (jti, exp) = self.token_target(&t, reach)?;
                 self.revoke_jti(jti, exp, now, caller).await
             }
             Some(Target::Jti(t)) => {
@@ -208,12 +216,28 @@ impl RevocationApi {
     /// and issuer); it may be expired or otherwise unusable, since revoking
     /// such a token is harmless (RFC 7009 section 2.2: invalid tokens do not
     /// cause an error).
-    fn token_target(&self, token: &str) -> Result<(String, UnixTime), Status> {
+    ///
+    /// A caller reaches a token only through one of its audiences: a token
+    /// given whole names its audience, and one caller must not end another
+    /// audience's tokens (a `jti` target is a named right that reaches
+    /// every audience).
+    fn token_target(
+        &self,
+        token: &str,
+        reach: Option<&Caller>,
+    ) -> Result<(String, UnixTime), Status> {
         let token = token_field("token", token)?;
         let signed = verify_signature(token, &self.v.keys.ring().current(), &self.v.policy)
             .ok()
             .filter(|s| s.claims.iss == self.v.policy.issuer)
             .ok_or_else(|| invalid("token", "is not a token issued by this service"))?;
+        if let Some(caller) = reach {
+            let audiences = signed.claims.aud.to_vec();
+            if !audiences.iter().any(|a| caller.may_issue_for(a)) {
+                let what = format!("revoke tokens for audience {:?}", audiences.join(" "));
+                return Err(tessera_api::caller::not_allowed(caller, "Revoke", &what));
+            }
+        }
         Ok((signed.claims.jti, signed.claims.exp))
     }
 }
@@ -264,11 +288,12 @@ impl RevocationService for RevocationApi {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        if let Some(caller) = tessera_api::caller::caller(&request) {
+        let reach = tessera_api::caller::caller(&request).cloned();
+        if let Some(caller) = &reach {
             may_revoke(caller, request.get_ref())?;
         }
         let caller = tessera_api::caller::caller_of(&request);
-        self.revoke_as(request.into_inner(), &caller)
+        self.revoke_as(request.into_inner(), &caller, reach.as_deref())
             .await
             .map(Response::new)
     }
@@ -291,7 +316,7 @@ impl RevocationService for RevocationApi {
 #[tonic::async_trait]
 impl tessera_api::ports::Revoker for RevocationApi {
     async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
-        self.revoke_as(request, audit::SERVER).await
+        self.revoke_as(request, audit::SERVER, None).await
     }
 
     async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {
