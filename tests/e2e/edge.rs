@@ -365,14 +365,20 @@ on_both_backends!(
 /// The split roles on Postgres + Redis, each with a callers file and its own
 /// service key with the narrowest rights: the verifier learns keys and
 /// forwards key kills; the issuer reports revocations. A verifier's key
-/// cannot rotate keys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// cannot rotate keys. What one service does for a caller is audited by the
+/// other with both names ("ops via tessera-verifier"). A current-thread
+/// runtime: both services' audit events reach this test's subscriber.
+#[tokio::test]
 async fn split_roles_call_each_other_with_service_keys() {
+    use tracing_subscriber::prelude::*;
+    let (layer, buffer) = tessera::audit_log::capture();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let d = Deployment::new(Backend::Distributed).await;
     std::fs::create_dir_all(&d.data_dir).unwrap();
     let (issuer_key, issuer_h) = key();
     let (verifier_key, verifier_h) = key();
     let (app_key, app_h) = key();
+    let (ops_key, ops_h) = key();
     let file = d.data_dir.join("callers.toml");
     std::fs::write(
         &file,
@@ -380,6 +386,12 @@ async fn split_roles_call_each_other_with_service_keys() {
             r#"
 [access]
 jwks = "caller"
+
+[[caller]]
+id = "ops"
+key_sha256 = ["{ops_h}"]
+rpcs = ["Revoke"]
+revoke = ["kid"]
 
 [[caller]]
 id = "tessera-issuer"
@@ -468,6 +480,38 @@ audiences = ["{AUDIENCE}"]
             .await,
         Code::PermissionDenied,
         "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
+
+    // ops kills the signing key at the verifier, which forwards the kill:
+    // the issuer's audit names ops and the verifier that relayed it.
+    let kid = valid.claims.as_ref().unwrap().kid.clone();
+    let kill = RevokeRequest {
+        target: Some(Target::Kid(kid.clone())),
+        reason: "test".into(),
+    };
+    verifier
+        .revocation
+        .clone()
+        .revoke(with_key(kill, &ops_key))
+        .await
+        .unwrap();
+    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let compromised = events
+        .iter()
+        .find(|e| e["event"] == "key_compromised" && e["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("no key_compromised in {events:#?}"));
+    assert_eq!(compromised["caller"], "ops via tessera-verifier");
+    // The verifier that handled it names ops (the issuer's fan-out of the
+    // kill back to the revocation service is its own act).
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "key_revoked" && e["caller"] == "ops"),
+        "{events:#?}"
     );
 
     let _ = vstop.send(());

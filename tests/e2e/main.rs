@@ -25,6 +25,7 @@ mod operators;
 mod otel;
 mod probes;
 mod purpose;
+mod reach;
 mod roles;
 mod session_claims;
 mod sigcache;

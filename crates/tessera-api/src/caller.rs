@@ -21,9 +21,36 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
     request.extensions().get::<CallerId>().map(|c| &c.0)
 }
 
+/// The metadata in which one Tessera service names the caller it acts for
+/// (a verifier forwarding `Revoke{kid}`, an issuer ending a subject's
+/// sessions on a password reset).
+pub const ON_BEHALF_OF: &str = "x-tessera-on-behalf-of";
+
+/// True for what a caller id may be (the callers file's rule: 1 to 64
+/// printable ASCII characters).
+pub fn is_caller_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The audit name of `request`'s caller: its id, or [`audit::UNKNOWN`].
+/// When an authenticated caller relays a request for another
+/// ([`ON_BEHALF_OF`]), both: `"<that caller> via <this caller>"`. The
+/// relayed name is recorded as the relaying caller reports it, and always
+/// beside that caller's own authenticated id, so no caller can hide
+/// behind another.
 pub fn caller_of<T>(request: &tonic::Request<T>) -> String {
-    caller(request).map_or_else(|| audit::UNKNOWN.to_owned(), |c| c.id.clone())
+    let Some(c) = caller(request) else {
+        return audit::UNKNOWN.to_owned();
+    };
+    let relayed = request
+        .metadata()
+        .get(ON_BEHALF_OF)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_caller_name(v));
+    match relayed {
+        Some(who) => format!("{who} via {}", c.id),
+        None => c.id.clone(),
+    }
 }
 
 /// `PERMISSION_DENIED` / `ERROR_REASON_CALLER_NOT_ALLOWED`, naming the

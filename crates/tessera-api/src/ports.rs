@@ -19,30 +19,50 @@ use tonic::{Code, Status};
 /// revocation service itself implements it.
 #[tonic::async_trait]
 pub trait Revoker: Send + Sync + 'static {
-    /// `RevocationService.Revoke`.
-    async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status>;
+    /// `RevocationService.Revoke`, asked for by `caller` (an audit name: a
+    /// caller's id, or `tessera_telemetry::audit::SERVER` for what the
+    /// issuer does on its own). Over gRPC the calling service is the
+    /// authenticated caller and `caller` travels as
+    /// [`crate::caller::ON_BEHALF_OF`], so the audit names both.
+    async fn revoke(&self, request: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status>;
 
     /// The key manager has killed `kid` (durably): fan the kill out to every
     /// verifier. Over gRPC this is `Revoke{kid}`, whose second kill changes
     /// nothing; in process it fans out without asking again.
     async fn key_killed(&self, kid: &str, reason: &str) -> Result<(), Status> {
-        self.revoke(RevokeRequest {
+        let request = RevokeRequest {
             target: Some(Target::Kid(kid.to_owned())),
             reason: reason.to_owned(),
-        })
-        .await
-        .map(drop)
+        };
+        self.revoke(request, tessera_telemetry::audit::SERVER)
+            .await
+            .map(drop)
     }
 }
 
 #[tonic::async_trait]
 impl Revoker for RevocationServiceClient<PeerChannel> {
-    async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
+    async fn revoke(&self, request: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status> {
         // The generated client's own method (takes `&mut self`).
-        RevocationServiceClient::revoke(&mut self.clone(), request)
+        RevocationServiceClient::revoke(&mut self.clone(), on_behalf_of(request, caller))
             .await
             .map(tonic::Response::into_inner)
     }
+}
+
+/// `message`, naming `caller` as who the calling service acts for (nothing
+/// for the server's own acts, or a name that is no caller id).
+fn on_behalf_of<T>(message: T, caller: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if caller != tessera_telemetry::audit::SERVER
+        && crate::caller::is_caller_name(caller)
+        && let Ok(v) = caller.parse()
+    {
+        request
+            .metadata_mut()
+            .insert(crate::caller::ON_BEHALF_OF, v);
+    }
+    request
 }
 
 /// The issuer's key manager, as the revocation service asks it to kill a key.
@@ -52,21 +72,19 @@ pub trait KeyKiller: Send + Sync + 'static {
     /// next key signs at once if it was signing). `Ok(false)` for an unknown
     /// kid; killing a key already compromised is `Ok(true)` and changes
     /// nothing. `caller` is who asked, for the audit trail (over gRPC the
-    /// issuer names the calling service itself).
+    /// issuer names the calling service and, relayed, who asked it).
     async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<bool, Status>;
 }
 
 #[tonic::async_trait]
 impl KeyKiller for KeyServiceClient<PeerChannel> {
-    async fn kill(&self, kid: &str, reason: &str, _caller: &str) -> Result<bool, Status> {
-        let r = KeyServiceClient::compromise_key(
-            &mut self.clone(),
-            CompromiseKeyRequest {
-                kid: kid.to_owned(),
-                reason: reason.to_owned(),
-            },
-        )
-        .await;
+    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<bool, Status> {
+        let request = CompromiseKeyRequest {
+            kid: kid.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let r = KeyServiceClient::compromise_key(&mut self.clone(), on_behalf_of(request, caller))
+            .await;
         match r {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::NotFound => Ok(false),

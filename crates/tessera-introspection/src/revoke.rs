@@ -315,8 +315,8 @@ impl RevocationService for RevocationApi {
 /// directly: no TCP call to itself.
 #[tonic::async_trait]
 impl tessera_api::ports::Revoker for RevocationApi {
-    async fn revoke(&self, request: RevokeRequest) -> Result<RevokeResponse, Status> {
-        self.revoke_as(request, audit::SERVER, None).await
+    async fn revoke(&self, request: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status> {
+        self.revoke_as(request, caller, None).await
     }
 
     async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {

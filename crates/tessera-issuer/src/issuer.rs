@@ -76,7 +76,10 @@ impl IssuerService for IssuerApi {
         request: Request<RedeemPurposeTokenRequest>,
     ) -> Result<Response<RedeemPurposeTokenResponse>, Status> {
         let caller = tessera_api::caller::caller_of(&request);
-        crate::purpose::redeem(&self.inner, request.into_inner(), &caller)
+        let lacking = tessera_api::caller::caller(&request)
+            .filter(|c| !c.may_revoke(tessera_domain::callers::RevokeRight::Subject))
+            .cloned();
+        crate::purpose::redeem(&self.inner, request.into_inner(), &caller, lacking)
             .await
             .map(Response::new)
     }

@@ -130,10 +130,15 @@ async fn consume(me: &Inner, jti: &str, binding: &str, now: UnixTime) -> Result<
     }
 }
 
+/// `RedeemPurposeToken` by `caller` (its audit name). `lacking`: the
+/// authenticated caller when it does not hold the `subject` revocation
+/// right, which a password reset that ends the subject's sessions needs
+/// (refused before anything is consumed).
 pub(crate) async fn redeem(
     me: &Inner,
     r: RedeemPurposeTokenRequest,
     caller: &str,
+    lacking: Option<std::sync::Arc<tessera_domain::callers::Caller>>,
 ) -> Result<RedeemPurposeTokenResponse, Status> {
     if r.token.is_empty() {
         return Err(invalid("token", "is required"));
@@ -145,6 +150,17 @@ pub(crate) async fn redeem(
         return Err(invalid("binding", "at most 1024 bytes"));
     }
     let kind = purpose_kind(r.kind)?;
+    if r.revoke_subject_sessions
+        && kind == TokenKind::PasswordReset
+        && let Some(c) = lacking
+    {
+        let what = "end a subject's sessions (the `subject` revocation right)";
+        return Err(tessera_api::caller::not_allowed(
+            &c,
+            "RedeemPurposeToken",
+            what,
+        ));
+    }
     let now = me.cfg.clock.now();
     let signed = verified(me, &r.token, kind, now).await?;
     consume(me, &signed.claims.jti, &r.binding, now).await?;
@@ -166,10 +182,13 @@ pub(crate) async fn redeem(
         revoked_families = me
             .cfg
             .revocations
-            .revoke(RevokeRequest {
-                target: Some(Target::Subject(signed.claims.sub.clone())),
-                reason: "password reset".into(),
-            })
+            .revoke(
+                RevokeRequest {
+                    target: Some(Target::Subject(signed.claims.sub.clone())),
+                    reason: "password reset".into(),
+                },
+                caller,
+            )
             .await?
             .revoked;
     }

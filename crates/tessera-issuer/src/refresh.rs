@@ -10,6 +10,7 @@ use tessera_domain::refresh::{
 use tessera_domain::verify::sign;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{ErrorReason, RefreshRequest, RefreshResponse, RevokeRequest};
+use tessera_telemetry::audit;
 use tonic::{Code, Status};
 
 fn unauthenticated(reason: ErrorReason, message: &str) -> Status {
@@ -67,7 +68,7 @@ async fn reused(me: &Inner, family: &FamilyRecord, caller: &str) {
         target: Some(Target::FamilyId(family.family_id.clone())),
         reason: "refresh token reuse".into(),
     };
-    if let Err(e) = me.cfg.revocations.revoke(request).await {
+    if let Err(e) = me.cfg.revocations.revoke(request, audit::SERVER).await {
         tracing::error!(code = ?e.code(), "could not notify the revocation service of a reuse");
     }
 }

@@ -1,0 +1,89 @@
+//! Rights that reach only as far as they are granted: ending a subject's
+//! sessions through a password reset needs the `subject` revocation right,
+//! refused before the token is consumed.
+
+use crate::harness::{Backend, Deployment, on_both_backends, start_config};
+use tessera_proto::v1::{IssuePurposeTokenRequest, RedeemPurposeTokenRequest, TokenKind};
+use tonic::{Code, Request};
+
+fn key() -> (String, String) {
+    let (k, hash) = tessera_domain::callers::new_service_key();
+    let k = String::from_utf8(k.expose().to_vec()).unwrap();
+    crate::harness::record_secrets(std::slice::from_ref(&k));
+    (k, hash)
+}
+
+fn as_caller<T>(message: T, key: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+async fn a_reset_ends_sessions_only_with_the_subject_right(backend: Backend) {
+    let d = Deployment::new(backend).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let ((resets, resets_h), (support, support_h)) = (key(), key());
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[caller]]\nid = \"resets\"\nkey_sha256 = [\"{resets_h}\"]\n\
+             rpcs = [\"IssuePurposeToken\", \"RedeemPurposeToken\"]\n\n\
+             [[caller]]\nid = \"support\"\nkey_sha256 = [\"{support_h}\"]\n\
+             rpcs = [\"RedeemPurposeToken\"]\nrevoke = [\"subject\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    let (app, stop, handle) = start_config(cfg).await;
+    let issue = IssuePurposeTokenRequest {
+        subject: "pat".into(),
+        kind: TokenKind::PasswordReset.into(),
+        binding: String::new(),
+        ttl: None,
+    };
+    let token = app
+        .issuer
+        .clone()
+        .issue_purpose_token(as_caller(issue, &resets))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let redeem = |revoke: bool| RedeemPurposeTokenRequest {
+        token: token.clone(),
+        kind: TokenKind::PasswordReset.into(),
+        binding: String::new(),
+        revoke_subject_sessions: revoke,
+    };
+    let refused = app
+        .issuer
+        .clone()
+        .redeem_purpose_token(as_caller(redeem(true), &resets))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        crate::harness::reason(&refused),
+        "ERROR_REASON_CALLER_NOT_ALLOWED"
+    );
+    assert!(refused.message().contains("subject"), "{refused:?}");
+    // Nothing was consumed: a caller with the right redeems it.
+    let r = app
+        .issuer
+        .clone()
+        .redeem_purpose_token(as_caller(redeem(true), &support))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.subject, "pat");
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+on_both_backends!(a_reset_ends_sessions_only_with_the_subject_right);
