@@ -103,63 +103,30 @@ async fn worker(work: Arc<Workload>, clients: Clients, window: Arc<Window>) -> T
 /// Runs one phase of `work` over fresh connections to `url`, measuring the
 /// CPU of the server process `pid`.
 pub async fn run(url: &str, pid: Option<u32>, work: Arc<Workload>, spec: Spec) -> Stats {
-    let mut conns = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections.max(1) {
-        match Clients::connect(url).await {
-            Ok(c) => conns.push(c),
-            Err(e) => {
-                return Stats {
-                    first_error: Some(format!("connect {url}: {e}")),
-                    errors: 1,
-                    ..Stats::default()
-                };
-            }
+    let conns = match connect(url, spec.connections).await {
+        Ok(conns) => conns,
+        Err(e) => {
+            return Stats {
+                first_error: Some(e),
+                errors: 1,
+                ..Stats::default()
+            };
         }
-    }
+    };
     let window = Arc::new(Window {
         start: OnceLock::new(),
         stop: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         max: spec.max_requests,
     });
-    // Turns true when the last worker has stopped (supply or budget spent).
-    let (done_tx, mut done) = tokio::sync::watch::channel(false);
-    let done_tx = Arc::new(done_tx);
-    let live = Arc::new(Mutex::new(spec.in_flight.max(1)));
-    let mut handles = Vec::new();
-    for i in 0..spec.in_flight.max(1) {
-        let (work, clients, window) =
-            (work.clone(), conns[i % conns.len()].clone(), window.clone());
-        let (done_tx, live) = (done_tx.clone(), live.clone());
-        handles.push(tokio::spawn(async move {
-            let t = worker(work, clients, window).await;
-            let mut n = live.lock().unwrap_or_else(|p| p.into_inner());
-            *n -= 1;
-            if *n == 0 {
-                let _ = done_tx.send(true);
-            }
-            t
-        }));
-    }
-    // Warm-up ends by time, or once a tenth of a finite supply is spent
-    // (first-seen tokens must be left for the measured window).
-    let warm_cap = work.supply().map_or(u64::MAX, |n| n as u64 / 10);
-    let warm = async {
-        while window.sent.load(Ordering::Relaxed) < warm_cap {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::select! {
-        () = tokio::time::sleep(spec.warmup) => {}
-        () = warm => {}
-        _ = done.wait_for(|d| *d) => {}
-    }
+    let mut workers = Workers::start(&work, &conns, &window, spec.in_flight);
+    warm_up(&work, &window, spec.warmup, &mut workers).await;
     let cpu0 = pid.and_then(crate::server::cpu_time);
     let t0 = Instant::now();
     let _ = window.start.set(t0);
     tokio::select! {
         () = tokio::time::sleep(spec.duration) => {}
-        _ = done.wait_for(|d| *d) => {}
+        () = workers.all_stopped() => {}
     }
     window.stop.store(true, Ordering::Relaxed);
     let elapsed = t0.elapsed();
@@ -169,16 +136,102 @@ pub async fn run(url: &str, pid: Option<u32>, work: Arc<Workload>, spec: Spec) -
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
         ..Stats::default()
     };
-    for h in handles {
-        if let Ok(t) = h.await {
-            stats.latencies_us.extend(t.latencies_us);
-            stats.errors += t.errors;
-            if stats.first_error.is_none() {
-                stats.first_error = t.first_error;
-            }
+    workers.join(&mut stats).await;
+    stats
+}
+
+/// `n` fresh connections to `url` (at least one), or why one failed.
+async fn connect(url: &str, n: usize) -> Result<Vec<Clients>, String> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        conns.push(
+            Clients::connect(url)
+                .await
+                .map_err(|e| format!("connect {url}: {e}"))?,
+        );
+    }
+    Ok(conns)
+}
+
+/// The workers of one phase, spread over the connections round-robin.
+struct Workers {
+    handles: Vec<tokio::task::JoinHandle<Tally>>,
+    /// Turns true when the last worker has stopped (supply or budget spent).
+    done: tokio::sync::watch::Receiver<bool>,
+    /// Held for the whole phase: if a worker panics, the last sender could
+    /// go without sending, and a closed `done` would end the phase at once
+    /// instead of at its time limit.
+    _done_tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Workers {
+    /// Spawns `in_flight` workers (at least one).
+    fn start(
+        work: &Arc<Workload>,
+        conns: &[Clients],
+        window: &Arc<Window>,
+        in_flight: usize,
+    ) -> Self {
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        let done_tx = Arc::new(done_tx);
+        let live = Arc::new(Mutex::new(in_flight.max(1)));
+        let mut handles = Vec::new();
+        for i in 0..in_flight.max(1) {
+            let (work, clients, window) =
+                (work.clone(), conns[i % conns.len()].clone(), window.clone());
+            let (done_tx, live) = (done_tx.clone(), live.clone());
+            handles.push(tokio::spawn(async move {
+                let t = worker(work, clients, window).await;
+                let mut n = live.lock().unwrap_or_else(|p| p.into_inner());
+                *n -= 1;
+                if *n == 0 {
+                    let _ = done_tx.send(true);
+                }
+                t
+            }));
+        }
+        Self {
+            handles,
+            done,
+            _done_tx: done_tx,
         }
     }
-    stats.requests = stats.latencies_us.len() as u64;
-    stats.latencies_us.sort_unstable();
-    stats
+
+    /// Resolves once every worker has stopped.
+    async fn all_stopped(&mut self) {
+        let _ = self.done.wait_for(|d| *d).await;
+    }
+
+    /// Waits for every worker and adds its tally to `stats`; the latencies
+    /// end sorted, and the first error is the first worker's that had one.
+    async fn join(self, stats: &mut Stats) {
+        for h in self.handles {
+            if let Ok(t) = h.await {
+                stats.latencies_us.extend(t.latencies_us);
+                stats.errors += t.errors;
+                if stats.first_error.is_none() {
+                    stats.first_error = t.first_error;
+                }
+            }
+        }
+        stats.requests = stats.latencies_us.len() as u64;
+        stats.latencies_us.sort_unstable();
+    }
+}
+
+/// Warm-up ends by time, or once a tenth of a finite supply is spent
+/// (first-seen tokens must be left for the measured window), or when every
+/// worker has stopped.
+async fn warm_up(work: &Workload, window: &Window, warmup: Duration, workers: &mut Workers) {
+    let warm_cap = work.supply().map_or(u64::MAX, |n| n as u64 / 10);
+    let warm = async {
+        while window.sent.load(Ordering::Relaxed) < warm_cap {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(warmup) => {}
+        () = warm => {}
+        () = workers.all_stopped() => {}
+    }
 }

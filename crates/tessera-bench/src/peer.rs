@@ -124,6 +124,37 @@ pub async fn serve(
     issuer: &str,
     redis_url: &str,
 ) -> Result<(), String> {
+    let keys = fetch_keys(issuer_endpoint, issuer).await?;
+    let redis = connect_redis(redis_url).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("listen {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IntrospectionServiceServer<Peer>>()
+        .await;
+    println!("peer listening on {addr}");
+    // The socket and HTTP/2 options of Tessera's own server.
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .max_concurrent_streams(Some(256))
+        .timeout(std::time::Duration::from_secs(10))
+        .add_service(health_service)
+        .add_service(IntrospectionServiceServer::new(Peer { keys, redis }))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The issuer's published keys by kid, each with the validation a token it
+/// signed gets: its own algorithm, our issuer, the registered claims
+/// required. A JWK without a kid, an algorithm or a readable key is skipped.
+async fn fetch_keys(
+    issuer_endpoint: &str,
+    issuer: &str,
+) -> Result<HashMap<String, (DecodingKey, Validation)>, String> {
     let ch = crate::client::endpoint(issuer_endpoint)?
         .connect()
         .await
@@ -152,32 +183,18 @@ pub async fn serve(
         v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         keys.insert(kid, (key, v));
     }
+    Ok(keys)
+}
+
+/// One multiplexed connection to the deny-list, with `TCP_NODELAY` like
+/// Tessera's own Redis connections.
+async fn connect_redis(redis_url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
     let info = redis::IntoConnectionInfo::into_connection_info(redis_url)
         .map_err(|e| format!("redis url: {e}"))?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let redis = redis::Client::open(info)
+    redis::Client::open(info)
         .map_err(|e| format!("redis: {e}"))?
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| format!("redis: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("listen {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<IntrospectionServiceServer<Peer>>()
-        .await;
-    println!("peer listening on {addr}");
-    // The socket and HTTP/2 options of Tessera's own server.
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .max_concurrent_streams(Some(256))
-        .timeout(std::time::Duration::from_secs(10))
-        .add_service(health_service)
-        .add_service(IntrospectionServiceServer::new(Peer { keys, redis }))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("redis: {e}"))
 }

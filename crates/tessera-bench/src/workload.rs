@@ -77,13 +77,13 @@ impl Clients {
     }
 }
 
-/// `Verify` of a bench access token with DEFAULT consistency.
-fn default_verify(token: &str) -> VerifyRequest {
+/// `Verify` of a bench access token with `consistency`.
+fn verify_request(token: &str, consistency: Consistency) -> VerifyRequest {
     VerifyRequest {
         token: token.to_owned(),
         expected_audience: AUDIENCE.into(),
         expected_kind: TokenKind::Access.into(),
-        consistency: Consistency::Default.into(),
+        consistency: consistency.into(),
     }
 }
 
@@ -92,7 +92,7 @@ impl Clients {
     pub async fn is_revoked(&mut self, token: &str) -> Result<bool, String> {
         let r = self
             .introspection
-            .verify(default_verify(token))
+            .verify(verify_request(token, Consistency::Default))
             .await
             .map_err(|s| status(&s))?
             .into_inner();
@@ -102,7 +102,10 @@ impl Clients {
     /// The status code of one `Verify` of `token` (a refusal is a code, not
     /// an error).
     pub async fn verify_code(&mut self, token: &str) -> tonic::Code {
-        let r = self.introspection.verify(default_verify(token)).await;
+        let r = self
+            .introspection
+            .verify(verify_request(token, Consistency::Default))
+            .await;
         r.map_or_else(|s| s.code(), |_| tonic::Code::Ok)
     }
 
@@ -111,6 +114,63 @@ impl Clients {
         self.revocation
             .revoke(RevokeRequest {
                 target: Some(Target::Token(token.to_owned())),
+                reason: "bench".into(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| status(&s))
+    }
+
+    /// gRPC health `Check`.
+    async fn check_health(&mut self) -> Result<(), String> {
+        self.health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(drop)
+            .map_err(|s| status(&s))
+    }
+
+    /// `Verify` of `token`, DEFAULT or STRONG; an answer other than valid is
+    /// an error.
+    async fn verify(&mut self, token: &str, strong: bool) -> Result<(), String> {
+        let consistency = match strong {
+            true => Consistency::Strong,
+            false => Consistency::Default,
+        };
+        match self
+            .introspection
+            .verify(verify_request(token, consistency))
+            .await
+        {
+            Ok(r) if r.get_ref().valid => Ok(()),
+            Ok(r) => Err(format!("not valid: {:?}", r.get_ref().failure())),
+            Err(s) => Err(status(&s)),
+        }
+    }
+
+    /// `Refresh` of `refresh_token`: its successor.
+    async fn refresh(&mut self, refresh_token: String) -> Result<String, String> {
+        self.issuer
+            .refresh(RefreshRequest {
+                refresh_token,
+                ..RefreshRequest::default()
+            })
+            .await
+            .map(|r| r.into_inner().refresh_token)
+            .map_err(|s| status(&s))
+    }
+
+    /// `Revoke` of the token id `jti`, denied until `until`.
+    async fn revoke_jti(&mut self, jti: String, until: i64) -> Result<(), String> {
+        self.revocation
+            .revoke(RevokeRequest {
+                target: Some(Target::Jti(JtiTarget {
+                    jti,
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: until,
+                        nanos: 0,
+                    }),
+                })),
                 reason: "bench".into(),
             })
             .await
@@ -178,12 +238,7 @@ impl Workload {
     pub async fn call(&self, slot: &mut Slot, c: &Clients) -> Option<Result<(), String>> {
         let mut c = c.clone();
         Some(match self {
-            Self::Health => c
-                .health
-                .check(HealthCheckRequest::default())
-                .await
-                .map(drop)
-                .map_err(|s| status(&s)),
+            Self::Health => c.check_health().await,
             Self::Verify {
                 tokens,
                 next,
@@ -195,24 +250,7 @@ impl Workload {
                     true => tokens.get(i % tokens.len().max(1))?,
                     false => tokens.get(i)?,
                 };
-                let consistency = match strong {
-                    true => Consistency::Strong,
-                    false => Consistency::Default,
-                };
-                match c
-                    .introspection
-                    .verify(VerifyRequest {
-                        token: token.clone(),
-                        expected_audience: AUDIENCE.into(),
-                        expected_kind: TokenKind::Access.into(),
-                        consistency: consistency.into(),
-                    })
-                    .await
-                {
-                    Ok(r) if r.get_ref().valid => Ok(()),
-                    Ok(r) => Err(format!("not valid: {:?}", r.get_ref().failure())),
-                    Err(s) => Err(status(&s)),
-                }
+                c.verify(token, *strong).await
             }
             Self::Issue { next } => c
                 .issue(next.fetch_add(1, Ordering::Relaxed))
@@ -223,31 +261,15 @@ impl Workload {
                     slot.refresh_token = families.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 }
                 let refresh_token = slot.refresh_token.take()?;
-                c.issuer
-                    .refresh(RefreshRequest {
-                        refresh_token,
-                        ..RefreshRequest::default()
-                    })
+                // A failed refresh ends the chain: the slot stays empty and
+                // the worker takes the next family.
+                c.refresh(refresh_token)
                     .await
-                    .map(|r| slot.refresh_token = Some(r.into_inner().refresh_token))
-                    .map_err(|s| status(&s))
+                    .map(|next| slot.refresh_token = Some(next))
             }
             Self::Revoke { next, until } => {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                c.revocation
-                    .revoke(RevokeRequest {
-                        target: Some(Target::Jti(JtiTarget {
-                            jti: format!("bench-revoked-{n}"),
-                            expires_at: Some(prost_types::Timestamp {
-                                seconds: *until,
-                                nanos: 0,
-                            }),
-                        })),
-                        reason: "bench".into(),
-                    })
-                    .await
-                    .map(drop)
-                    .map_err(|s| status(&s))
+                c.revoke_jti(format!("bench-revoked-{n}"), *until).await
             }
         })
     }

@@ -282,6 +282,8 @@ impl Callers {
 }
 
 impl RawCaller {
+    /// The caller this entry grants, or what is wrong with it (naming the
+    /// caller, never a key). Checked in the order the fields are documented.
     fn check(self) -> Result<Caller, String> {
         let id = self.id;
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic()) {
@@ -294,44 +296,9 @@ impl RawCaller {
                 "caller {id}: no credential; give key_sha256 (see `tessera callers add`) or tls_names"
             ));
         }
-        let key_hashes = self
-            .key_sha256
-            .iter()
-            .map(|h| parse_hash(h).ok_or_else(|| format!("caller {id}: key_sha256 must be 64 hex digits (the SHA-256 of the key, not the key)")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut rpcs = HashSet::new();
-        for rpc in &self.rpcs {
-            if KEY_ADMIN_RPCS.contains(&rpc.as_str()) && rpc != "CompromiseKey" {
-                return Err(format!(
-                    "caller {id}: {rpc} is key administration; grant it with keys_admin = true"
-                ));
-            }
-            if !RPCS.contains(&rpc.as_str()) {
-                return Err(format!(
-                    "caller {id}: unknown rpc {rpc:?}; known: {}",
-                    RPCS.join(", ")
-                ));
-            }
-            rpcs.insert(rpc.clone());
-        }
-        if self.keys_admin {
-            rpcs.extend(KEY_ADMIN_RPCS.iter().map(|r| (*r).to_owned()));
-        }
-        let rate = match (self.rate_per_second, self.burst) {
-            (None, None) => None,
-            (Some(0), _) | (_, Some(0)) => {
-                return Err(format!(
-                    "caller {id}: rate_per_second and burst must be above 0"
-                ));
-            }
-            (Some(per_second), burst) => Some(Rate {
-                per_second,
-                burst: burst.unwrap_or(per_second),
-            }),
-            (None, Some(_)) => {
-                return Err(format!("caller {id}: burst needs rate_per_second"));
-            }
-        };
+        let key_hashes = key_hashes(&id, &self.key_sha256)?;
+        let rpcs = granted_rpcs(&id, &self.rpcs, self.keys_admin)?;
+        let rate = rate(&id, self.rate_per_second, self.burst)?;
         Ok(Caller {
             id,
             key_hashes,
@@ -342,6 +309,55 @@ impl RawCaller {
             revoke: self.revoke.into_iter().collect(),
             rate,
         })
+    }
+}
+
+/// The stored key hashes, each 64 hex digits.
+fn key_hashes(id: &str, hex: &[String]) -> Result<Vec<[u8; 32]>, String> {
+    hex.iter()
+        .map(|h| parse_hash(h).ok_or_else(|| format!("caller {id}: key_sha256 must be 64 hex digits (the SHA-256 of the key, not the key)")))
+        .collect()
+}
+
+/// The RPCs granted: each one named in `rpcs` (known, and not key
+/// administration, which only `keys_admin` grants, so it is never granted
+/// by listing part of it), plus every key-administration RPC with
+/// `keys_admin`.
+fn granted_rpcs(id: &str, named: &[String], keys_admin: bool) -> Result<HashSet<String>, String> {
+    let mut rpcs = HashSet::new();
+    for rpc in named {
+        if KEY_ADMIN_RPCS.contains(&rpc.as_str()) && rpc != "CompromiseKey" {
+            return Err(format!(
+                "caller {id}: {rpc} is key administration; grant it with keys_admin = true"
+            ));
+        }
+        if !RPCS.contains(&rpc.as_str()) {
+            return Err(format!(
+                "caller {id}: unknown rpc {rpc:?}; known: {}",
+                RPCS.join(", ")
+            ));
+        }
+        rpcs.insert(rpc.clone());
+    }
+    if keys_admin {
+        rpcs.extend(KEY_ADMIN_RPCS.iter().map(|r| (*r).to_owned()));
+    }
+    Ok(rpcs)
+}
+
+/// The per-caller rate: none, or `rate_per_second` with a burst of as many
+/// unless `burst` says otherwise.
+fn rate(id: &str, per_second: Option<u32>, burst: Option<u32>) -> Result<Option<Rate>, String> {
+    match (per_second, burst) {
+        (None, None) => Ok(None),
+        (Some(0), _) | (_, Some(0)) => Err(format!(
+            "caller {id}: rate_per_second and burst must be above 0"
+        )),
+        (Some(per_second), burst) => Ok(Some(Rate {
+            per_second,
+            burst: burst.unwrap_or(per_second),
+        })),
+        (None, Some(_)) => Err(format!("caller {id}: burst needs rate_per_second")),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod seal;
 pub mod sigcache;
 pub mod store;
+pub mod text;
 pub mod verify;
 
 mod b64;

@@ -80,7 +80,7 @@ impl Policy {
     /// empty name, nor one that could disguise itself in logs.
     fn validate_extra_claims(&self) -> Result<()> {
         for name in &self.extra_claims_allowlist {
-            crate::issue::check_text("extra_claims", name, 64)?;
+            crate::text::check_text("extra_claims", name, 64)?;
             if crate::claims::is_reserved_claim(name) {
                 return Err(DomainError::field(
                     "extra_claims",

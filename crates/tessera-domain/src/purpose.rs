@@ -5,10 +5,10 @@
 use crate::claims::{Audience, Claims};
 use crate::clock::UnixTime;
 use crate::error::{DomainError, Result};
-use crate::issue::check_text;
-use crate::keys::SigningKey;
+use crate::keys::{SigningKey, sign};
 use crate::kind::TokenKind;
 use crate::policy::Policy;
+use crate::text::check_text;
 use crate::{random_id, sha256};
 
 /// The `aud` of a purpose token: Tessera itself, per purpose.
@@ -102,7 +102,7 @@ pub fn mint_purpose(
         client_id: None,
         extra: Default::default(),
     };
-    let token = crate::verify::sign(key, cmd.kind, &claims)?;
+    let token = sign(key, cmd.kind, &claims)?;
     Ok(MintedPurpose {
         token,
         claims,

@@ -4,77 +4,30 @@
 //! Steps 1–4 are pure functions of the token, the key set, the policy and
 //! `now`; step 5 reads a [`MemoryRevocations`] view (or, for STRONG
 //! consistency, the caller asks the store with the same [`RevocationQuery`]).
+//!
+//! Here the pure pipeline; [`Failure`] (the one answer) in `failure`, the
+//! JSON shapes in `parse`, the ring-and-store variants ([`verify_cached`],
+//! [`verify_strong`]) in `cached`, and the keyless reading in [`inspect`].
 
 use crate::b64url_decode;
 use crate::claims::Claims;
 use crate::clock::UnixTime;
-use crate::keys::{Algorithm, KeyRing, KeySet};
+use crate::keys::{Algorithm, KeySet, VerifyingKey};
 use crate::kind::TokenKind;
 use crate::policy::{MAX_TOKEN_BYTES, Policy};
 use crate::revocation::{MemoryRevocations, RevocationQuery};
-use crate::store::RevocationStore;
 use serde_json::Value;
-use std::sync::Arc;
 
+mod cached;
+mod failure;
 pub mod inspect;
 mod parse;
+// Signing is the key's (`keys::sign`); the services and benches name it here.
+pub use crate::keys::sign;
+pub use cached::{verify_cached, verify_strong};
+pub use failure::Failure;
 pub use parse::MAX_NUMERIC_DATE;
 use parse::{MINTED_HEADERS, StrictObject, strict_object};
-
-/// Why a token is not valid. Exactly one reason: the first failing step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Failure {
-    /// Not a well-formed JWS compact token of JSON objects, or too large.
-    Malformed,
-    /// The signature does not verify.
-    BadSignature,
-    /// No `kid`, or no published key by that id.
-    UnknownKey,
-    /// `alg` is `none`, not allowed, or not the named key's algorithm.
-    AlgorithmNotAllowed,
-    /// Past `exp` (plus skew).
-    Expired,
-    /// Before `nbf`, or `iat` in the future (beyond skew).
-    NotYetValid,
-    /// `iss` is not ours.
-    WrongIssuer,
-    /// `aud` lacks the expected audience.
-    WrongAudience,
-    /// `typ` is not the expected kind.
-    WrongTokenKind,
-    /// Revoked: jti, family, subject version or key.
-    Revoked,
-    /// A header parameter Tessera never mints (anything but `alg`, `kid`
-    /// and `typ`: `jku`, `jwk`, `x5c`, `crit`, `b64`, `zip`, …), whatever
-    /// its value.
-    UnsupportedHeader,
-    /// A required claim is absent.
-    MissingClaim,
-    /// A claim is present but of the wrong type or out of range (e.g. `exp`
-    /// as a string, a fraction or past year 9999; `aud` as a number).
-    InvalidClaim,
-}
-
-impl Failure {
-    /// A stable lower-case name, for metrics and logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::BadSignature => "bad_signature",
-            Self::UnknownKey => "unknown_key",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::WrongTokenKind => "wrong_token_kind",
-            Self::Revoked => "revoked",
-            Self::UnsupportedHeader => "unsupported_header",
-            Self::MissingClaim => "missing_claim",
-            Self::InvalidClaim => "invalid_claim",
-        }
-    }
-}
 
 /// A token whose steps 1–3 passed: the signature is ours.
 #[derive(Debug, Clone)]
@@ -112,23 +65,87 @@ pub struct Expectation<'a> {
 /// Steps 1–3: shape, header, signature. Also parses the claims (their JSON
 /// shape is part of step 1, but it is only worth parsing once signed).
 pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<Signed, Failure> {
-    // Step 1: size and shape.
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return Err(Failure::Malformed);
-    }
-    let mut parts = token.splitn(4, '.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Failure::Malformed);
-    };
-    let header: StrictObject = strict_object(&b64url_decode(h64).ok_or(Failure::Malformed)?)?;
-    let payload = b64url_decode(p64).ok_or(Failure::Malformed)?;
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Failure::Malformed);
+    let compact = Compact::split(token)?;
+    let (kid, key) = header_key(&compact.header, keys, policy)?;
+    compact.check_signature(key)?;
+
+    // Typed only once signed: an unsigned payload's types are no one's
+    // business, and the answer must not depend on which check ran first.
+    let claims = parse::claims(&compact.payload)?;
+    let kind = compact
+        .header
+        .get("typ")
+        .and_then(Value::as_str)
+        .and_then(TokenKind::from_typ);
+    Ok(Signed {
+        claims,
+        kid: kid.to_owned(),
+        kind,
+    })
+}
+
+/// A token that passed step 1: three parts, a header that is a JSON object
+/// with unique names, and a payload that at least starts as an object.
+struct Compact<'t> {
+    /// `b64(header).b64(payload)`: the exact bytes the signature covers.
+    signing_input: &'t [u8],
+    /// The third part, still encoded.
+    s64: &'t str,
+    header: StrictObject,
+    payload: Vec<u8>,
+}
+
+impl<'t> Compact<'t> {
+    /// Step 1: size and shape.
+    fn split(token: &'t str) -> Result<Self, Failure> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Failure::Malformed);
+        }
+        let mut parts = token.splitn(4, '.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Failure::Malformed);
+        };
+        let header = strict_object(&b64url_decode(h64).ok_or(Failure::Malformed)?)?;
+        let payload = b64url_decode(p64).ok_or(Failure::Malformed)?;
+        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Failure::Malformed);
+        }
+        Ok(Self {
+            signing_input: &token.as_bytes()[..h64.len() + 1 + p64.len()],
+            s64,
+            header,
+            payload,
+        })
     }
 
-    // Step 2: header. `alg` first, so `none` and HS256 never reach a key.
+    /// Step 3: the signature over the exact bytes received.
+    fn check_signature(&self, key: &VerifyingKey) -> Result<(), Failure> {
+        // The signature's shape is checked after `alg` (step 2), so an
+        // unsigned `alg: none` token is reported as what it is.
+        if self.s64.is_empty()
+            || !self
+                .s64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Failure::Malformed);
+        }
+        if !key.verify(self.signing_input, self.s64) {
+            return Err(Failure::BadSignature);
+        }
+        Ok(())
+    }
+}
+
+/// Step 2: the header, and the published key it names with its `kid`.
+fn header_key<'a>(
+    header: &'a StrictObject,
+    keys: &'a KeySet,
+    policy: &Policy,
+) -> Result<(&'a str, &'a VerifyingKey), Failure> {
+    // `alg` first, so `none` and HS256 never reach a key.
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
@@ -154,35 +171,7 @@ pub fn verify_signature(token: &str, keys: &KeySet, policy: &Policy) -> Result<S
     if key.algorithm() != alg {
         return Err(Failure::AlgorithmNotAllowed);
     }
-
-    // The signature's shape is checked after `alg`, so an unsigned
-    // `alg: none` token is reported as what it is.
-    if s64.is_empty()
-        || !s64
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(Failure::Malformed);
-    }
-
-    // Step 3: signature over the exact bytes received.
-    let signing_input = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    if !key.verify(signing_input, s64) {
-        return Err(Failure::BadSignature);
-    }
-
-    // Typed only once signed: an unsigned payload's types are no one's
-    // business, and the answer must not depend on which check ran first.
-    let claims = parse::claims(&payload)?;
-    let kind = header
-        .get("typ")
-        .and_then(Value::as_str)
-        .and_then(TokenKind::from_typ);
-    Ok(Signed {
-        claims,
-        kid: kid.to_owned(),
-        kind,
-    })
+    Ok((kid, key))
 }
 
 /// Step 4: time, issuer, audience and kind.
@@ -227,45 +216,6 @@ pub fn verify(
     Ok(signed)
 }
 
-/// [`verify`] with steps 1–3 through the ring's verified-signature cache;
-/// steps 4 and 5 run on every call.
-pub fn verify_cached(
-    token: &str,
-    ring: &KeyRing,
-    policy: &Policy,
-    expect: &Expectation<'_>,
-    revocations: &MemoryRevocations,
-    now: UnixTime,
-) -> Result<Arc<Signed>, Failure> {
-    let signed = ring.verify_signature(token, policy, now)?;
-    check_after_signature(&signed, expect, policy, revocations, now)?;
-    Ok(signed)
-}
-
-/// Steps 1–4 locally (through the ring's cache), step 5 against the durable
-/// store: `consistency = STRONG`, for a caller that needs read-your-writes.
-/// The outer error is the store's; the inner one is the token's failure.
-pub async fn verify_strong(
-    token: &str,
-    ring: &KeyRing,
-    policy: &Policy,
-    expect: &Expectation<'_>,
-    store: &dyn RevocationStore,
-    now: UnixTime,
-) -> crate::error::Result<Result<Arc<Signed>, Failure>> {
-    let signed = match ring
-        .verify_signature(token, policy, now)
-        .and_then(|s| check_claims(&s, expect, policy, now).map(|()| s))
-    {
-        Ok(s) => s,
-        Err(f) => return Ok(Err(f)),
-    };
-    if store.is_revoked(&signed.revocation_query(), now).await? {
-        return Ok(Err(Failure::Revoked));
-    }
-    Ok(Ok(signed))
-}
-
 /// Steps 4 and 5.
 fn check_after_signature(
     signed: &Signed,
@@ -279,28 +229,6 @@ fn check_after_signature(
         return Err(Failure::Revoked);
     }
     Ok(())
-}
-
-/// Serialises and signs a token: `b64(header).b64(claims).b64(sig)`.
-/// The header is the key's pre-encoded one; everything is written into one
-/// buffer (this is the whole cost on top of the signature: see BENCHMARKS.md).
-pub fn sign(
-    key: &crate::keys::SigningKey,
-    kind: TokenKind,
-    claims: &Claims,
-) -> crate::error::Result<String> {
-    let payload = serde_json::to_vec(claims)
-        .map_err(|_| crate::error::DomainError::Internal("claims did not serialise".into()))?;
-    let header = key.encoded_header(kind);
-    // 4/3 of the payload, plus the header, plus an 86-character signature.
-    let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 96);
-    token.push_str(header);
-    token.push('.');
-    crate::b64url_encode_into(&payload, &mut token);
-    let sig = key.sign_raw(token.as_bytes())?;
-    token.push('.');
-    crate::b64url_encode_into(sig, &mut token);
-    Ok(token)
 }
 
 #[cfg(test)]

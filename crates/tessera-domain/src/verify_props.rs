@@ -7,7 +7,7 @@
 use super::tests::{EXPECT, Fx, NOW, claims, forge, fx, run};
 use super::*;
 use crate::b64url_encode;
-use crate::keys::{KeyMaterial, SigningKey};
+use crate::keys::{KeyMaterial, KeyRing, SigningKey};
 use proptest::prelude::*;
 use serde_json::json;
 use std::sync::LazyLock;

@@ -10,17 +10,20 @@
 //! verify through jsonwebtoken.
 //!
 //! Modules: [`material`] (generating keys), [`signer`] (signing with a parsed
-//! private key), [`verifier`] (verifying with a parsed public key), [`set`]
-//! (the published set and the ring Verify reads).
+//! private key, and signing a token), [`verifier`] (verifying with a parsed
+//! public key), [`set`] (the published set), [`ring`] (the set Verify reads,
+//! with its signature cache).
 
 mod material;
+mod ring;
 mod set;
 mod signer;
 mod verifier;
 
 pub use material::KeyMaterial;
-pub use set::{KeyRing, KeySet};
-pub use signer::SigningKey;
+pub use ring::KeyRing;
+pub use set::KeySet;
+pub use signer::{SigningKey, sign};
 pub use verifier::VerifyingKey;
 
 /// A JWS algorithm Tessera can sign with. One algorithm per key.

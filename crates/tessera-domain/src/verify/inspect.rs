@@ -173,8 +173,21 @@ fn header(out: &mut Inspection, policy: &Policy, expect: &Expect<'_>) {
 
 /// The claims' types, then step 4.
 fn claims(out: &mut Inspection, policy: &Policy, expect: &Expect<'_>, now: UnixTime) {
+    for (failure, detail) in claim_types(&out.payload) {
+        out.found(failure, detail);
+    }
+    let Ok(c) = parse::claims_of(out.payload.clone()) else {
+        return;
+    };
+    claim_values(out, &c, policy, expect, now);
+    out.claims = Some(c);
+}
+
+/// Every registered claim that is required and missing, or present with
+/// the wrong type, in the order of [`REGISTERED_CLAIMS`].
+fn claim_types(payload: &[(String, Value)]) -> Vec<(Failure, String)> {
     let get = |name: &str| {
-        out.payload
+        payload
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
@@ -201,12 +214,18 @@ fn claims(out: &mut Inspection, policy: &Policy, expect: &Expect<'_>, now: UnixT
             ));
         }
     }
-    for (f, d) in bad {
-        out.found(f, d);
-    }
-    let Ok(c) = parse::claims_of(out.payload.clone()) else {
-        return;
-    };
+    bad
+}
+
+/// Step 4 on well-typed claims: time with the skew, then the issuer and
+/// audience the reader expects.
+fn claim_values(
+    out: &mut Inspection,
+    c: &Claims,
+    policy: &Policy,
+    expect: &Expect<'_>,
+    now: UnixTime,
+) {
     let skew = policy.clock_skew;
     if now >= c.exp.saturating_add(skew) {
         out.found(
@@ -232,7 +251,6 @@ fn claims(out: &mut Inspection, policy: &Policy, expect: &Expect<'_>, now: UnixT
     if let Some(aud) = expect.audience.filter(|a| !c.aud.contains(a)) {
         out.found(Failure::WrongAudience, format!("aud does not name {aud:?}"));
     }
-    out.claims = Some(c);
 }
 
 fn expected_type(name: &str) -> &'static str {

@@ -10,8 +10,8 @@
 //!
 //! These messages are for start-up only. The server's text is quoted for
 //! the SQLSTATEs of a refused connection (it names a role, a database or a
-//! host, never SQL or a password); runtime errors keep [`super::store_err`],
-//! which says no more than a code.
+//! host, never SQL or a password); runtime errors keep
+//! [`super::error::store_err`], which says no more than a code.
 
 use sqlx::ConnectOptions as _;
 use sqlx::Connection as _;
@@ -149,7 +149,7 @@ pub(crate) fn connect_err(e: &sqlx::Error, origin: &Origin) -> DomainError {
             "{} does not speak the Postgres protocol ({what}): is it the right host and port?",
             t.addr
         ),
-        _ => match super::store_err_ref(e) {
+        _ => match super::error::store_err_ref(e) {
             DomainError::StoreUnavailable(what) => what,
             other => other.to_string(),
         },
@@ -207,10 +207,12 @@ pub(crate) fn migrate_err(e: &sqlx::migrate::MigrateError, origin: &Origin) -> D
     let cause = match e {
         M::Execute(sqlx::Error::Database(db))
         | M::ExecuteMigration(sqlx::Error::Database(db), _) => origin.database_cause(db.as_ref()),
-        M::Execute(other) | M::ExecuteMigration(other, _) => match super::store_err_ref(other) {
-            DomainError::StoreUnavailable(what) => what,
-            d => d.to_string(),
-        },
+        M::Execute(other) | M::ExecuteMigration(other, _) => {
+            match super::error::store_err_ref(other) {
+                DomainError::StoreUnavailable(what) => what,
+                d => d.to_string(),
+            }
+        }
         // The others name a migration version only.
         other => other.to_string(),
     };

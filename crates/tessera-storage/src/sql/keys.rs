@@ -1,7 +1,8 @@
 //! Signing keys: load, and change under the key lock (the schedule, a
 //! rotation, a kill, a rewrap).
 
-use super::{SqlStore, log_revocation, store_err, to_u64};
+use super::error::store_err;
+use super::{SqlStore, log_revocation, to_u64};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -47,7 +48,9 @@ impl KeyStore for SqlStore {
 
     async fn change_keys(&self, plan: &KeyPlan<'_>) -> Result<Vec<StoredKey>> {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
-        // The key lock: a write before any read (see `rotate`).
+        // The key lock: a write before any read, so the keys below are read
+        // under it (a row lock on Postgres; on SQLite the write takes the
+        // database's write lock before any snapshot is read).
         sqlx::query("UPDATE leases SET counter = counter + 1 WHERE name = 'signing_keys'")
             .execute(&mut *tx)
             .await

@@ -2,8 +2,12 @@
 //!
 //! Both engines take the same SQL: `$N` placeholders (sqlx binds `$N` by
 //! number on SQLite too), BIGINT seconds for time, `ON CONFLICT` upserts.
-//! Where they must differ (migrations) the [`Backend`] says so; row locks
-//! are taken by an UPDATE, which locks on both engines.
+//! Where they must differ the [`Backend`] says so: the migrations, and how
+//! a writing transaction locks. On SQLite it takes the database's write lock
+//! when it begins ([`SqlStore::begin_write`]); on Postgres `rotate` and
+//! `redeem_purpose` lock the family's or the token's row with
+//! `SELECT … FOR UPDATE` before reading it. The key lock and the revocations
+//! lock with an UPDATE, which locks on both engines.
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
@@ -16,6 +20,8 @@ use tessera_domain::store::Ping;
 
 mod connect;
 pub use connect::redact_url;
+mod error;
+use error::store_err;
 mod keys;
 mod revocations;
 pub use revocations::REVOCATION_LOG_RETENTION;
@@ -44,34 +50,6 @@ impl Backend {
             ))
         }
     }
-}
-
-/// Turns a sqlx error into a message with no SQL and no bound values.
-pub(crate) fn store_err(e: sqlx::Error) -> DomainError {
-    store_err_ref(&e)
-}
-
-/// [`store_err`] of a borrowed error.
-pub(crate) fn store_err_ref(e: &sqlx::Error) -> DomainError {
-    let what = match e {
-        sqlx::Error::Database(db) => format!(
-            "database error (code {})",
-            db.code().as_deref().unwrap_or("unknown")
-        ),
-        sqlx::Error::PoolTimedOut => "connection pool timed out".to_owned(),
-        sqlx::Error::PoolClosed => "connection pool closed".to_owned(),
-        sqlx::Error::Io(io) => match crate::tls::failure(io) {
-            Some(t) => format!("tls error ({t})"),
-            None => format!("i/o error ({:?})", io.kind()),
-        },
-        sqlx::Error::Tls(_) => "tls error".to_owned(),
-        sqlx::Error::Protocol(_) => "protocol error".to_owned(),
-        sqlx::Error::RowNotFound => "row not found".to_owned(),
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decode error".to_owned(),
-        sqlx::Error::Migrate(_) => "migration failed".to_owned(),
-        _ => "database error".to_owned(),
-    };
-    DomainError::StoreUnavailable(what)
 }
 
 /// The durable store.

@@ -1,6 +1,7 @@
 //! Durable revocations, the STRONG step 5, and housekeeping.
 
-use super::{SqlStore, log_revocation, store_err, to_i64, to_u64};
+use super::error::store_err;
+use super::{SqlStore, log_revocation, to_i64, to_u64};
 use async_trait::async_trait;
 use sqlx::Row;
 use tessera_domain::clock::UnixTime;

@@ -1,6 +1,7 @@
 //! Families, refresh-token rotation, subject versions and purpose tokens.
 
-use super::{Backend, SqlStore, log_revocation, store_err, to_i64, to_u64};
+use super::error::store_err;
+use super::{Backend, SqlStore, log_revocation, to_i64, to_u64};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tessera_domain::clock::UnixTime;
