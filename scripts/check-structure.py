@@ -27,10 +27,19 @@ def rust_files(crate):
 def strip(text):
     """The text without comments, strings and `#[cfg(test)] mod … { … }`."""
     strip.test_lines = 0
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r'r#"(?:.|\n)*?"#', '""', text)
-    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
-    text = re.sub(r"'(?:\\.|[^'\\])'", "' '", text)
+    # One pass, so that `//` in a string and a quote in a comment are each
+    # read for what they are.
+    token = re.compile(
+        r'r#"[\s\S]*?"#|"(?:\\[\s\S]|[^"\\])*"|//[^\n]*|\'(?:\\[\s\S]|[^\'\\])\''
+    )
+
+    def blank(m):
+        t = m.group(0)
+        if t.startswith("//"):
+            return ""
+        return '""' + "\n" * t.count("\n")
+
+    text = token.sub(blank, text)
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]\s*(?:#\[[^\]]*\]\s*)*mod\s+\w+\s*\{", text):
         if m.start() < i:
@@ -60,8 +69,11 @@ def functions(text):
 
 def module_of(crate, path):
     rel = os.path.relpath(path, os.path.join(crate, "src"))[:-3].split(os.sep)
-    if rel[-1] in ("lib", "main") and len(rel) == 1:
+    if rel == ["lib"]:
         return ()
+    if rel == ["main"]:
+        # A binary next to a library is a crate of its own.
+        return ("<main>",) if os.path.exists(os.path.join(crate, "src", "lib.rs")) else ()
     if rel[-1] == "mod":
         rel = rel[:-1]
     return tuple(rel)
@@ -99,6 +111,14 @@ def check_crate(crate, breaches, report):
                     reexp[(m, name)] = src
     deps = {m: set() for m in mods}
     for m, text in texts.items():
+        # `use crate::a::{b, c::d}` names `crate::a::b` and `crate::a::c`.
+        for g in re.finditer(r"\b((?:crate|super)(?:::\w+)*)::\{([^{}]*)\}", text):
+            for item in g.group(2).split(","):
+                first = item.strip().split("::")[0].split(" ")[0]
+                if first and first != "self":
+                    target = resolve(m, g.group(1).split("::") + [first], mods, reexp)
+                    if target is not None and target != m:
+                        deps[m].add(target)
         for p in re.finditer(r"\b((?:crate|super)(?:::\w+)+)", text):
             parts = p.group(1).split("::")
             target = resolve(m, parts, mods, reexp)
