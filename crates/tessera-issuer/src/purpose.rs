@@ -130,6 +130,31 @@ async fn consume(me: &Inner, jti: &str, binding: &str, now: UnixTime) -> Result<
     }
 }
 
+/// The kind of a Redeem request, its fields checked.
+fn redeem_kind(r: &RedeemPurposeTokenRequest) -> Result<TokenKind, Status> {
+    if r.token.is_empty() {
+        return Err(invalid("token", "is required"));
+    }
+    if r.token.len() > tessera_domain::policy::MAX_TOKEN_BYTES {
+        return Err(invalid("token", "is larger than 8192 bytes"));
+    }
+    if r.binding.len() > 1024 {
+        return Err(invalid("binding", "at most 1024 bytes"));
+    }
+    purpose_kind(r.kind)
+}
+
+/// A password reset ends every session of `subject`: the revocation
+/// service bumps its version and revokes its families, everywhere, as
+/// `caller`'s act. Returns how many families it revoked.
+async fn end_sessions_of(me: &Inner, subject: &str, caller: &str) -> Result<u64, Status> {
+    let request = RevokeRequest {
+        target: Some(Target::Subject(subject.to_owned())),
+        reason: "password reset".into(),
+    };
+    Ok(me.cfg.revocations.revoke(request, caller).await?.revoked)
+}
+
 /// `RedeemPurposeToken` by `caller` (its audit name). `lacking`: the
 /// authenticated caller when it does not hold the `subject` revocation
 /// right, which a password reset that ends the subject's sessions needs
@@ -140,16 +165,7 @@ pub(crate) async fn redeem(
     caller: &str,
     lacking: Option<std::sync::Arc<tessera_domain::callers::Caller>>,
 ) -> Result<RedeemPurposeTokenResponse, Status> {
-    if r.token.is_empty() {
-        return Err(invalid("token", "is required"));
-    }
-    if r.token.len() > tessera_domain::policy::MAX_TOKEN_BYTES {
-        return Err(invalid("token", "is larger than 8192 bytes"));
-    }
-    if r.binding.len() > 1024 {
-        return Err(invalid("binding", "at most 1024 bytes"));
-    }
-    let kind = purpose_kind(r.kind)?;
+    let kind = redeem_kind(&r)?;
     if r.revoke_subject_sessions
         && kind == TokenKind::PasswordReset
         && let Some(c) = lacking
@@ -175,23 +191,11 @@ pub(crate) async fn redeem(
         &signed.claims.jti,
         end_sessions,
     );
-    let mut revoked_families = 0;
-    if end_sessions {
-        // A password reset ends every session: the revocation service bumps
-        // the subject version and revokes its families, everywhere.
-        revoked_families = me
-            .cfg
-            .revocations
-            .revoke(
-                RevokeRequest {
-                    target: Some(Target::Subject(signed.claims.sub.clone())),
-                    reason: "password reset".into(),
-                },
-                caller,
-            )
-            .await?
-            .revoked;
-    }
+    let revoked_families = if end_sessions {
+        end_sessions_of(me, &signed.claims.sub, caller).await?
+    } else {
+        0
+    };
     Ok(RedeemPurposeTokenResponse {
         subject: signed.claims.sub.clone(),
         revoked_families,

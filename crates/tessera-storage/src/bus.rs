@@ -226,32 +226,7 @@ impl RedisBus {
                     store.in_force(clock.now(), family_margin, &*apply).await?;
                     subscribed = true;
                     tracing::debug!("following revocations");
-                    // Supervised: a PING every PING_EVERY must be answered
-                    // within REDIS_TIMEOUT, or the connection counts as dead
-                    // (a frozen Redis, a silently dropped connection) and is
-                    // replaced. The reconcile from the store bounds what a
-                    // dead subscription can delay meanwhile.
-                    let (mut sink, mut messages) = pubsub.split();
-                    let mut ping = tokio::time::interval(PING_EVERY);
-                    loop {
-                        tokio::select! {
-                            msg = messages.next() => {
-                                let Some(msg) = msg else { break };
-                                let payload: String = msg.get_payload().unwrap_or_default();
-                                match decode(&payload) {
-                                    Some(e) => apply(&e),
-                                    None => tracing::warn!("ignored an unreadable revocation message"),
-                                }
-                            }
-                            _ = ping.tick() => {
-                                let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
-                                if !matches!(pong, Ok(Ok(_))) {
-                                    return Err(DomainError::StoreUnavailable("redis subscription did not answer PING".into()));
-                                }
-                            }
-                        }
-                    }
-                    Ok::<(), DomainError>(())
+                    relay(pubsub, &*apply).await
                 };
                 tokio::select! {
                     r = round => {
@@ -298,6 +273,37 @@ impl RedisBus {
             .await
             .map_err(|e| redis_err(&e))?;
         Ok(())
+    }
+}
+
+/// Hands each message of `pubsub` to `apply` until the subscription ends
+/// or dies. Supervised: a PING every [`PING_EVERY`] must be answered within
+/// [`REDIS_TIMEOUT`], or the connection counts as dead (a frozen Redis, a
+/// silently dropped connection) and is replaced. The reconcile from the
+/// store bounds what a dead subscription can delay meanwhile.
+async fn relay(
+    pubsub: redis::aio::PubSub,
+    apply: &(dyn Fn(&RevocationEvent) + Send + Sync),
+) -> Result<(), DomainError> {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { return Ok(()) };
+                let payload: String = msg.get_payload().unwrap_or_default();
+                match decode(&payload) {
+                    Some(e) => apply(&e),
+                    None => tracing::warn!("ignored an unreadable revocation message"),
+                }
+            }
+            _ = ping.tick() => {
+                let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return Err(DomainError::StoreUnavailable("redis subscription did not answer PING".into()));
+                }
+            }
+        }
     }
 }
 

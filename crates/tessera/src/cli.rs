@@ -214,39 +214,10 @@ impl ServeArgs {
     }
 
     fn into_config_inner(self) -> Result<Config, String> {
-        let kek = match (std::env::var("TESSERA_KEK").ok(), self.kek_file) {
-            (Some(v), _) => {
-                KekSource::Value(parse_kek(&v).map_err(|e| format!("TESSERA_KEK: {e}"))?)
-            }
-            (None, Some(p)) => KekSource::File(p),
-            (None, None) => KekSource::DataDir,
-        };
+        let (kek, previous_kek) = self.keks()?;
         let issuer_set = self.issuer.is_some();
-        let policy = Policy {
-            issuer: self.issuer.unwrap_or_else(|| {
-                crate::issuer_file::derived(self.edge.tls_cert.is_some(), self.listen)
-            }),
-            access_ttl_default: self.access_token_ttl,
-            access_ttl_max: self.access_token_max_ttl,
-            clock_skew: self.clock_skew,
-            // `TESSERA_EXTRA_CLAIMS=` (empty) means none, not one empty name.
-            extra_claims_allowlist: self
-                .extra_claims
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .collect(),
-            ..Policy::default()
-        };
-        let previous_kek = match (
-            std::env::var("TESSERA_KEK_PREVIOUS").ok(),
-            self.previous_kek_file,
-        ) {
-            (Some(v), _) => Some(KekSource::Value(
-                parse_kek(&v).map_err(|e| format!("TESSERA_KEK_PREVIOUS: {e}"))?,
-            )),
-            (None, Some(p)) => Some(KekSource::File(p)),
-            (None, None) => None,
-        };
+        let policy = self.policy();
+        let keys = self.key_schedule()?;
         Ok(Config {
             role: self.role,
             issuer_endpoint: self.issuer_endpoint,
@@ -272,14 +243,7 @@ impl ServeArgs {
                 grace: self.refresh_grace,
             },
             clock: Arc::new(SystemClock),
-            keys: KeySchedule {
-                algorithm: Algorithm::from_name(&self.key_algorithm)
-                    .ok_or("key_algorithm: must be ES256, EdDSA, RS256 or PS256")?,
-                rotation_period: self.key_rotation_period,
-                publish_ahead: self.key_publish_ahead,
-                retire_after: self.key_retire_after,
-                jwks_max_age: self.jwks_max_age,
-            },
+            keys,
             key_tick: std::time::Duration::from_secs(5),
             allow_insecure_listen: self.allow_insecure_listen,
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
@@ -287,6 +251,62 @@ impl ServeArgs {
             max_view_staleness: self.max_view_staleness,
             issuer_set,
             edge: self.edge.into_edge()?,
+        })
+    }
+
+    /// The KEK, and the previous one during a rewrap: from the environment
+    /// (`TESSERA_KEK`, `TESSERA_KEK_PREVIOUS`), else a file, else (the KEK
+    /// only) the data directory.
+    fn keks(&self) -> Result<(KekSource, Option<KekSource>), String> {
+        let kek = match (std::env::var("TESSERA_KEK").ok(), &self.kek_file) {
+            (Some(v), _) => {
+                KekSource::Value(parse_kek(&v).map_err(|e| format!("TESSERA_KEK: {e}"))?)
+            }
+            (None, Some(p)) => KekSource::File(p.clone()),
+            (None, None) => KekSource::DataDir,
+        };
+        let previous = match (
+            std::env::var("TESSERA_KEK_PREVIOUS").ok(),
+            &self.previous_kek_file,
+        ) {
+            (Some(v), _) => Some(KekSource::Value(
+                parse_kek(&v).map_err(|e| format!("TESSERA_KEK_PREVIOUS: {e}"))?,
+            )),
+            (None, Some(p)) => Some(KekSource::File(p.clone())),
+            (None, None) => None,
+        };
+        Ok((kek, previous))
+    }
+
+    /// The token policy these options describe.
+    fn policy(&self) -> Policy {
+        Policy {
+            issuer: self.issuer.clone().unwrap_or_else(|| {
+                crate::issuer_file::derived(self.edge.tls_cert.is_some(), self.listen)
+            }),
+            access_ttl_default: self.access_token_ttl,
+            access_ttl_max: self.access_token_max_ttl,
+            clock_skew: self.clock_skew,
+            // `TESSERA_EXTRA_CLAIMS=` (empty) means none, not one empty name.
+            extra_claims_allowlist: self
+                .extra_claims
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            ..Policy::default()
+        }
+    }
+
+    /// The key schedule these options describe.
+    fn key_schedule(&self) -> Result<KeySchedule, String> {
+        Ok(KeySchedule {
+            algorithm: Algorithm::from_name(&self.key_algorithm)
+                .ok_or("key_algorithm: must be ES256, EdDSA, RS256 or PS256")?,
+            rotation_period: self.key_rotation_period,
+            publish_ahead: self.key_publish_ahead,
+            retire_after: self.key_retire_after,
+            jwks_max_age: self.jwks_max_age,
         })
     }
 }

@@ -113,10 +113,9 @@ pub async fn run(cmd: TokenCommand) -> Result<bool, String> {
 /// The token from the argument or stdin; none at all is a usage error
 /// (exit 2, like every other one clap reports).
 fn read_token(arg: Option<&str>) -> Result<String, String> {
-    use clap::CommandFactory;
     use std::io::IsTerminal;
     let usage = |msg: &str| -> ! {
-        crate::cli::Cli::command()
+        clap::Command::new("tessera token inspect")
             .error(clap::error::ErrorKind::MissingRequiredArgument, msg)
             .exit()
     };

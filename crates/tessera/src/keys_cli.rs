@@ -99,43 +99,56 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
             kid,
             reason,
             remote,
-        } => {
-            let r = client(&remote)?
-                .compromise_key(CompromiseKeyRequest { kid, reason })
-                .await
-                .map_err(|e| remote.failed(&e))?
-                .into_inner();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "compromised": r.key.as_ref().map(|k| k.kid.clone()),
-                    "new_active_key": r.new_active_key.as_ref().map(|k| k.kid.clone()),
-                    "affected_sessions": r.affected_tokens,
-                    "estimate": r.estimate,
-                })
-            );
-        }
+        } => compromise(&remote, kid, reason).await?,
         KeysCommand::Rewrap {
             database_url,
             data_dir,
             old_kek_file,
             new_kek_file,
-        } => {
-            let old = load(&KekSource::File(old_kek_file), &data_dir)?;
-            let new = load(&KekSource::File(new_kek_file), &data_dir)?;
-            let url = database_url
-                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
-            let store = tessera_storage::SqlStore::connect(&url)
-                .await
-                .map_err(|e| e.to_string())?;
-            // The operator at this host, not a caller of the server.
-            let moved = tessera_issuer::rewrap(&store, &old, &new, "cli")
-                .await
-                .map_err(|e| e.to_string())?;
-            store.close().await;
-            println!("{}", serde_json::json!({ "rewrapped": moved }));
-        }
+        } => rewrap(database_url, &data_dir, old_kek_file, new_kek_file).await?,
     }
+    Ok(())
+}
+
+/// `keys compromise`: kills `kid` on the server and says what it affected.
+async fn compromise(remote: &RemoteArgs, kid: String, reason: String) -> Result<(), String> {
+    let r = client(remote)?
+        .compromise_key(CompromiseKeyRequest { kid, reason })
+        .await
+        .map_err(|e| remote.failed(&e))?
+        .into_inner();
+    println!(
+        "{}",
+        serde_json::json!({
+            "compromised": r.key.as_ref().map(|k| k.kid.clone()),
+            "new_active_key": r.new_active_key.as_ref().map(|k| k.kid.clone()),
+            "affected_sessions": r.affected_tokens,
+            "estimate": r.estimate,
+        })
+    );
+    Ok(())
+}
+
+/// `keys rewrap`: re-seals the stored keys under a new KEK, at the store.
+async fn rewrap(
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    old_kek_file: std::path::PathBuf,
+    new_kek_file: std::path::PathBuf,
+) -> Result<(), String> {
+    let old = load(&KekSource::File(old_kek_file), data_dir)?;
+    let new = load(&KekSource::File(new_kek_file), data_dir)?;
+    let url = database_url
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
+    let store = tessera_storage::SqlStore::connect(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The operator at this host, not a caller of the server.
+    let moved = tessera_issuer::rewrap(&store, &old, &new, "cli")
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    println!("{}", serde_json::json!({ "rewrapped": moved }));
     Ok(())
 }
 
