@@ -27,6 +27,8 @@
 //! ```
 
 use crate::sha256;
+
+mod parse;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -172,68 +174,7 @@ pub struct CallersError {
     pub message: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    access: AccessPolicy,
-    #[serde(default)]
-    caller: Vec<toml::Spanned<RawCaller>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCaller {
-    id: String,
-    #[serde(default)]
-    key_sha256: Vec<String>,
-    #[serde(default)]
-    tls_names: Vec<String>,
-    #[serde(default)]
-    rpcs: Vec<String>,
-    #[serde(default)]
-    keys_admin: bool,
-    #[serde(default)]
-    audiences: Vec<String>,
-    #[serde(default)]
-    extra_claims: Vec<String>,
-    #[serde(default)]
-    revoke: Vec<RevokeRight>,
-    rate_per_second: Option<u32>,
-    burst: Option<u32>,
-}
-
 impl Callers {
-    /// Parses a callers file. Every fault names its line.
-    pub fn parse(text: &str) -> Result<Self, CallersError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| CallersError {
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().trim().to_owned(),
-        })?;
-        let mut callers = Vec::with_capacity(raw.caller.len());
-        let mut ids = HashSet::new();
-        for spanned in raw.caller {
-            let line = line_of(text, spanned.span().start);
-            let fail = |message: String| CallersError { line, message };
-            let caller = spanned.into_inner().check().map_err(fail)?;
-            if !ids.insert(caller.id.clone()) {
-                return Err(fail(format!("caller id {:?} appears twice", caller.id)));
-            }
-            callers.push(Arc::new(caller));
-        }
-        let all_hashes = callers.iter().flat_map(|c| &c.key_hashes);
-        if all_hashes.clone().count() != all_hashes.collect::<HashSet<_>>().len() {
-            return Err(CallersError {
-                line: 1,
-                message: "one key_sha256 is given to two callers".into(),
-            });
-        }
-        Ok(Self {
-            access: raw.access,
-            callers,
-        })
-    }
-
     /// Number of callers.
     pub fn len(&self) -> usize {
         self.callers.len()
@@ -263,7 +204,8 @@ impl Callers {
     }
 
     /// The caller whose `tls_names` holds one of the identities of a
-    /// verified client certificate (its subject CN and SANs).
+    /// verified client certificate, typed as the edge reports them
+    /// (`dns:…`, `uri:…`, `email:…`, `cn:…`).
     pub fn by_tls_name<'a>(
         &self,
         mut names: impl Iterator<Item = &'a str>,
@@ -281,107 +223,9 @@ impl Callers {
     }
 }
 
-impl RawCaller {
-    /// The caller this entry grants, or what is wrong with it (naming the
-    /// caller, never a key). Checked in the order the fields are documented.
-    fn check(self) -> Result<Caller, String> {
-        let id = self.id;
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(format!(
-                "caller id {id:?}: 1 to 64 printable ASCII characters"
-            ));
-        }
-        if self.key_sha256.is_empty() && self.tls_names.is_empty() {
-            return Err(format!(
-                "caller {id}: no credential; give key_sha256 (see `tessera callers add`) or tls_names"
-            ));
-        }
-        let key_hashes = key_hashes(&id, &self.key_sha256)?;
-        let rpcs = granted_rpcs(&id, &self.rpcs, self.keys_admin)?;
-        let rate = rate(&id, self.rate_per_second, self.burst)?;
-        Ok(Caller {
-            id,
-            key_hashes,
-            tls_names: self.tls_names,
-            rpcs,
-            audiences: self.audiences,
-            extra_claims: self.extra_claims.into_iter().collect(),
-            revoke: self.revoke.into_iter().collect(),
-            rate,
-        })
-    }
-}
-
-/// The stored key hashes, each 64 hex digits.
-fn key_hashes(id: &str, hex: &[String]) -> Result<Vec<[u8; 32]>, String> {
-    hex.iter()
-        .map(|h| parse_hash(h).ok_or_else(|| format!("caller {id}: key_sha256 must be 64 hex digits (the SHA-256 of the key, not the key)")))
-        .collect()
-}
-
-/// The RPCs granted: each one named in `rpcs` (known, and not key
-/// administration, which only `keys_admin` grants, so it is never granted
-/// by listing part of it), plus every key-administration RPC with
-/// `keys_admin`.
-fn granted_rpcs(id: &str, named: &[String], keys_admin: bool) -> Result<HashSet<String>, String> {
-    let mut rpcs = HashSet::new();
-    for rpc in named {
-        if KEY_ADMIN_RPCS.contains(&rpc.as_str()) && rpc != "CompromiseKey" {
-            return Err(format!(
-                "caller {id}: {rpc} is key administration; grant it with keys_admin = true"
-            ));
-        }
-        if !RPCS.contains(&rpc.as_str()) {
-            return Err(format!(
-                "caller {id}: unknown rpc {rpc:?}; known: {}",
-                RPCS.join(", ")
-            ));
-        }
-        rpcs.insert(rpc.clone());
-    }
-    if keys_admin {
-        rpcs.extend(KEY_ADMIN_RPCS.iter().map(|r| (*r).to_owned()));
-    }
-    Ok(rpcs)
-}
-
-/// The per-caller rate: none, or `rate_per_second` with a burst of as many
-/// unless `burst` says otherwise.
-fn rate(id: &str, per_second: Option<u32>, burst: Option<u32>) -> Result<Option<Rate>, String> {
-    match (per_second, burst) {
-        (None, None) => Ok(None),
-        (Some(0), _) | (_, Some(0)) => Err(format!(
-            "caller {id}: rate_per_second and burst must be above 0"
-        )),
-        (Some(per_second), burst) => Ok(Some(Rate {
-            per_second,
-            burst: burst.unwrap_or(per_second),
-        })),
-        (None, Some(_)) => Err(format!("caller {id}: burst needs rate_per_second")),
-    }
-}
-
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 /// A new bearer service key (256 random bits, `tsk_` + base64url) and the

@@ -49,12 +49,23 @@ fn a_key_finds_its_caller_and_rights() {
 fn keys_admin_grants_the_key_rpcs_and_tls_names_identify() {
     let callers = Callers::parse(&file(&"ab".repeat(32))).unwrap();
     let ops = callers
-        .by_tls_name(["x", "ops.internal"].into_iter())
+        .by_tls_name(["dns:x", "dns:ops.internal"].into_iter())
         .unwrap();
     assert_eq!(ops.id, "ops");
     assert!(KEY_ADMIN_RPCS.iter().all(|r| ops.may_call(r)));
     assert!(!ops.may_call("Issue"));
-    assert!(callers.by_tls_name(["orders"].into_iter()).is_none());
+    assert!(callers.by_tls_name(["dns:orders"].into_iter()).is_none());
+    // Typed: the same name as an e-mail SAN or a CN is not the DNS name.
+    assert!(
+        callers
+            .by_tls_name(["email:ops.internal"].into_iter())
+            .is_none()
+    );
+    assert!(
+        callers
+            .by_tls_name(["cn:ops.internal"].into_iter())
+            .is_none()
+    );
 }
 
 #[test]
@@ -112,11 +123,11 @@ fn one_key_cannot_belong_to_two_callers() {
     let text = format!(
         "[[caller]]\nid = \"a\"\nkey_sha256 = [\"{h}\"]\n[[caller]]\nid = \"b\"\nkey_sha256 = [\"{h}\"]\n"
     );
-    assert!(
-        Callers::parse(&text)
-            .unwrap_err()
-            .message
-            .contains("two callers")
+    let e = Callers::parse(&text).unwrap_err();
+    assert!(e.message.contains("two callers"), "{e}");
+    assert_eq!(
+        e.line, 4,
+        "named at the second caller's line, not line 1: {e}"
     );
 }
 
@@ -124,4 +135,32 @@ fn one_key_cannot_belong_to_two_callers() {
 fn debug_prints_no_hashes() {
     let callers = Callers::parse(&file(&"ef".repeat(32))).unwrap();
     assert!(!format!("{callers:?}").contains("efef"));
+}
+
+#[test]
+fn tls_names_are_typed_and_given_to_one_caller() {
+    let parsed = Callers::parse(
+        "[[caller]]\nid = \"a\"\ntls_names = [\"uri:spiffe://corp/a\", \"cn:Team A\", \"a.internal\"]\n",
+    )
+    .unwrap();
+    let a = |n: &str| parsed.by_tls_name([n].into_iter()).map(|c| c.id.clone());
+    assert_eq!(a("uri:spiffe://corp/a").as_deref(), Some("a"));
+    assert_eq!(a("cn:Team A").as_deref(), Some("a"));
+    assert_eq!(
+        a("dns:a.internal").as_deref(),
+        Some("a"),
+        "untyped is a DNS name"
+    );
+    assert_eq!(a("dns:spiffe://corp/a"), None);
+    let e =
+        Callers::parse("[[caller]]\nid = \"a\"\ntls_names = [\"spiffe://corp/a\"]\n").unwrap_err();
+    assert!(e.message.contains("uri:"), "{e}");
+    let twice = "[[caller]]\nid = \"a\"\ntls_names = [\"x.internal\"]\n\n\
+                 [[caller]]\nid = \"b\"\ntls_names = [\"dns:x.internal\"]\n";
+    let e = Callers::parse(twice).unwrap_err();
+    assert_eq!(e.line, 5, "the second caller's line: {e}");
+    assert!(
+        e.message.contains("two callers") && e.message.contains("line 1"),
+        "{e}"
+    );
 }

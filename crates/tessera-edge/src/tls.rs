@@ -168,28 +168,31 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// The identities of a verified client certificate: its subject common
-/// names and its DNS, URI and e-mail SANs. Callers are matched on these.
+/// The identities of a verified client certificate, each with its type:
+/// `dns:`, `uri:` and `email:` for its SANs, `cn:` for its subject common
+/// names. Callers are matched on these, type and all, so an e-mail SAN can
+/// never pass for a DNS name, nor a CN for a SAN.
 pub fn cert_names(cert: &CertificateDer<'_>) -> Vec<String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let Ok((_, cert)) = X509Certificate::from_der(cert.as_ref()) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
+    let mut names: Vec<String> = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
-                GeneralName::DNSName(n) | GeneralName::URI(n) | GeneralName::RFC822Name(n) => {
-                    names.push((*n).to_owned());
-                }
+                GeneralName::DNSName(n) => names.push(format!("dns:{n}")),
+                GeneralName::URI(n) => names.push(format!("uri:{n}")),
+                GeneralName::RFC822Name(n) => names.push(format!("email:{n}")),
                 _ => {}
             }
         }
     }
+    names.extend(
+        cert.subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(|cn| format!("cn:{cn}"))),
+    );
     names
 }
 
