@@ -133,3 +133,63 @@ async fn a_stream_ends_after_its_lifetime() {
     drop(app);
     d.cleanup().await;
 }
+
+/// A replaced client CA closes the connections whose certificates it no
+/// longer verifies (the calls on them fail; a new handshake is refused),
+/// audited as `connection_closed`; before the reload they were served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_ca_closes_the_connections_it_no_longer_trusts() {
+    use tessera_proto::v1::ListKeysRequest;
+    use tessera_proto::v1::key_service_client::KeyServiceClient;
+    let d = Deployment::new(Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let pki = crate::pki::TestPki::generate();
+    let client_ca = d.data_dir.join("client-ca.pem");
+    std::fs::copy(&pki.ca, &client_ca).unwrap();
+    let file = d.data_dir.join("callers.toml");
+    let entry =
+        "[[caller]]\nid = \"ops\"\ntls_names = [\"tessera-test-client\"]\nkeys_admin = true\n";
+    std::fs::write(&file, entry).unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    cfg.edge.tls = Some(tessera_edge::tls::TlsFiles {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: Some(client_ca.clone()),
+        client_auth: tessera_edge::tls::ClientAuth::Optional,
+    });
+    let (app, stop, handle) = start_config(cfg).await;
+    let identity = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let channel = crate::edge::tls_channel(app.addr, &pki.ca, identity)
+        .await
+        .unwrap();
+    let mut keys = KeyServiceClient::new(channel);
+    keys.list_keys(ListKeysRequest {})
+        .await
+        .expect("served before the reload");
+
+    let other = std::fs::read(&pki.other_ca).unwrap();
+    replace(&client_ca, std::str::from_utf8(&other).unwrap());
+    crate::harness::eventually("the old connection is closed", || {
+        let mut k = keys.clone();
+        async move { k.list_keys(ListKeysRequest {}).await.is_err() }
+    })
+    .await;
+    let again = crate::edge::tls_channel(app.addr, &pki.ca, identity).await;
+    let refused = match again {
+        Err(_) => true,
+        Ok(ch) => KeyServiceClient::new(ch)
+            .list_keys(ListKeysRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "a new connection with the distrusted certificate is refused"
+    );
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}

@@ -59,6 +59,41 @@ pub struct Conn {
     io: Io,
     info: ConnInfo,
     _slot: OwnedSemaphorePermit,
+    /// With a client certificate: checked again whenever the TLS files
+    /// are reloaded.
+    recheck: Option<Recheck>,
+}
+
+/// A client certificate to check again on every TLS reload.
+struct Recheck {
+    tls: Arc<ServerTls>,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    changes: tokio_stream::wrappers::WatchStream<u64>,
+}
+
+impl Recheck {
+    /// `Err` once the configuration in force no longer trusts the
+    /// certificate: the connection is closed (its calls end; the client's
+    /// next handshake is refused). Audited as `connection_closed`.
+    fn poll(&mut self, cx: &mut Context<'_>, info: &ConnInfo) -> std::io::Result<()> {
+        use futures_core::Stream as _;
+        while let Poll::Ready(Some(_)) = Pin::new(&mut self.changes).poll_next(cx) {
+            if !self.tls.still_trusts(&self.chain) {
+                let who = info.tls_names.as_ref().and_then(|n| n.first().cloned());
+                let peer = info.remote.map(|a| a.ip().to_string());
+                tessera_telemetry::audit::connection_closed(
+                    who.as_deref(),
+                    peer.as_deref(),
+                    "client certificate no longer trusted after a TLS reload",
+                );
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "client certificate no longer trusted",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 enum Io {
@@ -79,7 +114,13 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let me = self.get_mut();
+        if let Some(r) = &mut me.recheck
+            && let Err(e) = r.poll(cx, &me.info)
+        {
+            return Poll::Ready(Err(e));
+        }
+        match &mut me.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -177,17 +218,17 @@ async fn accept_loop(
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(
                 limits.handshake_timeout,
-                handshake(stream, remote, tls.as_deref()),
+                handshake(stream, remote, tls.as_ref()),
             );
             match handshake.await {
-                Ok(Ok((io, info))) => {
-                    let _ = tx
-                        .send(Ok(Conn {
-                            io,
-                            info,
-                            _slot: slot,
-                        }))
-                        .await;
+                Ok(Ok((io, info, recheck))) => {
+                    let conn = Conn {
+                        io,
+                        info,
+                        _slot: slot,
+                        recheck,
+                    };
+                    let _ = tx.send(Ok(conn)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
                 Err(_) => tracing::debug!(%remote, "handshake timed out"),
@@ -199,8 +240,8 @@ async fn accept_loop(
 async fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
-    tls: Option<&ServerTls>,
-) -> std::io::Result<(Io, ConnInfo)> {
+    tls: Option<&Arc<ServerTls>>,
+) -> std::io::Result<(Io, ConnInfo, Option<Recheck>)> {
     stream.set_nodelay(true)?;
     let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
     socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
@@ -214,18 +255,19 @@ async fn handshake(
         // (`readable()` may report ready before any byte arrived; a peek
         // returns only once one has, or at EOF.)
         stream.peek(&mut [0u8; 1]).await?;
-        return Ok((Io::Plain(stream), info));
+        return Ok((Io::Plain(stream), info, None));
     };
     let stream = tls.acceptor().accept(stream).await?;
-    if let Some(cert) = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(<[_]>::first)
-    {
-        info.tls_names = Some(crate::tls::cert_names(cert).into());
-    }
-    Ok((Io::Tls(Box::new(stream)), info))
+    let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+    let recheck = chain.and_then(|chain| {
+        info.tls_names = Some(crate::tls::cert_names(chain.first()?).into());
+        Some(Recheck {
+            changes: tokio_stream::wrappers::WatchStream::from_changes(tls.changes()),
+            tls: tls.clone(),
+            chain,
+        })
+    });
+    Ok((Io::Tls(Box::new(stream)), info, recheck))
 }
 
 /// A server builder with HTTP/2 keepalive pings (dead peers are closed) and

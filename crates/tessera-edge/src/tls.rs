@@ -6,16 +6,20 @@
 //! restart when they change (see [`ServerTls::reload_if_changed`]): a new
 //! configuration is built first and swapped in whole, so a half-written or
 //! wrong file is refused, logged, and the one in force stays. Connections
-//! already open keep the certificate they were made with.
+//! already open keep the server certificate they were made with; one whose
+//! client certificate the new client CA no longer verifies is closed
+//! (`crate::net`).
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 /// Whether clients must present a certificate.
@@ -55,8 +59,17 @@ impl TlsFiles {
 /// The server's TLS configuration, reloadable.
 pub struct ServerTls {
     files: TlsFiles,
-    config: ArcSwap<ServerConfig>,
+    config: ArcSwap<Loaded>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// Bumped on every configuration put in force: open connections
+    /// check their client certificate again.
+    changes: watch::Sender<u64>,
+}
+
+/// A configuration in force, and the client verifier it was built with.
+struct Loaded {
+    config: Arc<ServerConfig>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -76,6 +89,7 @@ impl ServerTls {
             files,
             config: ArcSwap::from_pointee(config),
             stamps: Mutex::new(stamps),
+            changes: watch::channel(0).0,
         })
     }
 
@@ -95,12 +109,32 @@ impl ServerTls {
         }
         let config = build(&self.files)?;
         self.config.store(Arc::new(config));
+        self.changes.send_modify(|n| *n += 1);
         Ok(true)
     }
 
     /// An acceptor with the configuration in force.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.load_full())
+        TlsAcceptor::from(self.config.load().config.clone())
+    }
+
+    /// Wakes on every configuration put in force.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// True when the configuration in force still verifies the client
+    /// certificate `chain` (leaf first) a connection was opened with: a
+    /// replaced client CA ends the connections it no longer trusts.
+    pub fn still_trusts(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let loaded = self.config.load();
+        let (Some(verifier), Some((leaf, intermediates))) = (&loaded.clients, chain.split_first())
+        else {
+            return false;
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+            .is_ok()
     }
 }
 
@@ -130,7 +164,7 @@ pub fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
+fn build(files: &TlsFiles) -> Result<Loaded, String> {
     let certs = read_certs(&files.cert, "tls_cert")?;
     // The error names the file, never the key's bytes.
     let key = PrivateKeyDer::from_pem_file(&files.key)
@@ -138,6 +172,7 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
+    let mut clients: Option<Arc<dyn ClientCertVerifier>> = None;
     let builder = match (&files.client_ca, files.client_auth) {
         (None, ClientAuth::None) => builder.with_no_client_auth(),
         (None, _) => return Err("tls_client_ca: required for client certificates".into()),
@@ -157,6 +192,7 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
             let verifier = verifier
                 .build()
                 .map_err(|e| format!("tls_client_ca: {e}"))?;
+            clients = Some(verifier.clone());
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -165,7 +201,10 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, String> {
         .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
     // gRPC needs h2; the JWKS is also served to HTTP/1.1 clients.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(Loaded {
+        config: Arc::new(config),
+        clients,
+    })
 }
 
 /// The identities of a verified client certificate, each with its type:

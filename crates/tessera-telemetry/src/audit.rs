@@ -179,6 +179,18 @@ pub fn stream_ended(caller: &str, rpc: &str, cause: &str) {
     );
 }
 
+/// A connection closed by the server for who is at its other end: its
+/// client certificate (`caller`: its first name) is no longer trusted
+/// after the TLS files were reloaded.
+pub fn connection_closed(caller: Option<&str>, peer: Option<&str>, cause: &str) {
+    emit(
+        Weight::Alarm,
+        "connection_closed",
+        caller.unwrap_or(UNKNOWN),
+        json!({ "peer": peer, "cause": cause }),
+    );
+}
+
 /// A call refused for who is calling: no known credential, or a known
 /// caller without the right (`reason` is the `ErrorReason` name, `detail`
 /// what was missing, never a credential).
