@@ -1,9 +1,12 @@
 //! Rights that reach only as far as they are granted: ending a subject's
 //! sessions through a password reset needs the `subject` revocation right,
-//! refused before the token is consumed.
+//! refused before the token is consumed; `Issue` names only the caller's
+//! own client ids and grants only the scopes its patterns allow.
 
 use crate::harness::{Backend, Deployment, on_both_backends, start_config};
-use tessera_proto::v1::{IssuePurposeTokenRequest, RedeemPurposeTokenRequest, TokenKind};
+use tessera_proto::v1::{
+    IssuePurposeTokenRequest, IssueRequest, RedeemPurposeTokenRequest, TokenKind,
+};
 use tonic::{Code, Request};
 
 fn key() -> (String, String) {
@@ -86,4 +89,69 @@ async fn a_reset_ends_sessions_only_with_the_subject_right(backend: Backend) {
     d.cleanup().await;
 }
 
-on_both_backends!(a_reset_ends_sessions_only_with_the_subject_right);
+async fn issue_names_only_its_clients_and_scopes(backend: Backend) {
+    let d = Deployment::new(backend).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let (k, h) = key();
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[caller]]\nid = \"app-a\"\nkey_sha256 = [\"{h}\"]\nrpcs = [\"Issue\"]\n\
+             audiences = [\"{}\"]\nscopes = [\"orders:*\", \"profile\"]\nclient_ids = [\"app-a-web\"]\n",
+            crate::harness::AUDIENCE
+        ),
+    )
+    .unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    let (app, stop, handle) = start_config(cfg).await;
+    let issue = |scopes: &[&str], client_id: &str| IssueRequest {
+        subject: "ana".into(),
+        audience: crate::harness::AUDIENCE.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        client_id: client_id.into(),
+        ..Default::default()
+    };
+    for (scopes, client) in [
+        (&["orders:read", "profile"][..], ""),
+        (&["orders:write"][..], "app-a"),
+        (&[][..], "app-a-web"),
+    ] {
+        let r = app
+            .issuer
+            .clone()
+            .issue(as_caller(issue(scopes, client), &k))
+            .await;
+        assert!(r.is_ok(), "{scopes:?} {client:?}: {r:?}");
+    }
+    for (scopes, client, what) in [
+        (&["admin:*"][..], "", "scope"),
+        (&["orders"][..], "", "scope"),
+        (&["profile:x"][..], "", "scope"),
+        (&[][..], "app-b", "client_id"),
+    ] {
+        let s = app
+            .issuer
+            .clone()
+            .issue(as_caller(issue(scopes, client), &k))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            s.code(),
+            Code::PermissionDenied,
+            "{scopes:?} {client:?}: {s:?}"
+        );
+        assert!(s.message().contains(what), "{s:?}");
+    }
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
+on_both_backends!(
+    a_reset_ends_sessions_only_with_the_subject_right,
+    issue_names_only_its_clients_and_scopes
+);

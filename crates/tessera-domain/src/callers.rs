@@ -120,6 +120,12 @@ pub struct Caller {
     rpcs: HashSet<String>,
     audiences: Vec<String>,
     extra_claims: HashSet<String>,
+    /// Scope patterns this caller may put in tokens (`orders:*` matches
+    /// `orders:read`); `None`: any scope.
+    scopes: Option<Vec<String>>,
+    /// Other `client_id` values this caller may put in tokens (its own id
+    /// always).
+    client_ids: Vec<String>,
     revoke: HashSet<RevokeRight>,
     /// The per-caller rate limit, if any.
     pub rate: Option<Rate>,
@@ -138,6 +144,23 @@ impl Caller {
     /// May this caller call `rpc` (a method name)?
     pub fn may_call(&self, rpc: &str) -> bool {
         self.rpcs.contains(rpc)
+    }
+
+    /// May this caller put `scope` in a token? Patterns end in `*` to match
+    /// a prefix (`orders:*`), or match exactly.
+    pub fn may_grant_scope(&self, scope: &str) -> bool {
+        self.scopes.as_ref().is_none_or(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => scope.starts_with(prefix),
+                None => p == scope,
+            })
+        })
+    }
+
+    /// May this caller name `client_id` as the token's client? Its own id,
+    /// or one granted by `client_ids`.
+    pub fn may_name_client(&self, client_id: &str) -> bool {
+        client_id == self.id || self.client_ids.iter().any(|c| c == client_id)
     }
 
     /// May this caller `Issue` tokens for `audience`?

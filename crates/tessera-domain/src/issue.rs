@@ -72,6 +72,23 @@ impl IssueCommand {
                 ));
             }
         }
+        // Values are scalars, lists, or objects at most three levels deep
+        // whose member names are never registered claim names: an object
+        // could otherwise nest `sub` or `aud` for a verifier that flattens
+        // claims.
+        if let Some(name) = self
+            .extra_claims
+            .iter()
+            .find(|(_, v)| !is_plain_claim_value(v, 1))
+            .map(|(n, _)| n)
+        {
+            return Err(DomainError::field(
+                "extra_claims",
+                format!(
+                    "`{name}`: a value nests at most 3 levels and never names a registered claim (sub, aud, …)"
+                ),
+            ));
+        }
         let size = serde_json::to_vec(&self.extra_claims).map_or(usize::MAX, |v| v.len());
         if size > 4096 {
             return Err(DomainError::field("extra_claims", "at most 4 KiB as JSON"));
@@ -174,6 +191,22 @@ pub fn mint_login(
     })
 }
 
+/// A claim value in the documented shape: at most three levels deep, and
+/// no object member named like a registered claim, at any depth.
+fn is_plain_claim_value(v: &serde_json::Value, depth: usize) -> bool {
+    use serde_json::Value as J;
+    match v {
+        J::Array(items) => depth < 3 && items.iter().all(|i| is_plain_claim_value(i, depth + 1)),
+        J::Object(members) => {
+            depth < 3
+                && members
+                    .iter()
+                    .all(|(k, v)| !is_reserved_claim(k) && is_plain_claim_value(v, depth + 1))
+        }
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +243,41 @@ mod tests {
         let mut c = base;
         c.extra_claims.insert("Sub".into(), Value::from("x"));
         assert_eq!(field(c), "extra_claims");
+    }
+
+    #[test]
+    fn extra_claim_values_nest_no_registered_claim() {
+        let policy = Policy {
+            extra_claims_allowlist: vec!["tenant".into()],
+            ..Policy::default()
+        };
+        let with = |v: Value| IssueCommand {
+            subject: "u".into(),
+            audience: "api".into(),
+            scopes: vec![],
+            extra_claims: [("tenant".to_owned(), v)].into_iter().collect(),
+            access_ttl: None,
+            client_id: None,
+        };
+        let ok = serde_json::json!({"id": "t1", "regions": ["eu", "us"], "n": 3});
+        assert!(with(ok).validate(&policy).is_ok());
+        for bad in [
+            serde_json::json!({"sub": "admin"}),
+            serde_json::json!({"org": {"aud": "billing"}}),
+            serde_json::json!([{"iss": "x"}]),
+            serde_json::json!({"a": {"b": {"c": 1}}}),
+        ] {
+            let e = with(bad.clone()).validate(&policy).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DomainError::InvalidField {
+                        field: "extra_claims",
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
+        }
     }
 }

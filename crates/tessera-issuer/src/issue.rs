@@ -11,8 +11,8 @@ use tessera_proto::v1::{IssueRequest, IssueResponse};
 use tonic::Status;
 
 /// The caller's rights over what it asks for: the audience, every extra
-/// claim name (checked after validation, so a malformed request is
-/// INVALID_ARGUMENT whoever sends it).
+/// claim name, every scope and the `client_id` (checked after validation,
+/// so a malformed request is INVALID_ARGUMENT whoever sends it).
 fn may_issue(caller: &Caller, cmd: &IssueCommand) -> Result<(), Status> {
     if !caller.may_issue_for(&cmd.audience) {
         let aud = &cmd.audience;
@@ -27,6 +27,26 @@ fn may_issue(caller: &Caller, cmd: &IssueCommand) -> Result<(), Status> {
             caller,
             "Issue",
             &format!("add the claim {name:?}"),
+        ));
+    }
+    if let Some(scope) = cmd.scopes.iter().find(|s| !caller.may_grant_scope(s)) {
+        return Err(not_allowed(
+            caller,
+            "Issue",
+            &format!("grant the scope {scope:?}"),
+        ));
+    }
+    // The token's client is the caller, or a client it is granted: a
+    // caller must not mint tokens in another client's name.
+    if let Some(client) = cmd
+        .client_id
+        .as_deref()
+        .filter(|c| !caller.may_name_client(c))
+    {
+        return Err(not_allowed(
+            caller,
+            "Issue",
+            &format!("issue tokens as client_id {client:?}"),
         ));
     }
     Ok(())

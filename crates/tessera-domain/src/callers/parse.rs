@@ -32,6 +32,9 @@ struct RawCaller {
     audiences: Vec<String>,
     #[serde(default)]
     extra_claims: Vec<String>,
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    client_ids: Vec<String>,
     #[serde(default)]
     revoke: Vec<RevokeRight>,
     rate_per_second: Option<u32>,
@@ -151,6 +154,8 @@ impl RawCaller {
             rpcs,
             audiences: self.audiences,
             extra_claims: self.extra_claims.into_iter().collect(),
+            scopes: self.scopes,
+            client_ids: self.client_ids,
             revoke: self.revoke.into_iter().collect(),
             rate,
         })
