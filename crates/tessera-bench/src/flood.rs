@@ -10,9 +10,34 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// What the command line asks of the flood.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Seconds measured alone, and again during the flood.
+    seconds: f64,
+    /// The flooder's rate limit, calls per second.
+    flood_rate: u32,
+    /// The flooder's connections.
+    flooders: usize,
+}
+
+impl Shape {
+    /// The flooder's burst: a fifth of its rate, at least one call. The
+    /// callers file and the table's heading both state it.
+    fn burst(self) -> u32 {
+        (self.flood_rate / 5).max(1)
+    }
+}
 
 /// Starts the server, measures, prints a Markdown table.
 pub async fn run(bin: &Path, seconds: f64, flood_rate: u32, flooders: usize) -> Result<(), String> {
+    let shape = Shape {
+        seconds,
+        flood_rate,
+        flooders,
+    };
     let key = |id: &str, rate: &str| {
         let (k, hash) = crate::client::new_service_key()?;
         let entry = format!(
@@ -22,10 +47,7 @@ pub async fn run(bin: &Path, seconds: f64, flood_rate: u32, flooders: usize) -> 
     };
     let (flood_key, flood_entry) = key(
         "flood",
-        &format!(
-            "rate_per_second = {flood_rate}\nburst = {}",
-            (flood_rate / 5).max(1)
-        ),
+        &format!("rate_per_second = {flood_rate}\nburst = {}", shape.burst()),
     )?;
     let (calm_key, calm_entry) = key("calm", "")?;
     let path = std::env::temp_dir().join(format!("tessera-flood-{}.toml", std::process::id()));
@@ -36,85 +58,117 @@ pub async fn run(bin: &Path, seconds: f64, flood_rate: u32, flooders: usize) -> 
         database_url: None,
         redis_url: None,
     };
-    let result = measure(
-        bin,
-        &store,
-        &args,
-        (&flood_key, &calm_key),
-        seconds,
-        flood_rate,
-        flooders,
-    )
-    .await;
+    let result = measure(bin, &store, &args, (&flood_key, &calm_key), shape).await;
     let _ = std::fs::remove_file(&path);
     result
 }
 
+/// The calm caller alone, then during the flood, against one server started
+/// with the callers file in `args`.
 async fn measure(
     bin: &Path,
     store: &server::Store,
     args: &[String],
     (flood_key, calm_key): (&str, &str),
-    seconds: f64,
-    flood_rate: u32,
-    flooders: usize,
+    shape: Shape,
 ) -> Result<(), String> {
     let srv = server::tessera(bin, store, "https://bench.tessera.invalid", args).await?;
     server::wait_serving(&srv.url).await?;
 
     let mut calm = Clients::connect_as(&srv.url, Some(calm_key)).await?;
     let (token, _) = calm.issue(0).await?;
-    let duration = Duration::from_secs_f64(seconds);
+    let duration = Duration::from_secs_f64(shape.seconds);
     let quiet = calm_latencies(&mut calm, &token, duration).await?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut tasks = Vec::new();
-    for _ in 0..flooders {
-        let mut c = Clients::connect_as(&srv.url, Some(flood_key)).await?;
-        let (stop, ok, refused, token) = (stop.clone(), ok.clone(), refused.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match c.verify_code(&token).await {
-                    tonic::Code::Ok => ok.fetch_add(1, Ordering::Relaxed),
-                    tonic::Code::ResourceExhausted => refused.fetch_add(1, Ordering::Relaxed),
-                    code => {
-                        eprintln!("flood: unexpected {code:?}");
-                        0
-                    }
-                };
-            }
-        }));
-    }
+    let flood = Flood::start(&srv.url, flood_key, &token, shape.flooders).await?;
     let started = Instant::now();
     let during = calm_latencies(&mut calm, &token, duration).await?;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let (ok, refused) = flood.stop().await;
     let secs = started.elapsed().as_secs_f64();
-    let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
-    println!(
-        "Calm caller: sequential Verify, {seconds} s each; flooder: {flooders} connections, one call in flight each, limited to {flood_rate}/s (burst {}).\n",
-        (flood_rate / 5).max(1)
-    );
-    println!(
-        "| | calm p50 | calm p99 | calm max | calm calls | flood accepted/s | flood refused/s |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    println!("{}", row("alone", &quiet, None));
-    println!(
-        "{}",
-        row(
-            "during the flood",
-            &during,
-            Some((ok as f64 / secs, refused as f64 / secs))
-        )
+    print_table(
+        shape,
+        &quiet,
+        &during,
+        (ok as f64 / secs, refused as f64 / secs),
     );
     if during.is_empty() || quiet.is_empty() {
         return Err("no calm call was measured".into());
     }
     Ok(())
+}
+
+/// The flooder: its connections, each sending Verify back to back until
+/// stopped, counting the calls accepted and the calls refused.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Flood {
+    /// Connects `flooders` times as the caller of `key` and starts sending.
+    async fn start(url: &str, key: &str, token: &str, flooders: usize) -> Result<Self, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..flooders {
+            let mut c = Clients::connect_as(url, Some(key)).await?;
+            let (stop, ok, refused) = (stop.clone(), ok.clone(), refused.clone());
+            let token = token.to_owned();
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.verify_code(&token).await {
+                        tonic::Code::Ok => ok.fetch_add(1, Ordering::Relaxed),
+                        tonic::Code::ResourceExhausted => refused.fetch_add(1, Ordering::Relaxed),
+                        code => {
+                            eprintln!("flood: unexpected {code:?}");
+                            0
+                        }
+                    };
+                }
+            }));
+        }
+        Ok(Self {
+            stop,
+            ok,
+            refused,
+            tasks,
+        })
+    }
+
+    /// Stops every connection once its call in flight is answered, so the
+    /// counts are final; returns (accepted, refused).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The heading and the two rows; `rates` are the flooder's accepted and
+/// refused calls per second during the flood.
+fn print_table(shape: Shape, quiet: &[Duration], during: &[Duration], rates: (f64, f64)) {
+    let Shape {
+        seconds,
+        flood_rate,
+        flooders,
+    } = shape;
+    println!(
+        "Calm caller: sequential Verify, {seconds} s each; flooder: {flooders} connections, one call in flight each, limited to {flood_rate}/s (burst {}).\n",
+        shape.burst()
+    );
+    println!(
+        "| | calm p50 | calm p99 | calm max | calm calls | flood accepted/s | flood refused/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("{}", row("alone", quiet, None));
+    println!("{}", row("during the flood", during, Some(rates)));
 }
 
 /// Sequential Verify calls by the calm caller for `d`; every one must be

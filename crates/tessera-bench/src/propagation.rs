@@ -93,8 +93,29 @@ async fn topology(
     verifiers: usize,
 ) -> Result<(Server, Vec<Server>), String> {
     let kek = server::random_kek().map_err(|e| e.to_string())?;
+    let common = common_args(database_url, redis);
+    // The issuer names the first verifier as its revocation endpoint before
+    // that verifier starts, so the verifier's port is chosen here.
+    let first = server::free_port()?;
+    let issuer = serve(bin, &common, &issuer_args(first), &kek).await?;
+    let mut servers = Vec::new();
+    for i in 0..verifiers {
+        let listen = if i == 0 {
+            format!("127.0.0.1:{first}")
+        } else {
+            "127.0.0.1:0".into()
+        };
+        let role = verifier_args(listen, &issuer.url);
+        servers.push(serve(bin, &common, &role, &kek).await?);
+    }
+    Ok((issuer, servers))
+}
+
+/// What every instance shares: the issuer name, the database, and Redis
+/// under a prefix of this run's own.
+fn common_args(database_url: &str, redis: &OwnRedis) -> Vec<String> {
     let prefix = format!("tessera-bench-prop-{}:", std::process::id());
-    let common: Vec<String> = [
+    [
         "--issuer",
         ISSUER,
         "--database-url",
@@ -105,48 +126,32 @@ async fn topology(
         &prefix,
     ]
     .map(str::to_owned)
-    .to_vec();
-    let first = server::free_port()?;
-    let issuer = serve(
-        bin,
-        &common,
-        &[
-            "--role".into(),
-            "issuer".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--migrate".into(),
-            "--revocation-endpoint".into(),
-            format!("http://127.0.0.1:{first}"),
-        ],
-        &kek,
-    )
-    .await?;
-    let mut servers = Vec::new();
-    for i in 0..verifiers {
-        let listen = if i == 0 {
-            format!("127.0.0.1:{first}")
-        } else {
-            "127.0.0.1:0".into()
-        };
-        servers.push(
-            serve(
-                bin,
-                &common,
-                &[
-                    "--role".into(),
-                    "introspection".into(),
-                    "--listen".into(),
-                    listen,
-                    "--issuer-endpoint".into(),
-                    issuer.url.clone(),
-                ],
-                &kek,
-            )
-            .await?,
-        );
-    }
-    Ok((issuer, servers))
+    .to_vec()
+}
+
+/// The issuer's role; it migrates the database, being the first to start.
+fn issuer_args(first_verifier_port: u16) -> Vec<String> {
+    vec![
+        "--role".into(),
+        "issuer".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--migrate".into(),
+        "--revocation-endpoint".into(),
+        format!("http://127.0.0.1:{first_verifier_port}"),
+    ]
+}
+
+/// An introspection instance's role, taking its keys from `issuer_url`.
+fn verifier_args(listen: String, issuer_url: &str) -> Vec<String> {
+    vec![
+        "--role".into(),
+        "introspection".into(),
+        "--listen".into(),
+        listen,
+        "--issuer-endpoint".into(),
+        issuer_url.to_owned(),
+    ]
 }
 
 /// The whole run; prints a markdown table.
