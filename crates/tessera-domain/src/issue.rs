@@ -37,22 +37,7 @@ impl IssueCommand {
     pub fn validate(&self, policy: &Policy) -> Result<()> {
         check_text("subject", &self.subject, 255)?;
         check_text("audience", &self.audience, 255)?;
-        if self.scopes.len() > 64 {
-            return Err(DomainError::field("scopes", "at most 64 scopes"));
-        }
-        for s in &self.scopes {
-            // RFC 6749 3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
-            let ok = !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-            if !ok {
-                return Err(DomainError::field(
-                    "scopes",
-                    "each scope is 1 to 128 printable ASCII characters without space, quote or backslash",
-                ));
-            }
-        }
+        check_scopes(&self.scopes)?;
         if let Some(c) = &self.client_id {
             check_text("client_id", c, 255)?;
         }
@@ -189,6 +174,27 @@ pub fn mint_login(
         refresh_token,
         family,
     })
+}
+
+/// At most 64 scopes, each an RFC 6749 §3.3 scope-token (%x21 /
+/// %x23-5B / %x5D-7E) of 1 to 128 characters.
+fn check_scopes(scopes: &[String]) -> Result<()> {
+    if scopes.len() > 64 {
+        return Err(DomainError::field("scopes", "at most 64 scopes"));
+    }
+    let token = |s: &String| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    };
+    if scopes.iter().all(token) {
+        return Ok(());
+    }
+    Err(DomainError::field(
+        "scopes",
+        "each scope is 1 to 128 printable ASCII characters without space, quote or backslash",
+    ))
 }
 
 /// A claim value in the documented shape: at most three levels deep, and
