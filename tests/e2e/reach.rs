@@ -151,7 +151,96 @@ async fn issue_names_only_its_clients_and_scopes(backend: Backend) {
     d.cleanup().await;
 }
 
+/// A refresh token belongs to the caller that obtained it: another
+/// caller's Refresh is refused with a reason of its own, nothing consumed
+/// and no reuse (the owner refreshes it after); the audience right is
+/// checked again at every Refresh.
+async fn a_refresh_token_is_its_callers(backend: Backend) {
+    use tessera_proto::v1::RefreshRequest;
+    let d = Deployment::new(backend).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let ((a, a_h), (b, b_h)) = (key(), key());
+    let aud = crate::harness::AUDIENCE;
+    let entry = |id: &str, h: &str, audiences: &str| {
+        format!(
+            "[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{h}\"]\nrpcs = [\"Issue\", \"Refresh\"]\naudiences = [{audiences}]\n\n"
+        )
+    };
+    let file = d.data_dir.join("callers.toml");
+    let both = format!("\"{aud}\"");
+    std::fs::write(
+        &file,
+        entry("app-a", &a_h, &both) + &entry("app-b", &b_h, &both),
+    )
+    .unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file.clone());
+    let (app, stop, handle) = start_config(cfg).await;
+    let login = IssueRequest {
+        subject: "ana".into(),
+        audience: aud.into(),
+        ..Default::default()
+    };
+    let issued = app
+        .issuer
+        .clone()
+        .issue(as_caller(login, &a))
+        .await
+        .unwrap()
+        .into_inner();
+    let refresh = |t: &str| RefreshRequest {
+        refresh_token: t.into(),
+        scopes: vec![],
+    };
+    let s = app
+        .issuer
+        .clone()
+        .refresh(as_caller(refresh(&issued.refresh_token), &b))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert_eq!(
+        crate::harness::reason(&s),
+        "ERROR_REASON_TOKEN_OWNER_MISMATCH"
+    );
+    // Nothing was consumed and it was no reuse: the owner goes on.
+    let next = app
+        .issuer
+        .clone()
+        .refresh(as_caller(refresh(&issued.refresh_token), &a))
+        .await
+        .expect("the owner refreshes its token")
+        .into_inner();
+    assert_eq!(next.family_id, issued.family_id);
+
+    // app-a loses the audience: its next Refresh is refused for it.
+    let tmp = file.with_extension("new");
+    std::fs::write(
+        &tmp,
+        entry("app-a", &a_h, "\"billing\"") + &entry("app-b", &b_h, &both),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    crate::harness::eventually("the reload withdraws the audience", || {
+        let mut i = app.issuer.clone();
+        let r = as_caller(refresh(&next.refresh_token), &a);
+        async move {
+            i.refresh(r).await.is_err_and(|s| {
+                s.code() == Code::PermissionDenied
+                    && crate::harness::reason(&s) == "ERROR_REASON_CALLER_NOT_ALLOWED"
+            })
+        }
+    })
+    .await;
+
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}
+
 on_both_backends!(
     a_reset_ends_sessions_only_with_the_subject_right,
-    issue_names_only_its_clients_and_scopes
+    issue_names_only_its_clients_and_scopes,
+    a_refresh_token_is_its_callers
 );

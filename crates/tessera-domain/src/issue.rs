@@ -167,6 +167,7 @@ pub fn mint_login(
         absolute_expires_at: absolute,
         subject_version,
         extra_claims: cmd.extra_claims.clone(),
+        owner: None,
     };
     Ok(Minted {
         access_token,

@@ -144,6 +144,9 @@ pub struct FamilyRecord {
     /// The extra claims given at Issue (empty for a family stored before
     /// they were kept, or opened without any).
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// The caller that obtained it; `None`: bound to no caller (opened
+    /// without a callers file, or before owners were recorded).
+    pub owner: Option<String>,
 }
 
 impl FamilyRecord {
@@ -187,6 +190,18 @@ pub enum RotateOutcome {
     LifetimeExpired,
     /// A requested scope is not among the family's scopes (nothing rotated).
     ScopeNotGranted,
+    /// The presenting caller may no longer issue for the family's audience
+    /// (nothing consumed).
+    AudienceNotAllowed {
+        /// The family, untouched.
+        family: FamilyRecord,
+    },
+    /// Presented by a caller other than the one that obtained it: refused,
+    /// nothing consumed, not judged as reuse.
+    OtherCaller {
+        /// The family, untouched (its `owner` names who obtained it).
+        family: FamilyRecord,
+    },
     /// A consumed token was presented outside the grace window: the family
     /// is now revoked.
     Reused {
@@ -277,17 +292,39 @@ pub enum RefusedBecause {
     IdleExpired,
     /// A requested scope is not among the family's scopes.
     ScopeNotGranted,
+    /// The token was obtained by another caller (nothing consumed, not
+    /// reuse).
+    OtherCaller,
+    /// The presenting caller may no longer issue for the family's audience
+    /// (its rights changed since the login).
+    AudienceNotAllowed,
 }
 
 /// Decides a refresh (RFC 9700 section 4.14.2), failing closed, in order:
-/// revoked (including a family opened under an older subject version, even
+/// another caller's token (RFC 6749 section 6: a refresh token is bound to
+/// the client it was issued to; refused before anything else, so it
+/// neither consumes the token nor counts as reuse) → revoked (including a family opened under an older subject version, even
 /// if its row was written after that revocation) → lifetime → idle →
 /// reuse (judged before the scopes, so a stolen, consumed token cannot probe
 /// without revoking its family) → scopes → rotate or replay. Only the
 /// immediate predecessor of the current token, presented within the grace
 /// window, replays its rotation; any other consumed token is reuse.
-pub fn decide(s: &FamilySnapshot, req: &RotateRequest, scopes: &[String]) -> Decision {
+///
+/// `caller`: the presenting caller's id (`None` without a callers file).
+/// A family bound to no caller may be refreshed by any.
+pub fn decide(
+    s: &FamilySnapshot,
+    req: &RotateRequest,
+    scopes: &[String],
+    caller: Option<&str>,
+) -> Decision {
     let (f, now) = (&s.family, req.now);
+    if f.owner
+        .as_deref()
+        .is_some_and(|owner| Some(owner) != caller)
+    {
+        return Decision::Refuse(RefusedBecause::OtherCaller);
+    }
     if s.revoked || s.current_subject_version > f.subject_version {
         return Decision::Refuse(RefusedBecause::Revoked);
     }
@@ -329,6 +366,10 @@ impl Decision {
             Self::Refuse(RefusedBecause::LifetimeExpired) => RotateOutcome::LifetimeExpired,
             Self::Refuse(RefusedBecause::IdleExpired) => RotateOutcome::IdleExpired,
             Self::Refuse(RefusedBecause::ScopeNotGranted) => RotateOutcome::ScopeNotGranted,
+            Self::Refuse(RefusedBecause::OtherCaller) => RotateOutcome::OtherCaller { family },
+            Self::Refuse(RefusedBecause::AudienceNotAllowed) => {
+                RotateOutcome::AudienceNotAllowed { family }
+            }
             Self::Rotate {
                 idle_expires_at, ..
             } => {

@@ -4,6 +4,11 @@
 use super::*;
 use proptest::prelude::*;
 
+/// A decision for a presenting caller of no id (no callers file).
+fn decide_as_nobody(s: &FamilySnapshot, r: &RotateRequest, scopes: &[String]) -> Decision {
+    decide(s, r, scopes, None)
+}
+
 #[test]
 fn successors_are_deterministic_and_secret_dependent() {
     let s1 = RefreshSecret::new(&Secret::new(vec![1; 32]));
@@ -59,6 +64,7 @@ fn snapshot() -> FamilySnapshot {
             absolute_expires_at: NOW + 1000,
             subject_version: 2,
             extra_claims: Default::default(),
+            owner: None,
         },
         revoked: false,
         current_subject_version: 2,
@@ -99,7 +105,7 @@ fn scopes(v: &[&str]) -> Vec<String> {
 #[test]
 fn the_current_token_rotates_and_the_idle_deadline_moves_but_not_past_the_end() {
     assert_eq!(
-        decide(&snapshot(), &req(NOW), &[]),
+        decide_as_nobody(&snapshot(), &req(NOW), &[]),
         Decision::Rotate {
             successor: SUCCESSOR,
             generation: 4,
@@ -110,7 +116,7 @@ fn the_current_token_rotates_and_the_idle_deadline_moves_but_not_past_the_end() 
     let mut s = snapshot();
     s.family.idle_expires_at = NOW + 1000;
     assert_eq!(
-        decide(&s, &req(NOW + 500), &scopes(&["read"])),
+        decide_as_nobody(&s, &req(NOW + 500), &scopes(&["read"])),
         Decision::Rotate {
             successor: SUCCESSOR,
             generation: 4,
@@ -126,14 +132,14 @@ fn a_revoked_family_or_one_behind_its_subject_is_refused_first() {
     let mut s = consumed(NOW - 100, [9; 32], false);
     s.revoked = true;
     assert_eq!(
-        decide(&s, &req(NOW + 5000), &[]),
+        decide_as_nobody(&s, &req(NOW + 5000), &[]),
         Decision::Refuse(RefusedBecause::Revoked),
         "before expiry and before reuse"
     );
     let mut s = snapshot();
     s.current_subject_version = 3;
     assert_eq!(
-        decide(&s, &req(NOW), &[]),
+        decide_as_nobody(&s, &req(NOW), &[]),
         Decision::Refuse(RefusedBecause::Revoked)
     );
 }
@@ -142,15 +148,15 @@ fn a_revoked_family_or_one_behind_its_subject_is_refused_first() {
 fn lifetime_then_idle_to_the_second() {
     let s = snapshot();
     assert_eq!(
-        decide(&s, &req(NOW + 1000), &[]),
+        decide_as_nobody(&s, &req(NOW + 1000), &[]),
         Decision::Refuse(RefusedBecause::LifetimeExpired)
     );
     assert_eq!(
-        decide(&s, &req(NOW + 100), &[]),
+        decide_as_nobody(&s, &req(NOW + 100), &[]),
         Decision::Refuse(RefusedBecause::IdleExpired)
     );
     assert!(matches!(
-        decide(&s, &req(NOW + 99), &[]),
+        decide_as_nobody(&s, &req(NOW + 99), &[]),
         Decision::Rotate { .. }
     ));
 }
@@ -158,11 +164,11 @@ fn lifetime_then_idle_to_the_second() {
 #[test]
 fn scopes_must_be_granted_and_nothing_rotates_otherwise() {
     assert_eq!(
-        decide(&snapshot(), &req(NOW), &scopes(&["read", "admin"])),
+        decide_as_nobody(&snapshot(), &req(NOW), &scopes(&["read", "admin"])),
         Decision::Refuse(RefusedBecause::ScopeNotGranted)
     );
     assert!(matches!(
-        decide(&snapshot(), &req(NOW), &scopes(&["write", "read"])),
+        decide_as_nobody(&snapshot(), &req(NOW), &scopes(&["write", "read"])),
         Decision::Rotate { .. }
     ));
 }
@@ -170,16 +176,16 @@ fn scopes_must_be_granted_and_nothing_rotates_otherwise() {
 #[test]
 fn the_immediate_predecessor_replays_inside_the_grace_window_only() {
     let s = consumed(NOW - 5, SUCCESSOR, true);
-    assert_eq!(decide(&s, &req(NOW), &[]), Decision::Replay);
+    assert_eq!(decide_as_nobody(&s, &req(NOW), &[]), Decision::Replay);
     assert_eq!(
-        decide(&s, &req(NOW + 1), &[]),
+        decide_as_nobody(&s, &req(NOW + 1), &[]),
         Decision::RevokeFamily { at: NOW + 1 },
         "one second past the window"
     );
     let mut no_grace = req(NOW);
     no_grace.policy.grace = 0;
     assert_eq!(
-        decide(&consumed(NOW, SUCCESSOR, true), &no_grace, &[]),
+        decide_as_nobody(&consumed(NOW, SUCCESSOR, true), &no_grace, &[]),
         Decision::RevokeFamily { at: NOW }
     );
 }
@@ -188,12 +194,12 @@ fn the_immediate_predecessor_replays_inside_the_grace_window_only() {
 fn any_other_consumed_token_is_reuse() {
     // Its successor was itself rotated away: an older token.
     assert_eq!(
-        decide(&consumed(NOW - 1, SUCCESSOR, false), &req(NOW), &[]),
+        decide_as_nobody(&consumed(NOW - 1, SUCCESSOR, false), &req(NOW), &[]),
         Decision::RevokeFamily { at: NOW }
     );
     // A successor that is not the one derived from the presented token.
     assert_eq!(
-        decide(&consumed(NOW - 1, [8; 32], true), &req(NOW), &[]),
+        decide_as_nobody(&consumed(NOW - 1, [8; 32], true), &req(NOW), &[]),
         Decision::RevokeFamily { at: NOW }
     );
 }
@@ -201,7 +207,7 @@ fn any_other_consumed_token_is_reuse() {
 #[test]
 fn reuse_is_judged_before_scopes_but_a_replay_still_checks_them() {
     assert_eq!(
-        decide(
+        decide_as_nobody(
             &consumed(NOW - 100, SUCCESSOR, false),
             &req(NOW),
             &scopes(&["admin"])
@@ -209,7 +215,7 @@ fn reuse_is_judged_before_scopes_but_a_replay_still_checks_them() {
         Decision::RevokeFamily { at: NOW }
     );
     assert_eq!(
-        decide(
+        decide_as_nobody(
             &consumed(NOW - 1, SUCCESSOR, true),
             &req(NOW),
             &scopes(&["admin"])
@@ -302,7 +308,7 @@ proptest! {
     ) {
         let mut r = req(at);
         r.policy.grace = grace;
-        match decide(&s, &r, &[]) {
+        match decide_as_nobody(&s, &r, &[]) {
             Decision::Rotate { successor, generation, at: when, idle_expires_at } => {
                 prop_assert_eq!(successor, r.successor);
                 prop_assert_eq!(generation, s.presented.generation + 1);
@@ -320,4 +326,30 @@ proptest! {
             Decision::Refuse(_) => {}
         }
     }
+}
+
+#[test]
+fn another_callers_token_is_refused_before_anything_else() {
+    let mut s = consumed(NOW - 1, [8; 32], true);
+    s.family.owner = Some("app-a".into());
+    // Consumed and outside any grace: from its owner that is reuse; from
+    // another caller it is refused without being judged at all.
+    assert_eq!(
+        decide(&s, &req(NOW), &[], Some("app-b")),
+        Decision::Refuse(RefusedBecause::OtherCaller)
+    );
+    assert_eq!(
+        decide(&s, &req(NOW), &[], None),
+        Decision::Refuse(RefusedBecause::OtherCaller)
+    );
+    assert!(matches!(
+        decide(&s, &req(NOW), &[], Some("app-a")),
+        Decision::RevokeFamily { .. }
+    ));
+    // A family bound to no caller is anyone's.
+    s.family.owner = None;
+    assert!(matches!(
+        decide(&s, &req(NOW), &[], Some("app-b")),
+        Decision::RevokeFamily { .. }
+    ));
 }

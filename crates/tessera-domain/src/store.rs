@@ -117,6 +117,9 @@ pub struct NewFamily {
     /// The caller's extra claims (allowlisted at Issue): they belong to the
     /// session, so every access token a refresh mints carries them too.
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// The caller that obtained it (its callers-file id); `None`: no
+    /// callers file, bound to no caller.
+    pub owner: Option<String>,
 }
 
 /// Durable sessions: families, refresh tokens, subject versions and

@@ -59,9 +59,10 @@ pub(crate) async fn issue(
 ) -> Result<IssueResponse, Status> {
     // Parse, don't validate: the request becomes a checked command.
     let cmd = issue_command(request, &me.cfg.policy)?;
-    if let Some(caller) = caller {
-        may_issue(&caller, &cmd)?;
+    if let Some(caller) = &caller {
+        may_issue(caller, &cmd)?;
     }
+    let owner = caller.map(|c| c.id.clone());
     let version = me
         .store
         .subject_version(&cmd.subject)
@@ -69,8 +70,11 @@ pub(crate) async fn issue(
         .map_err(from_domain)?;
     let key = me.keys.signing_key().map_err(from_domain)?;
     let now = me.cfg.clock.now();
-    let minted = mint_login(&cmd, &me.cfg.policy, &me.cfg.families, &key, version, now)
+    let mut minted = mint_login(&cmd, &me.cfg.policy, &me.cfg.families, &key, version, now)
         .map_err(from_domain)?;
+    // The session belongs to the caller that obtained it: only it may
+    // refresh it (RFC 6749 §6, RFC 9700 §4.14).
+    minted.family.owner = owner;
     // Durable before the tokens leave: a refresh token the store does not
     // know would be useless.
     me.store

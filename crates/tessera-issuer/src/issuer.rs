@@ -54,8 +54,11 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        let caller = tessera_api::caller::caller_of(&request);
-        crate::refresh::refresh(&self.inner, request.into_inner(), &caller)
+        let who = crate::refresh::Who {
+            audit: tessera_api::caller::caller_of(&request),
+            caller: tessera_api::caller::caller(&request).cloned(),
+        };
+        crate::refresh::refresh(&self.inner, request.into_inner(), &who)
             .await
             .map(Response::new)
     }

@@ -5,7 +5,8 @@ use tessera_api::{from_domain, invalid, status, timestamp};
 use tessera_domain::issue::access_claims;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::refresh::{
-    FamilyRecord, FamilySnapshot, RefreshToken, RotateOutcome, RotateRequest, decide,
+    Decision, FamilyRecord, FamilySnapshot, RefreshToken, RefusedBecause, RotateOutcome,
+    RotateRequest, decide,
 };
 use tessera_domain::verify::sign;
 use tessera_proto::v1::revoke_request::Target;
@@ -19,7 +20,8 @@ fn unauthenticated(reason: ErrorReason, message: &str) -> Status {
 
 /// The family after a rotation, or the caller's error for every other
 /// outcome (a reuse also tells the revocation service).
-async fn rotated(me: &Inner, outcome: RotateOutcome, caller: &str) -> Result<FamilyRecord, Status> {
+async fn rotated(me: &Inner, outcome: RotateOutcome, who: &Who) -> Result<FamilyRecord, Status> {
+    let caller = who.audit.as_str();
     let (reason, message) = match outcome {
         RotateOutcome::Rotated { family, fresh } => {
             me.cfg.metrics.refreshed(!fresh);
@@ -53,8 +55,42 @@ async fn rotated(me: &Inner, outcome: RotateOutcome, caller: &str) -> Result<Fam
                 "every scope must be one the session was granted",
             ));
         }
+        RotateOutcome::OtherCaller { family } => return Err(other_callers(me, &family, caller)),
+        RotateOutcome::AudienceNotAllowed { family } => {
+            let what = format!("refresh tokens for audience {:?}", family.audience);
+            return Err(match &who.caller {
+                Some(c) => tessera_api::caller::not_allowed(c, "Refresh", &what),
+                None => unauthenticated(
+                    ErrorReason::RefreshTokenInvalid,
+                    "the refresh token is not valid",
+                ),
+            });
+        }
     };
     Err(unauthenticated(reason, message))
+}
+
+/// Who presents a refresh token: the audit name, and the authenticated
+/// caller (`None` without a callers file).
+pub(crate) struct Who {
+    pub audit: String,
+    pub caller: Option<std::sync::Arc<tessera_domain::callers::Caller>>,
+}
+
+/// Another caller's refresh token: refused with a reason of its own,
+/// nothing consumed, not reuse (the family goes on: a caller that holds
+/// another's token is named in the audit trail with the owner, for the
+/// operator to act on, and cannot end the owner's session by presenting
+/// it), and counted.
+fn other_callers(me: &Inner, family: &FamilyRecord, caller: &str) -> Status {
+    me.cfg.metrics.owner_mismatch();
+    let owner = family.owner.as_deref().unwrap_or(audit::UNKNOWN);
+    audit::token_owner_mismatch(caller, owner, "refresh", &family.family_id);
+    status(
+        Code::PermissionDenied,
+        ErrorReason::TokenOwnerMismatch,
+        "the refresh token was obtained by another caller",
+    )
 }
 
 /// A reused refresh token: the family is already revoked in the store (the
@@ -81,22 +117,32 @@ async fn rotate(
     presented: &RefreshToken,
     req: &RotateRequest,
     scopes: &[String],
-    caller: &str,
+    who: &Who,
 ) -> Result<FamilyRecord, Status> {
+    let id = who.caller.as_ref().map(|c| c.id.as_str());
+    // The audience right is checked again at every refresh: a caller whose
+    // rights shrank since the login gets no new token for it.
+    let plan = |s: &FamilySnapshot| match &who.caller {
+        Some(c)
+            if s.family.owner.as_ref().is_none_or(|o| *o == c.id)
+                && !c.may_issue_for(&s.family.audience) =>
+        {
+            Decision::Refuse(RefusedBecause::AudienceNotAllowed)
+        }
+        _ => decide(s, req, scopes, id),
+    };
     let outcome = me
         .store
-        .rotate(&presented.hash(), &|s: &FamilySnapshot| {
-            decide(s, req, scopes)
-        })
+        .rotate(&presented.hash(), &plan)
         .await
         .map_err(from_domain)?;
-    rotated(me, outcome, caller).await
+    rotated(me, outcome, who).await
 }
 
 pub(crate) async fn refresh(
     me: &Inner,
     r: RefreshRequest,
-    caller: &str,
+    who: &Who,
 ) -> Result<RefreshResponse, Status> {
     if r.refresh_token.is_empty() {
         return Err(invalid("refresh_token", "is required"));
@@ -119,7 +165,7 @@ pub(crate) async fn refresh(
         policy: me.cfg.families,
         now,
     };
-    let family = rotate(me, &presented, &req, &r.scopes, caller).await?;
+    let family = rotate(me, &presented, &req, &r.scopes, who).await?;
     tracing::Span::current().record("family_id", family.family_id.as_str());
     let version = family.subject_version;
     let key = me.keys.signing_key().map_err(from_domain)?;

@@ -179,6 +179,18 @@ pub fn stream_ended(caller: &str, rpc: &str, cause: &str) {
     );
 }
 
+/// A caller presented a token another caller obtained (`what`: `refresh`
+/// or `redeem`): refused, nothing consumed. `caller` is who presented it,
+/// `owner` who obtained it.
+pub fn token_owner_mismatch(caller: &str, owner: &str, what: &str, family_id: &str) {
+    emit(
+        Weight::Alarm,
+        "token_owner_mismatch",
+        caller,
+        json!({ "owner": owner, "token": what, "family_id": family_id }),
+    );
+}
+
 /// A connection closed by the server for who is at its other end: its
 /// client certificate (`caller`: its first name) is no longer trusted
 /// after the TLS files were reloaded.

@@ -17,7 +17,7 @@ use tessera_domain::store::{NewFamily, RedeemPlan, RotatePlan, SessionStore};
 /// current one, in one statement.
 const SNAPSHOT: &str = "SELECT f.family_id, f.subject, f.audience, f.scope, f.client_id, \
         f.idle_expires_at, f.absolute_expires_at, f.subject_version, f.revoked_at, \
-        f.extra_claims, t.generation, t.consumed_at, t.successor_hash, \
+        f.extra_claims, f.owner, t.generation, t.consumed_at, t.successor_hash, \
         COALESCE((SELECT v.version FROM subjects v WHERE v.subject = f.subject), 0) AS current_version, \
         CAST(CASE WHEN s.token_hash IS NOT NULL AND s.consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT) AS successor_current \
     FROM refresh_tokens t \
@@ -38,6 +38,7 @@ struct SnapshotRow {
     subject_version: i64,
     revoked_at: Option<i64>,
     extra_claims: Option<String>,
+    owner: Option<String>,
     generation: i64,
     consumed_at: Option<i64>,
     successor_hash: Option<Vec<u8>>,
@@ -59,6 +60,7 @@ impl SnapshotRow {
                 absolute_expires_at: self.absolute_expires_at,
                 subject_version: to_u64(self.subject_version),
                 extra_claims,
+                owner: self.owner,
             },
             revoked: self.revoked_at.is_some(),
             current_subject_version: to_u64(self.current_version),
@@ -174,8 +176,8 @@ impl SessionStore for SqlStore {
     async fn open_family(&self, f: &NewFamily) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
         sqlx::query(
-            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version, extra_claims) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version, extra_claims, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&f.family_id)
         .bind(&f.subject)
@@ -188,6 +190,7 @@ impl SessionStore for SqlStore {
         .bind(f.absolute_expires_at)
         .bind(to_i64(f.subject_version))
         .bind(encode_claims(&f.extra_claims))
+        .bind(f.owner.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;

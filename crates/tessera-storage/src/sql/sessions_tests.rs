@@ -33,7 +33,7 @@ async fn refresh(
     };
     store
         .rotate(&[presented; 32], &|s: &FamilySnapshot| {
-            decide(s, &req, scopes)
+            decide(s, &req, scopes, None)
         })
         .await
         .unwrap()
@@ -62,6 +62,7 @@ async fn open(store: &SqlStore, first: u8) -> String {
         absolute_expires_at: NOW + 3600,
         subject_version: 0,
         extra_claims: Map::new(),
+        owner: None,
     };
     store.open_family(&family).await.unwrap();
     family_id

@@ -239,6 +239,11 @@ impl Metrics {
         self.one.shed.inc();
     }
 
+    /// A refresh token presented by another caller than its owner.
+    pub fn owner_mismatch(&self) {
+        self.one.owner_mismatches.inc();
+    }
+
     /// A key was killed.
     pub fn key_compromised(&self) {
         self.one.keys_compromised.inc();
@@ -313,6 +318,7 @@ struct Single {
     keys_compromised: Counter,
     fanout_failures: Counter,
     shed: Counter,
+    owner_mismatches: Counter,
 }
 
 impl Single {
@@ -341,6 +347,10 @@ impl Single {
             shed: one(
                 "tessera_load_shed",
                 "Calls refused with RESOURCE_EXHAUSTED because too many were in flight.",
+            ),
+            owner_mismatches: one(
+                "tessera_token_owner_mismatches",
+                "Refresh tokens presented by a caller other than the one that obtained them (refused).",
             ),
         }
     }
