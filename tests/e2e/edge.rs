@@ -890,6 +890,32 @@ fn callers_add_prints_a_key_and_its_entry() {
         !entry.contains(key),
         "the file holds the hash, never the key"
     );
+    assert!(!text.contains("reach every audience"), "{text}");
+    // The named revocation rights reach every audience: it says so.
+    let named = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "callers",
+            "add",
+            "ops",
+            "--rpcs",
+            "Revoke",
+            "--revoke",
+            "jti,family,kid",
+        ])
+        .output()
+        .unwrap();
+    let named = String::from_utf8(named.stdout).unwrap();
+    if let Some(k) = named.lines().find(|l| l.starts_with("tsk_")) {
+        crate::harness::record_secrets(&[k.to_owned()]);
+    }
+    let note = named
+        .lines()
+        .find(|l| l.contains("reach every audience"))
+        .unwrap();
+    assert!(
+        note.contains("jti, kid") && !note.contains("family"),
+        "{note}"
+    );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["callers", "add", "x", "--rpcs", "Everything"])
         .output()

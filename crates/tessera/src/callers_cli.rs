@@ -56,6 +56,19 @@ pub fn add(
     println!("{key}");
     println!();
     println!("# Add to the callers file (it is reloaded on change and on SIGHUP):");
+    let reaching: Vec<&str> = revoke
+        .iter()
+        .map(String::as_str)
+        .filter(|r| ["jti", "subject", "kid"].contains(r))
+        .collect();
+    if !reaching.is_empty() {
+        // Named rights: they reach every audience's tokens, not only
+        // this caller's `audiences`.
+        println!(
+            "# Note: revoke = {} reach every audience (not only those above).",
+            reaching.join(", ")
+        );
+    }
     print!("{entry}");
     Ok(())
 }
