@@ -1,6 +1,7 @@
-//! Rights that reach only as far as they are granted: ending a subject's
+//! Rights that reach only as far as they are granted: a purpose token is
+//! redeemed only by the caller it was issued to, and ending a subject's
 //! sessions through a password reset needs the `subject` revocation right,
-//! refused before the token is consumed; `Issue` names only the caller's
+//! both refused before the token is consumed; `Issue` names only the caller's
 //! own client ids and grants only the scopes its patterns allow.
 
 use crate::harness::{Backend, Deployment, on_both_backends, start_config};
@@ -73,11 +74,23 @@ async fn a_reset_ends_sessions_only_with_the_subject_right(backend: Backend) {
         "ERROR_REASON_CALLER_NOT_ALLOWED"
     );
     assert!(refused.message().contains("subject"), "{refused:?}");
-    // Nothing was consumed: a caller with the right redeems it.
+    // A token issued to another caller: refused, nothing consumed.
+    let other = app
+        .issuer
+        .clone()
+        .redeem_purpose_token(as_caller(redeem(false), &support))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
+    assert_eq!(
+        crate::harness::reason(&other),
+        "ERROR_REASON_TOKEN_OWNER_MISMATCH"
+    );
+    // Nothing was consumed by either refusal: its owner redeems it.
     let r = app
         .issuer
         .clone()
-        .redeem_purpose_token(as_caller(redeem(true), &support))
+        .redeem_purpose_token(as_caller(redeem(false), &resets))
         .await
         .unwrap()
         .into_inner();

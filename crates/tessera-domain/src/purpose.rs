@@ -119,6 +119,8 @@ pub struct PurposeRecord {
     pub binding_hash: Option<Vec<u8>>,
     /// When it was redeemed; `None` while it is unused.
     pub redeemed_at: Option<UnixTime>,
+    /// The caller that issued it; `None`: bound to no caller.
+    pub owner: Option<String>,
 }
 
 /// What to do with a purpose token presented for redemption. The store
@@ -141,6 +143,8 @@ pub enum RedeemRefused {
     BindingMismatch,
     /// Redeemed before.
     AlreadyUsed,
+    /// Issued to another caller (nothing consumed).
+    OtherCaller,
 }
 
 /// Decides a redemption: the binding first (so a caller without the right
@@ -160,6 +164,21 @@ pub fn decide_redeem(
     RedeemDecision::Consume { at: now }
 }
 
+/// [`decide_redeem`] for `caller` (its id; `None` without a callers
+/// file): a token issued to another caller is refused first, so another
+/// caller can neither redeem it nor learn whether it was used.
+pub fn decide_redeem_as(
+    stored: &PurposeRecord,
+    binding_hash: Option<[u8; 32]>,
+    now: UnixTime,
+    caller: Option<&str>,
+) -> RedeemDecision {
+    if stored.owner.as_deref().is_some_and(|o| Some(o) != caller) {
+        return RedeemDecision::Refuse(RedeemRefused::OtherCaller);
+    }
+    decide_redeem(stored, binding_hash, now)
+}
+
 impl RedeemDecision {
     /// The outcome reported once the decision is applied.
     pub fn outcome(&self) -> RedeemOutcome {
@@ -167,6 +186,7 @@ impl RedeemDecision {
             Self::Consume { .. } => RedeemOutcome::Redeemed,
             Self::Refuse(RedeemRefused::BindingMismatch) => RedeemOutcome::BindingMismatch,
             Self::Refuse(RedeemRefused::AlreadyUsed) => RedeemOutcome::AlreadyUsed,
+            Self::Refuse(RedeemRefused::OtherCaller) => RedeemOutcome::OtherCaller,
         }
     }
 }
@@ -182,6 +202,8 @@ pub enum RedeemOutcome {
     BindingMismatch,
     /// The store does not know the token.
     Unknown,
+    /// Issued to another caller: refused, nothing consumed.
+    OtherCaller,
 }
 
 #[cfg(test)]

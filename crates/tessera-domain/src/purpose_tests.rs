@@ -10,6 +10,7 @@ fn stored(binding: &str, redeemed_at: Option<i64>) -> PurposeRecord {
     PurposeRecord {
         binding_hash: binding_hash(binding).map(|h| h.to_vec()),
         redeemed_at,
+        owner: None,
     }
 }
 
@@ -109,7 +110,7 @@ proptest! {
         now in NOW..NOW + 10,
     ) {
         let alike = stored_hash.as_deref() == presented.as_ref().map(|h| &h[..]);
-        let record = PurposeRecord { binding_hash: stored_hash, redeemed_at };
+        let record = PurposeRecord { binding_hash: stored_hash, redeemed_at, owner: None };
         let decision = decide_redeem(&record, presented, now);
         prop_assert_eq!(
             decision == (RedeemDecision::Consume { at: now }),
@@ -120,4 +121,25 @@ proptest! {
             !alike
         );
     }
+}
+
+#[test]
+fn a_token_issued_to_another_caller_is_refused_first() {
+    let mut s = stored("", Some(NOW - 1));
+    s.owner = Some("account-svc".into());
+    // Used already, but another caller learns nothing of that.
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some("intruder")),
+        RedeemDecision::Refuse(RedeemRefused::OtherCaller)
+    );
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some("account-svc")),
+        RedeemDecision::Refuse(RedeemRefused::AlreadyUsed)
+    );
+    s.owner = None;
+    s.redeemed_at = None;
+    assert!(matches!(
+        decide_redeem_as(&s, None, NOW, Some("anyone")),
+        RedeemDecision::Consume { .. }
+    ));
 }

@@ -146,6 +146,7 @@ pub trait SessionStore: Send + Sync {
         kind: &str,
         binding_hash: Option<[u8; 32]>,
         expires_at: UnixTime,
+        owner: Option<&str>,
     ) -> Result<()>;
     /// Redeems the purpose token `jti` at most once: in one transaction that
     /// holds its row's lock (a row lock on Postgres, the write lock on

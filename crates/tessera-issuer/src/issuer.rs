@@ -68,7 +68,8 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<IssuePurposeTokenRequest>,
     ) -> Result<Response<IssuePurposeTokenResponse>, Status> {
-        crate::purpose::issue(&self.inner, request.into_inner())
+        let owner = tessera_api::caller::caller(&request).map(|c| c.id.clone());
+        crate::purpose::issue(&self.inner, request.into_inner(), owner.as_deref())
             .await
             .map(Response::new)
     }
@@ -78,11 +79,11 @@ impl IssuerService for IssuerApi {
         &self,
         request: Request<RedeemPurposeTokenRequest>,
     ) -> Result<Response<RedeemPurposeTokenResponse>, Status> {
-        let caller = tessera_api::caller::caller_of(&request);
-        let lacking = tessera_api::caller::caller(&request)
-            .filter(|c| !c.may_revoke(tessera_domain::callers::RevokeRight::Subject))
-            .cloned();
-        crate::purpose::redeem(&self.inner, request.into_inner(), &caller, lacking)
+        let who = crate::refresh::Who {
+            audit: tessera_api::caller::caller_of(&request),
+            caller: tessera_api::caller::caller(&request).cloned(),
+        };
+        crate::purpose::redeem(&self.inner, request.into_inner(), &who)
             .await
             .map(Response::new)
     }

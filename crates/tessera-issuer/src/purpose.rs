@@ -1,6 +1,7 @@
 //! `IssuePurposeToken` and `RedeemPurposeToken`: single-use tokens for email
 //! verification and password reset.
 
+use crate::refresh::Who;
 use crate::state::Inner;
 use std::sync::Arc;
 use tessera_api::{
@@ -9,7 +10,7 @@ use tessera_api::{
 use tessera_domain::clock::UnixTime;
 use tessera_domain::kind::TokenKind;
 use tessera_domain::purpose::{
-    PurposeCommand, PurposeRecord, RedeemOutcome, binding_hash, decide_redeem, mint_purpose,
+    PurposeCommand, PurposeRecord, RedeemOutcome, binding_hash, decide_redeem_as, mint_purpose,
     purpose_audience,
 };
 use tessera_domain::verify::{Expectation, Signed, verify_strong};
@@ -41,9 +42,12 @@ fn invalid_token() -> Status {
     )
 }
 
+/// `IssuePurposeToken` for `owner` (the caller's id; only it may redeem
+/// the token).
 pub(crate) async fn issue(
     me: &Inner,
     r: IssuePurposeTokenRequest,
+    owner: Option<&str>,
 ) -> Result<IssuePurposeTokenResponse, Status> {
     let cmd = PurposeCommand {
         kind: purpose_kind(r.kind)?,
@@ -66,6 +70,7 @@ pub(crate) async fn issue(
             cmd.kind.typ(),
             minted.binding_hash,
             minted.claims.exp,
+            owner,
         )
         .await
         .map_err(from_domain)?;
@@ -108,14 +113,21 @@ async fn verified(
 }
 
 /// Redeems the stored token `jti` once, or the caller's error.
-async fn consume(me: &Inner, jti: &str, binding: &str, now: UnixTime) -> Result<(), Status> {
+async fn consume(
+    me: &Inner,
+    jti: &str,
+    binding: &str,
+    now: UnixTime,
+    who: &Who,
+) -> Result<(), Status> {
     let presented = binding_hash(binding);
+    let id = who.caller.as_ref().map(|c| c.id.as_str());
     // The domain decides on the stored token as the store loads it under its
     // lock; the store only applies the decision.
     let outcome = me
         .store
         .redeem_purpose(jti, &|stored: &PurposeRecord| {
-            decide_redeem(stored, presented, now)
+            decide_redeem_as(stored, presented, now, id)
         })
         .await
         .map_err(from_domain)?;
@@ -127,6 +139,20 @@ async fn consume(me: &Inner, jti: &str, binding: &str, now: UnixTime) -> Result<
             "the purpose token was already redeemed",
         )),
         RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => Err(invalid_token()),
+        RedeemOutcome::OtherCaller => {
+            me.cfg.metrics.owner_mismatch();
+            tessera_telemetry::audit::token_owner_mismatch(
+                &who.audit,
+                "another caller",
+                "purpose",
+                jti,
+            );
+            Err(status(
+                Code::PermissionDenied,
+                ErrorReason::TokenOwnerMismatch,
+                "the purpose token was issued to another caller",
+            ))
+        }
     }
 }
 
@@ -155,16 +181,20 @@ async fn end_sessions_of(me: &Inner, subject: &str, caller: &str) -> Result<u64,
     Ok(me.cfg.revocations.revoke(request, caller).await?.revoked)
 }
 
-/// `RedeemPurposeToken` by `caller` (its audit name). `lacking`: the
-/// authenticated caller when it does not hold the `subject` revocation
-/// right, which a password reset that ends the subject's sessions needs
-/// (refused before anything is consumed).
+/// `RedeemPurposeToken` by `who`: only the caller the token was issued to
+/// may redeem it, and a password reset that ends the subject's sessions
+/// needs the `subject` revocation right (both refused before anything is
+/// consumed).
 pub(crate) async fn redeem(
     me: &Inner,
     r: RedeemPurposeTokenRequest,
-    caller: &str,
-    lacking: Option<std::sync::Arc<tessera_domain::callers::Caller>>,
+    who: &Who,
 ) -> Result<RedeemPurposeTokenResponse, Status> {
+    let caller = who.audit.as_str();
+    let lacking = who
+        .caller
+        .as_ref()
+        .filter(|c| !c.may_revoke(tessera_domain::callers::RevokeRight::Subject));
     let kind = redeem_kind(&r)?;
     if r.revoke_subject_sessions
         && kind == TokenKind::PasswordReset
@@ -172,14 +202,14 @@ pub(crate) async fn redeem(
     {
         let what = "end a subject's sessions (the `subject` revocation right)";
         return Err(tessera_api::caller::not_allowed(
-            &c,
+            c,
             "RedeemPurposeToken",
             what,
         ));
     }
     let now = me.cfg.clock.now();
     let signed = verified(me, &r.token, kind, now).await?;
-    consume(me, &signed.claims.jti, &r.binding, now).await?;
+    consume(me, &signed.claims.jti, &r.binding, now, who).await?;
     me.cfg.metrics.purpose_redeemed();
     let end_sessions = r.revoke_subject_sessions && kind == TokenKind::PasswordReset;
     // Written once redeemed (durable), before the sessions end: that is

@@ -182,12 +182,18 @@ pub fn stream_ended(caller: &str, rpc: &str, cause: &str) {
 /// A caller presented a token another caller obtained (`what`: `refresh`
 /// or `redeem`): refused, nothing consumed. `caller` is who presented it,
 /// `owner` who obtained it.
-pub fn token_owner_mismatch(caller: &str, owner: &str, what: &str, family_id: &str) {
+pub fn token_owner_mismatch(caller: &str, owner: &str, what: &str, id: &str) {
+    // A purpose token is named only by fingerprint, like every token id.
+    let id = if what == "purpose" {
+        fingerprint(id)
+    } else {
+        id.to_owned()
+    };
     emit(
         Weight::Alarm,
         "token_owner_mismatch",
         caller,
-        json!({ "owner": owner, "token": what, "family_id": family_id }),
+        json!({ "owner": owner, "token": what, "family_id": id }),
     );
 }
 

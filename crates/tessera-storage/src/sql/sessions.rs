@@ -97,12 +97,12 @@ fn encode_claims(claims: &Map<String, Value>) -> Option<String> {
 
 /// What a redemption decision reads: the stored binding hash and when the
 /// token was redeemed (on SQLite, under the write lock the transaction took).
-const PURPOSE: &str = "SELECT binding_hash, redeemed_at FROM purpose_tokens WHERE jti = $1";
+const PURPOSE: &str = "SELECT binding_hash, redeemed_at, owner FROM purpose_tokens WHERE jti = $1";
 /// [`PURPOSE`] taking the row's lock, for Postgres. Unlike `rotate`'s, one
 /// statement both locks and reads: it reads only the locked row, which after
 /// a wait it sees as the other redemption left it.
 const PURPOSE_FOR_UPDATE: &str =
-    "SELECT binding_hash, redeemed_at FROM purpose_tokens WHERE jti = $1 FOR UPDATE";
+    "SELECT binding_hash, redeemed_at, owner FROM purpose_tokens WHERE jti = $1 FOR UPDATE";
 
 /// Writes what a refresh decision says, in the transaction that holds the
 /// family's lock: nothing for a refusal or a replay.
@@ -247,15 +247,17 @@ impl SessionStore for SqlStore {
         kind: &str,
         binding_hash: Option<[u8; 32]>,
         expires_at: UnixTime,
+        owner: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO purpose_tokens (jti, subject, kind, binding_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO purpose_tokens (jti, subject, kind, binding_hash, expires_at, owner) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(jti)
         .bind(subject)
         .bind(kind)
         .bind(binding_hash.map(|h| h.to_vec()))
         .bind(expires_at)
+        .bind(owner)
         .execute(&self.pool)
         .await
         .map_err(store_err)?;
@@ -271,18 +273,19 @@ impl SessionStore for SqlStore {
             Backend::Postgres => PURPOSE_FOR_UPDATE,
             Backend::Sqlite => PURPOSE,
         };
-        let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(select)
+        let row: Option<(Option<Vec<u8>>, Option<i64>, Option<String>)> = sqlx::query_as(select)
             .bind(jti)
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_err)?;
-        let Some((binding_hash, redeemed_at)) = row else {
+        let Some((binding_hash, redeemed_at, owner)) = row else {
             tx.rollback().await.map_err(store_err)?;
             return Ok(RedeemOutcome::Unknown);
         };
         let decision = plan(&PurposeRecord {
             binding_hash,
             redeemed_at,
+            owner,
         });
         if let RedeemDecision::Consume { at } = decision {
             // Still guarded by `redeemed_at IS NULL`: single use does not

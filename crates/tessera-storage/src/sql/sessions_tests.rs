@@ -114,7 +114,7 @@ async fn redemption(store: &SqlStore) {
     let jti = random_id();
     let bound = binding_hash("a@example.com");
     store
-        .record_purpose(&jti, "alice", "password-reset+jwt", bound, NOW + 3600)
+        .record_purpose(&jti, "alice", "password-reset+jwt", bound, NOW + 3600, None)
         .await
         .unwrap();
     assert_eq!(
@@ -153,7 +153,14 @@ async fn races(store: &SqlStore) {
     open(store, 50).await;
     let jti = random_id();
     store
-        .record_purpose(&jti, "alice", "email-verification+jwt", None, NOW + 3600)
+        .record_purpose(
+            &jti,
+            "alice",
+            "email-verification+jwt",
+            None,
+            NOW + 3600,
+            None,
+        )
         .await
         .unwrap();
     let gate = Arc::new(tokio::sync::Barrier::new(8));

@@ -350,7 +350,7 @@ impl Single {
             ),
             owner_mismatches: one(
                 "tessera_token_owner_mismatches",
-                "Refresh tokens presented by a caller other than the one that obtained them (refused).",
+                "Refresh and purpose tokens presented by a caller other than the one that obtained them (refused).",
             ),
         }
     }
