@@ -3,6 +3,8 @@
 //! checked field by field; and no token, refresh token, service key or raw
 //! token id anywhere in it. (The binary's sinks: `audit_sink.rs`.)
 
+use crate::harness::as_caller;
+use crate::harness::service_key as key;
 use crate::harness::{AUDIENCE, Backend, Deployment, start_config};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -13,20 +15,6 @@ use tessera_proto::v1::{
 };
 use tessera_telemetry::audit::fingerprint;
 use tonic::Request;
-
-fn as_caller<T>(message: T, key: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
-
-fn key() -> (String, String) {
-    let (k, hash) = tessera_domain::callers::new_service_key();
-    let k = String::from_utf8(k.expose().to_vec()).unwrap();
-    crate::harness::record_secrets(std::slice::from_ref(&k));
-    (k, hash)
-}
 
 /// The audit lines captured so far, parsed.
 pub fn events(buffer: &Arc<Mutex<Vec<u8>>>) -> Vec<Value> {

@@ -4,6 +4,8 @@
 //! rates, silent connections, the connection cap).
 
 use crate::audit::await_event;
+use crate::harness::as_caller as with_key;
+use crate::harness::service_key as key;
 use crate::harness::{
     AUDIENCE, Backend, Deployment, eventually, on_both_backends, reason, start_config,
 };
@@ -17,23 +19,8 @@ use tessera_proto::v1::introspection_service_client::IntrospectionServiceClient;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{IssueRequest, RevokeRequest, RotateKeysRequest, TokenKind, VerifyRequest};
+use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic::{Code, Request};
-
-/// A new service key and its callers-file hash.
-fn key() -> (String, String) {
-    let (k, hash) = tessera_domain::callers::new_service_key();
-    let k = String::from_utf8(k.expose().to_vec()).unwrap();
-    crate::harness::record_secrets(std::slice::from_ref(&k));
-    (k, hash)
-}
-
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
 
 fn issue_request(audience: &str) -> IssueRequest {
     IssueRequest {

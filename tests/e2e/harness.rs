@@ -893,3 +893,20 @@ impl Drop for OwnPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A new service key (recorded for the log scan) and the SHA-256 a callers
+/// file stores for it.
+pub fn service_key() -> (String, String) {
+    let (k, hash) = tessera_domain::callers::new_service_key();
+    let k = String::from_utf8(k.expose().to_vec()).unwrap();
+    record_secrets(std::slice::from_ref(&k));
+    (k, hash)
+}
+
+/// `message`, presenting `key` as its caller's service key.
+pub fn as_caller<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}

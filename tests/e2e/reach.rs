@@ -4,25 +4,13 @@
 //! both refused before the token is consumed; `Issue` names only the caller's
 //! own client ids and grants only the scopes its patterns allow.
 
+use crate::harness::as_caller;
+use crate::harness::service_key as key;
 use crate::harness::{Backend, Deployment, on_both_backends, start_config};
 use tessera_proto::v1::{
     IssuePurposeTokenRequest, IssueRequest, RedeemPurposeTokenRequest, TokenKind,
 };
-use tonic::{Code, Request};
-
-fn key() -> (String, String) {
-    let (k, hash) = tessera_domain::callers::new_service_key();
-    let k = String::from_utf8(k.expose().to_vec()).unwrap();
-    crate::harness::record_secrets(std::slice::from_ref(&k));
-    (k, hash)
-}
-
-fn as_caller<T>(message: T, key: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
+use tonic::Code;
 
 async fn a_reset_ends_sessions_only_with_the_subject_right(backend: Backend) {
     let d = Deployment::new(backend).await;

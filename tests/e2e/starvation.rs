@@ -6,18 +6,12 @@
 //! trail summarised, with the peer's address and a count, and never with a
 //! name a client made up.
 
+use crate::harness::service_key as key;
 use crate::harness::{AUDIENCE, Backend, Deployment, start_config};
 use serde_json::Value;
 use std::time::Duration;
 use tessera_proto::v1::{GetJwksRequest, IssueRequest};
 use tonic::{Code, Request};
-
-fn key() -> (String, String) {
-    let (k, hash) = tessera_domain::callers::new_service_key();
-    let k = String::from_utf8(k.expose().to_vec()).unwrap();
-    crate::harness::record_secrets(std::slice::from_ref(&k));
-    (k, hash)
-}
 
 fn issue_as(key: &str) -> Request<IssueRequest> {
     let mut r = Request::new(IssueRequest {

@@ -4,24 +4,12 @@
 //! stream goes on; and every stream ends with `OK` after its maximum
 //! lifetime, so clients reconnect (with `after_id`).
 
+use crate::harness::as_caller;
+use crate::harness::service_key as key;
 use crate::harness::{Backend, Deployment, start_config};
 use std::time::Duration;
 use tessera_proto::v1::{WatchKeysRequest, WatchRevocationsRequest};
-use tonic::{Code, Request};
-
-fn key() -> (String, String) {
-    let (k, hash) = tessera_domain::callers::new_service_key();
-    let k = String::from_utf8(k.expose().to_vec()).unwrap();
-    crate::harness::record_secrets(std::slice::from_ref(&k));
-    (k, hash)
-}
-
-fn as_caller<T>(message: T, key: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    r
-}
+use tonic::Code;
 
 fn entry(id: &str, hash: &str, rpcs: &str) -> String {
     format!("[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [{rpcs}]\n\n")

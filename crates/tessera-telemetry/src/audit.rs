@@ -23,6 +23,26 @@ mod summary;
 pub use denials::{Denial, Denials};
 pub use summary::VerifyFailures;
 
+/// Runs `flush` every `window` until `stop` turns true, then once more, so
+/// that nothing a summary counted is lost at shutdown.
+fn flush_every(
+    window: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    flush: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(window) => flush(),
+                _ = stop.wait_for(|s| *s) => {
+                    flush();
+                    return;
+                }
+            }
+        }
+    })
+}
+
 /// The tracing target of every audit event.
 pub const TARGET: &str = "tessera::audit";
 

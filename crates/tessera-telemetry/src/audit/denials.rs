@@ -96,19 +96,9 @@ impl Denials {
     pub fn summarise(
         self: Arc<Self>,
         window: Duration,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(window) => self.flush(window),
-                    _ = stop.wait_for(|s| *s) => {
-                        self.flush(window);
-                        return;
-                    }
-                }
-            }
-        })
+        super::flush_every(window, stop, move || self.flush(window))
     }
 
     #[cfg(test)]
