@@ -38,6 +38,7 @@ cat >"$dir/callers.toml" <<TOML
 id = "tessera-issuer"
 key_sha256 = ["$(hash_of "$dir/keys/issuer.key")"]
 rpcs = ["Revoke"]
+audiences = ["*"]
 revoke = ["family", "subject", "kid"]
 
 [[caller]]
@@ -48,7 +49,7 @@ rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
 [[caller]]
 id = "app"
 key_sha256 = ["$(hash_of "$dir/keys/app.key")"]
-rpcs = ["Issue", "Refresh", "Revoke"]
+rpcs = ["Issue", "Refresh", "Revoke", "Verify"]
 audiences = ["orders-api"]
 revoke = ["jti", "family"]
 TOML

@@ -91,7 +91,7 @@ async fn every_event_names_its_caller_and_carries_no_secret() {
             "[[caller]]\nid = \"ops\"\nkey_sha256 = [\"{ops_h}\"]\n\
              rpcs = [\"Issue\", \"Refresh\", \"Revoke\", \"IssuePurposeToken\", \"RedeemPurposeToken\"]\n\
              audiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\", \"kid\"]\nkeys_admin = true\n\n\
-             [[caller]]\nid = \"gateway\"\nkey_sha256 = [\"{gw_h}\"]\naudiences = [\"{AUDIENCE}\"]\n\n\
+             [[caller]]\nid = \"gateway\"\nkey_sha256 = [\"{gw_h}\"]\nrpcs = [\"Verify\"]\naudiences = [\"{AUDIENCE}\"]\n\n\
              [[caller]]\nid = \"orders\"\nkey_sha256 = [\"{orders_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"{AUDIENCE}\"]\n"
         ),
     )

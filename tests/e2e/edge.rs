@@ -74,6 +74,7 @@ revoke = ["jti", "family"]
 [[caller]]
 id = "gateway"
 key_sha256 = ["{gateway_h}"]
+rpcs = ["Verify"]
 audiences = ["{AUDIENCE}"]
 
 [[caller]]
@@ -184,11 +185,18 @@ async fn callers_and_rights(backend: Backend) {
         "ERROR_REASON_CALLER_NOT_ALLOWED",
     );
 
-    // Verify needs a known caller (any), by default.
+    // Verify needs a known caller granted it, by default.
     assert_refused(
         intro.verify(verify_request(&token.access_token)).await,
         Code::Unauthenticated,
         "ERROR_REASON_CALLER_UNKNOWN",
+    );
+    assert_refused(
+        intro
+            .verify(with_key(verify_request(&token.access_token), &k.orders))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
     );
     let v = intro
         .verify(with_key(verify_request(&token.access_token), &k.gateway))
@@ -384,6 +392,7 @@ revoke = ["kid"]
 id = "tessera-issuer"
 key_sha256 = ["{issuer_h}"]
 rpcs = ["Revoke"]
+audiences = ["*"]
 revoke = ["family", "subject", "kid"]
 
 [[caller]]
@@ -394,7 +403,7 @@ rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
 [[caller]]
 id = "orders"
 key_sha256 = ["{app_h}"]
-rpcs = ["Issue", "Refresh"]
+rpcs = ["Issue", "Refresh", "Verify"]
 audiences = ["{AUDIENCE}"]
 "#
         ),
@@ -458,6 +467,15 @@ audiences = ["{AUDIENCE}"]
             r.is_ok_and(|r| !r.into_inner().valid)
         }
     })
+    .await;
+
+    // The issuer's report reached the revocation service with its key (not
+    // only the store's catch-up): recorded there as the issuer's act.
+    crate::audit::await_event(
+        || crate::audit::events(&buffer),
+        "family_revoked",
+        &serde_json::json!({"caller": "tessera-issuer", "family_id": login.family_id}),
+    )
     .await;
 
     // The verifier's own key cannot rotate keys on the issuer.
@@ -728,7 +746,7 @@ async fn a_flooding_caller_does_not_starve_another(backend: Backend) {
     std::fs::write(
         &file,
         format!(
-            "[[caller]]\nid = \"flood\"\nkey_sha256 = [\"{flood_h}\"]\naudiences = [\"*\"]\nrate_per_second = 100\nburst = 20\n\n[[caller]]\nid = \"calm\"\nkey_sha256 = [\"{calm_h}\"]\nrpcs = [\"Issue\"]\naudiences = [\"*\"]\nrate_per_second = 100\n"
+            "[[caller]]\nid = \"flood\"\nkey_sha256 = [\"{flood_h}\"]\nrpcs = [\"Verify\"]\naudiences = [\"*\"]\nrate_per_second = 100\nburst = 20\n\n[[caller]]\nid = \"calm\"\nkey_sha256 = [\"{calm_h}\"]\nrpcs = [\"Issue\", \"Verify\"]\naudiences = [\"*\"]\nrate_per_second = 100\n"
         ),
     )
     .unwrap();
@@ -885,7 +903,7 @@ fn callers_add_prints_a_key_and_its_entry() {
             "add",
             "ops",
             "--rpcs",
-            "Revoke",
+            "Revoke,WatchRevocations",
             "--revoke",
             "jti,family,kid",
         ])
@@ -903,6 +921,11 @@ fn callers_add_prints_a_key_and_its_entry() {
         note.contains("jti, kid") && !note.contains("family"),
         "{note}"
     );
+    assert!(
+        named.contains("WatchRevocations streams every audience"),
+        "{named}"
+    );
+    assert!(!text.contains("WatchRevocations"), "{text}");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["callers", "add", "x", "--rpcs", "Everything"])
         .output()

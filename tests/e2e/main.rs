@@ -20,6 +20,7 @@ mod input;
 mod key_safety;
 mod keys;
 mod lifecycle;
+mod matrix;
 mod metrics;
 mod operators;
 mod otel;

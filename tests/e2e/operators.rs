@@ -63,7 +63,7 @@ fn operator_callers(dir: &std::path::Path) -> (std::path::PathBuf, String) {
         &file,
         format!(
             "[access]\nhealth = \"caller\"\n\n[[caller]]\nid = \"ops\"\nkey_sha256 = [\"{hash}\"]\n\
-             rpcs = [\"Issue\", \"Refresh\", \"Revoke\"]\naudiences = [\"*\"]\n\
+             rpcs = [\"Issue\", \"Refresh\", \"Revoke\", \"Verify\"]\naudiences = [\"*\"]\n\
              revoke = [\"jti\", \"family\", \"subject\", \"kid\"]\nkeys_admin = true\n"
         ),
     )

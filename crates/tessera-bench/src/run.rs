@@ -221,7 +221,7 @@ fn callers_file() -> Result<(Vec<String>, Option<TempFile>), String> {
     let path =
         std::env::temp_dir().join(format!("tessera-bench-callers-{}.toml", std::process::id()));
     let text = format!(
-        "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\"]\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\n"
+        "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\", \"Verify\"]\nverify_strong = true\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\n"
     );
     std::fs::write(&path, text).map_err(|e| format!("callers file: {e}"))?;
     workload::present_service_key(key);

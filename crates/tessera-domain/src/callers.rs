@@ -10,7 +10,7 @@
 //!
 //! ```toml
 //! [access]            # optional; these are the defaults
-//! verify = "caller"   # Verify needs a known caller ("open": anyone)
+//! verify = "caller"   # Verify needs a caller granted it ("open": anyone)
 //! jwks = "open"       # GetJwks, WatchKeys and the HTTP JWKS
 //! health = "open"     # gRPC health, reflection, /metrics, /livez, /readyz
 //!
@@ -22,10 +22,13 @@
 //! audiences = ["orders-api"]           # "*": any
 //! extra_claims = ["tenant"]
 //! revoke = ["jti", "family"]           # and "subject", "kid"
+//! verify_strong = false                # Verify with STRONG (a store read)
+//! redeem_from = ["account-svc/password_reset"]  # others' purpose tokens
 //! rate_per_second = 200                # optional per-caller limit
 //! burst = 400
 //! ```
 
+use crate::kind::TokenKind;
 use crate::sha256;
 
 mod parse;
@@ -74,7 +77,8 @@ pub enum RevokeRight {
 pub enum Access {
     /// Anyone who can reach the port.
     Open,
-    /// Any known caller (whatever its `rpcs`).
+    /// A known caller: for `Verify`, one granted it in `rpcs`; for the
+    /// JWKS and health, any.
     Caller,
 }
 
@@ -82,7 +86,8 @@ pub enum Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessPolicy {
-    /// `Verify`.
+    /// `Verify`: open to anyone, or only to callers with `Verify` in
+    /// their `rpcs`.
     pub verify: Access,
     /// `GetJwks`, `WatchKeys`, and the HTTP JWKS and discovery documents.
     pub jwks: Access,
@@ -127,6 +132,11 @@ pub struct Caller {
     /// always).
     client_ids: Vec<String>,
     revoke: HashSet<RevokeRight>,
+    /// May `Verify` with STRONG consistency (each call reads the store).
+    verify_strong: bool,
+    /// Purpose tokens issued by other callers this caller may redeem: the
+    /// issuing caller's id and the kind (`None`: any kind).
+    redeem_from: Vec<(String, Option<TokenKind>)>,
     /// The per-caller rate limit, if any.
     pub rate: Option<Rate>,
 }
@@ -176,6 +186,28 @@ impl Caller {
     /// May this caller revoke this kind of target?
     pub fn may_revoke(&self, target: RevokeRight) -> bool {
         self.revoke.contains(&target)
+    }
+
+    /// May this caller `Verify` with STRONG consistency? Each such call
+    /// reads the store, so it is a right of its own.
+    pub fn may_verify_strong(&self) -> bool {
+        self.verify_strong
+    }
+
+    /// May this caller redeem a purpose token of `kind` that `owner`
+    /// issued? Its own, or one granted by `redeem_from`.
+    pub fn may_redeem(&self, owner: &str, kind: TokenKind) -> bool {
+        owner == self.id
+            || self
+                .redeem_from
+                .iter()
+                .any(|(o, k)| o == owner && k.is_none_or(|k| k == kind))
+    }
+
+    /// The callers whose purpose tokens this one may redeem (checked
+    /// against the file once every caller is read).
+    fn redeems_from(&self) -> impl Iterator<Item = &str> {
+        self.redeem_from.iter().map(|(o, _)| o.as_str())
     }
 }
 

@@ -164,3 +164,47 @@ fn tls_names_are_typed_and_given_to_one_caller() {
         "{e}"
     );
 }
+
+#[test]
+fn redeem_grants_name_a_caller_of_the_file_and_a_kind() {
+    let entry = |id: &str, extra: &str| {
+        format!("[[caller]]\nid = \"{id}\"\ntls_names = [\"{id}.internal\"]\n{extra}\n")
+    };
+    let ok = [
+        entry("account", ""),
+        entry(
+            "front",
+            "redeem_from = [\"account/password_reset\"]\nverify_strong = true",
+        ),
+    ]
+    .concat();
+    let parsed = Callers::parse(&ok).unwrap();
+    let front = parsed.iter().find(|c| c.id == "front").unwrap();
+    assert!(front.may_redeem("account", TokenKind::PasswordReset));
+    assert!(
+        front.may_redeem("front", TokenKind::EmailVerification),
+        "its own"
+    );
+    assert!(!front.may_redeem("account", TokenKind::EmailVerification));
+    assert!(front.may_verify_strong());
+    assert!(
+        !parsed
+            .iter()
+            .any(|c| c.id == "account" && c.may_verify_strong())
+    );
+    for (grant, why) in [
+        ("acount/password_reset", "no caller of this file"),
+        ("account/reset", "<caller id>/<kind>"),
+        ("account", "<caller id>/<kind>"),
+        ("front/*", "<caller id>/<kind>"),
+    ] {
+        let text = [
+            entry("account", ""),
+            entry("front", &format!("redeem_from = [\"{grant}\"]")),
+        ]
+        .concat();
+        let e = Callers::parse(&text).unwrap_err();
+        assert_eq!(e.line, 5, "{grant}: {e}");
+        assert!(e.message.contains(why), "{grant}: {e}");
+    }
+}

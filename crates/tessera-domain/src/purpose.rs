@@ -2,6 +2,7 @@
 //! password reset). Each purpose has its own `typ` and audience, so a purpose
 //! token is never an access token and the other way round.
 
+use crate::callers::Caller;
 use crate::claims::{Audience, Claims};
 use crate::clock::UnixTime;
 use crate::error::{DomainError, Result};
@@ -164,16 +165,23 @@ pub fn decide_redeem(
     RedeemDecision::Consume { at: now }
 }
 
-/// [`decide_redeem`] for `caller` (its id; `None` without a callers
-/// file): a token issued to another caller is refused first, so another
-/// caller can neither redeem it nor learn whether it was used.
+/// [`decide_redeem`] for `caller` (`None` without a callers file)
+/// redeeming a token of `kind`: a token issued to another caller, unless
+/// the callers file grants this one that caller's tokens of this kind
+/// (`redeem_from`), is refused first, so another caller can neither redeem
+/// it nor learn whether it was used.
 pub fn decide_redeem_as(
     stored: &PurposeRecord,
     binding_hash: Option<[u8; 32]>,
     now: UnixTime,
-    caller: Option<&str>,
+    caller: Option<&Caller>,
+    kind: TokenKind,
 ) -> RedeemDecision {
-    if stored.owner.as_deref().is_some_and(|o| Some(o) != caller) {
+    let refused = stored
+        .owner
+        .as_deref()
+        .is_some_and(|o| !caller.is_some_and(|c| c.may_redeem(o, kind)));
+    if refused {
         return RedeemDecision::Refuse(RedeemRefused::OtherCaller);
     }
     decide_redeem(stored, binding_hash, now)

@@ -123,23 +123,63 @@ proptest! {
     }
 }
 
+/// Callers of a file in which `front` may redeem `account-svc`'s password
+/// resets (and nothing else of anyone's).
+fn callers() -> crate::callers::Callers {
+    let entry = |id: &str, extra: &str| {
+        format!(
+            "[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{}\"]\n{extra}\n",
+            crate::callers::hex(&crate::sha256(id.as_bytes()))
+        )
+    };
+    let text = [
+        entry("account-svc", ""),
+        entry("intruder", ""),
+        entry("front", "redeem_from = [\"account-svc/password_reset\"]"),
+    ]
+    .concat();
+    crate::callers::Callers::parse(&text).unwrap()
+}
+
 #[test]
 fn a_token_issued_to_another_caller_is_refused_first() {
+    let all = callers();
+    let by = |id: &str| all.iter().find(|c| c.id == id).cloned().unwrap();
+    let (owner, intruder, front) = (by("account-svc"), by("intruder"), by("front"));
+    let reset = TokenKind::PasswordReset;
     let mut s = stored("", Some(NOW - 1));
     s.owner = Some("account-svc".into());
     // Used already, but another caller learns nothing of that.
     assert_eq!(
-        decide_redeem_as(&s, None, NOW, Some("intruder")),
+        decide_redeem_as(&s, None, NOW, Some(&intruder), reset),
         RedeemDecision::Refuse(RedeemRefused::OtherCaller)
     );
     assert_eq!(
-        decide_redeem_as(&s, None, NOW, Some("account-svc")),
+        decide_redeem_as(&s, None, NOW, None, reset),
+        RedeemDecision::Refuse(RedeemRefused::OtherCaller)
+    );
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some(&owner), reset),
         RedeemDecision::Refuse(RedeemRefused::AlreadyUsed)
+    );
+    // Granted explicitly: that owner's tokens of that kind only.
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some(&front), reset),
+        RedeemDecision::Refuse(RedeemRefused::AlreadyUsed)
+    );
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some(&front), TokenKind::EmailVerification),
+        RedeemDecision::Refuse(RedeemRefused::OtherCaller)
+    );
+    s.owner = Some("intruder".into());
+    assert_eq!(
+        decide_redeem_as(&s, None, NOW, Some(&front), reset),
+        RedeemDecision::Refuse(RedeemRefused::OtherCaller)
     );
     s.owner = None;
     s.redeemed_at = None;
     assert!(matches!(
-        decide_redeem_as(&s, None, NOW, Some("anyone")),
+        decide_redeem_as(&s, None, NOW, Some(&intruder), reset),
         RedeemDecision::Consume { .. }
     ));
 }

@@ -177,6 +177,9 @@ pub trait RevocationStore: Send + Sync {
         family_id: &str,
         now: UnixTime,
     ) -> Result<Option<(bool, UnixTime)>>;
+    /// The audience a family's tokens are minted for; `None` for an
+    /// unknown family (what bounds who may revoke it).
+    async fn family_audience(&self, family_id: &str) -> Result<Option<String>>;
     /// Revokes every family of a subject; with `bump_version` also raises the
     /// subject's version, so every token minted before fails. Returns the
     /// subject's version after the call and how many families were revoked.

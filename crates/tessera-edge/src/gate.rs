@@ -98,10 +98,11 @@ impl CallerRegistry {
             );
             (status, Some(refusal))
         })?;
-        // Verify and the JWKS, when not open, need any known caller; every
-        // other RPC must be granted by name.
+        // The JWKS, when not open, needs any known caller (it is public
+        // key material: closing it only hides it from strangers); every
+        // other RPC, Verify included, must be granted by name.
         let granted = match rpc {
-            Some("Verify" | "GetJwks" | "WatchKeys") | None => true,
+            Some("GetJwks" | "WatchKeys") | None => true,
             Some(m) => caller.may_call(m),
         };
         if !granted {

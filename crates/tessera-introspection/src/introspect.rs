@@ -1,8 +1,9 @@
 //! `IntrospectionService.Verify`.
 
 use crate::Verifier;
-use tessera_api::requests::{verify_command, verify_failure};
+use tessera_api::requests::{VerifyCommand, verify_command, verify_failure};
 use tessera_api::{from_domain, json_to_struct, timestamp};
+use tessera_domain::callers::Caller;
 use tessera_domain::claims::{Audience, Claims};
 use tessera_domain::verify::{Expectation, Failure, Signed, verify_cached, verify_strong};
 use tessera_proto::v1::introspection_service_server::IntrospectionService;
@@ -94,6 +95,22 @@ fn claims(s: &Signed) -> VerifiedClaims {
     }
 }
 
+/// A caller verifies only for its own audiences: the answer carries every
+/// claim of the token, which another audience's service has no business
+/// reading. STRONG reads the store on every call: a right of its own, so
+/// a caller granted Verify cannot turn each call into a store read.
+fn within_reach(c: &Caller, cmd: &VerifyCommand<'_>) -> Result<(), Status> {
+    if !c.may_issue_for(cmd.audience) {
+        let what = format!("verify tokens for audience {:?}", cmd.audience);
+        return Err(tessera_api::caller::not_allowed(c, "Verify", &what));
+    }
+    if cmd.strong && !c.may_verify_strong() {
+        let what = "verify with STRONG consistency (verify_strong)";
+        return Err(tessera_api::caller::not_allowed(c, "Verify", what));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl IntrospectionService for IntrospectionApi {
     #[tracing::instrument(skip_all, fields(outcome))]
@@ -104,14 +121,8 @@ impl IntrospectionService for IntrospectionApi {
         let caller = tessera_api::caller::caller(&request).cloned();
         let r = request.into_inner();
         let cmd = verify_command(&r)?;
-        // A caller verifies only for its own audiences: the answer carries
-        // every claim of the token, which another audience's service has
-        // no business reading.
-        if let Some(c) = &caller
-            && !c.may_issue_for(cmd.audience)
-        {
-            let what = format!("verify tokens for audience {:?}", cmd.audience);
-            return Err(tessera_api::caller::not_allowed(c, "Verify", &what));
+        if let Some(c) = &caller {
+            within_reach(c, &cmd)?;
         }
         let v = &self.v;
         let now = v.clock.now();

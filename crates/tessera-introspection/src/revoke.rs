@@ -199,6 +199,7 @@ impl RevocationApi {
             }
             Some(Target::FamilyId(f)) => {
                 check_text("family_id", &f, 128).map_err(from_domain)?;
+                self.family_in_reach(&f, reach).await?;
                 self.revoke_family(f, now, caller).await
             }
             Some(Target::Subject(s)) => {
@@ -239,6 +240,31 @@ impl RevocationApi {
             }
         }
         Ok((signed.claims.jti, signed.claims.exp))
+    }
+}
+
+impl RevocationApi {
+    /// A caller ends a session only through one of its audiences: the
+    /// family's audience (as stored) must be one of the caller's, or `*`.
+    /// An unknown family is left to [`Self::revoke_family`], which answers
+    /// `revoked = 0` (RFC 7009 section 2.2).
+    async fn family_in_reach(&self, family_id: &str, reach: Option<&Caller>) -> Result<(), Status> {
+        let Some(caller) = reach else {
+            return Ok(());
+        };
+        let audience = self
+            .v
+            .store
+            .family_audience(family_id)
+            .await
+            .map_err(from_domain)?;
+        match audience {
+            Some(a) if !caller.may_issue_for(&a) => {
+                let what = format!("revoke sessions for audience {a:?}");
+                Err(tessera_api::caller::not_allowed(caller, "Revoke", &what))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -112,22 +112,28 @@ async fn verified(
     })
 }
 
-/// Redeems the stored token `jti` once, or the caller's error.
+/// Redeems the stored token `jti` (of `kind`) once, or the caller's error.
 async fn consume(
     me: &Inner,
-    jti: &str,
+    (jti, kind): (&str, TokenKind),
     binding: &str,
     now: UnixTime,
     who: &Who,
 ) -> Result<(), Status> {
     let presented = binding_hash(binding);
-    let id = who.caller.as_ref().map(|c| c.id.as_str());
+    // The owner as the store held it under the lock, for the audit record
+    // of a refusal (both callers are named).
+    let owner = std::sync::Mutex::new(None);
     // The domain decides on the stored token as the store loads it under its
     // lock; the store only applies the decision.
     let outcome = me
         .store
         .redeem_purpose(jti, &|stored: &PurposeRecord| {
-            decide_redeem_as(stored, presented, now, id)
+            owner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone_from(&stored.owner);
+            decide_redeem_as(stored, presented, now, who.caller.as_deref(), kind)
         })
         .await
         .map_err(from_domain)?;
@@ -141,16 +147,19 @@ async fn consume(
         RedeemOutcome::BindingMismatch | RedeemOutcome::Unknown => Err(invalid_token()),
         RedeemOutcome::OtherCaller => {
             me.cfg.metrics.owner_mismatch();
+            let owner = owner.into_inner().unwrap_or_else(|p| p.into_inner());
             tessera_telemetry::audit::token_owner_mismatch(
                 &who.audit,
-                "another caller",
+                owner
+                    .as_deref()
+                    .unwrap_or(tessera_telemetry::audit::UNKNOWN),
                 "purpose",
                 jti,
             );
             Err(status(
                 Code::PermissionDenied,
                 ErrorReason::TokenOwnerMismatch,
-                "the purpose token was issued to another caller",
+                "the purpose token was issued to another caller (see redeem_from in the callers file)",
             ))
         }
     }
@@ -209,7 +218,7 @@ pub(crate) async fn redeem(
     }
     let now = me.cfg.clock.now();
     let signed = verified(me, &r.token, kind, now).await?;
-    consume(me, &signed.claims.jti, &r.binding, now, who).await?;
+    consume(me, (&signed.claims.jti, kind), &r.binding, now, who).await?;
     me.cfg.metrics.purpose_redeemed();
     let end_sessions = r.revoke_subject_sessions && kind == TokenKind::PasswordReset;
     // Written once redeemed (durable), before the sessions end: that is

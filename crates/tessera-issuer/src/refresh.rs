@@ -105,6 +105,7 @@ async fn reused(me: &Inner, family: &FamilyRecord, caller: &str) {
         reason: "refresh token reuse".into(),
     };
     if let Err(e) = me.cfg.revocations.revoke(request, audit::SERVER).await {
+        me.cfg.metrics.fanout_failed();
         tracing::error!(code = ?e.code(), "could not notify the revocation service of a reuse");
     }
 }

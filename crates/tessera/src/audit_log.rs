@@ -103,6 +103,16 @@ pub fn capture<S>() -> (BoxedLayer<S>, Arc<Mutex<Vec<u8>>>)
 where
     S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    // tracing caches each callsite's interest process-wide. While at most
+    // one dispatcher is registered, a callsite first reached on a thread
+    // without a subscriber (another test's server) is cached as `never`,
+    // and its events never reach this capture (tokio-rs/tracing#3611). Two
+    // always-interested dispatchers, held for the life of the process,
+    // make every interest the union over all dispatchers instead; each
+    // event still goes to its own thread's subscriber only.
+    static ANCHORS: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+    ANCHORS
+        .get_or_init(|| [(), ()].map(|()| tracing::Dispatch::new(tracing_subscriber::registry())));
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let sink: Box<dyn Write + Send> = Box::new(Shared(buffer.clone()));
     let layer = AuditLines(Arc::new(Mutex::new(sink))).with_filter(audit_events());

@@ -69,6 +69,11 @@ pub fn add(
             reaching.join(", ")
         );
     }
+    if rpcs.iter().any(|r| r == "WatchRevocations") {
+        // Every revocation, of every audience: a watcher mirrors the whole
+        // deny-list (subject and key kills concern every audience alike).
+        println!("# Note: WatchRevocations streams every audience's revocations.");
+    }
     print!("{entry}");
     Ok(())
 }

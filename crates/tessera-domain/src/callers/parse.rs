@@ -3,6 +3,7 @@
 //! no credential given to two callers.
 
 use super::{AccessPolicy, Caller, Callers, CallersError, KEY_ADMIN_RPCS, RPCS, Rate, RevokeRight};
+use crate::kind::TokenKind;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +38,10 @@ struct RawCaller {
     client_ids: Vec<String>,
     #[serde(default)]
     revoke: Vec<RevokeRight>,
+    #[serde(default)]
+    verify_strong: bool,
+    #[serde(default)]
+    redeem_from: Vec<String>,
     rate_per_second: Option<u32>,
     burst: Option<u32>,
 }
@@ -57,6 +62,22 @@ impl Callers {
             seen.admit(&caller, line).map_err(fail)?;
             callers.push(Arc::new(caller));
         }
+        // A grant names a caller of this file: a typo must not stand as a
+        // grant to whoever later takes that id.
+        for (caller, line) in &seen.order {
+            if let Some(owner) = callers[*caller]
+                .redeems_from()
+                .find(|o| !seen.ids.contains_key(*o))
+            {
+                return Err(CallersError {
+                    line: *line,
+                    message: format!(
+                        "caller {}: redeem_from names {owner:?}, which is no caller of this file",
+                        callers[*caller].id
+                    ),
+                });
+            }
+        }
         Ok(Self {
             access: raw.access,
             callers,
@@ -72,10 +93,13 @@ struct Seen {
     ids: HashMap<String, usize>,
     keys: HashMap<[u8; 32], usize>,
     names: HashMap<String, usize>,
+    /// Each caller's index and line, in file order.
+    order: Vec<(usize, usize)>,
 }
 
 impl Seen {
     fn admit(&mut self, caller: &Caller, line: usize) -> Result<(), String> {
+        self.order.push((self.order.len(), line));
         if let Some(first) = self.ids.insert(caller.id.clone(), line) {
             return Err(format!(
                 "caller id {:?} appears twice (also line {first})",
@@ -147,6 +171,11 @@ impl RawCaller {
             .collect::<Result<Vec<_>, _>>()?;
         let rpcs = granted_rpcs(&id, &self.rpcs, self.keys_admin)?;
         let rate = rate(&id, self.rate_per_second, self.burst)?;
+        let redeem_from = self
+            .redeem_from
+            .iter()
+            .map(|g| redeem_grant(&id, g))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Caller {
             id,
             key_hashes,
@@ -157,9 +186,32 @@ impl RawCaller {
             scopes: self.scopes,
             client_ids: self.client_ids,
             revoke: self.revoke.into_iter().collect(),
+            verify_strong: self.verify_strong,
+            redeem_from,
             rate,
         })
     }
+}
+
+/// A `redeem_from` entry: `"<caller id>/<kind>"`, the kind
+/// `password_reset`, `email_verification` or `*` (any).
+fn redeem_grant(id: &str, entry: &str) -> Result<(String, Option<TokenKind>), String> {
+    let bad = || {
+        format!(
+            "caller {id}: redeem_from entry {entry:?}: give \"<caller id>/<kind>\", the kind password_reset, email_verification or *"
+        )
+    };
+    let (owner, kind) = entry.rsplit_once('/').ok_or_else(bad)?;
+    let kind = match kind {
+        "password_reset" => Some(TokenKind::PasswordReset),
+        "email_verification" => Some(TokenKind::EmailVerification),
+        "*" => None,
+        _ => return Err(bad()),
+    };
+    if owner.is_empty() || owner == id {
+        return Err(bad());
+    }
+    Ok((owner.to_owned(), kind))
 }
 
 /// The stored key hashes, each 64 hex digits.

@@ -129,6 +129,14 @@ impl RevocationStore for SqlStore {
         Ok(end.map(|e| (newly, e)))
     }
 
+    async fn family_audience(&self, family_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT audience FROM families WHERE family_id = $1")
+            .bind(family_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)
+    }
+
     async fn revoke_subject(
         &self,
         subject: &str,
