@@ -833,6 +833,7 @@ async fn silent_connections_are_closed_and_capped() {
     let mut cfg = d.config();
     cfg.edge.conn = tessera_edge::net::ConnLimits {
         max_connections: 4,
+        max_connections_per_peer: 4,
         handshake_timeout: Duration::from_millis(500),
     };
     let (addr, stop, handle) = serve(cfg).await;
@@ -859,6 +860,59 @@ async fn silent_connections_are_closed_and_capped() {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .unwrap();
+    let _ = stop.send(());
+    let _ = handle.await;
+    d.cleanup().await;
+}
+
+/// One address cannot hold every connection: past its share, its new
+/// connections are closed at once, and a client at another address (here
+/// 127.0.0.1 beside a hog at 127.0.0.2) still connects and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.edge.conn = tessera_edge::net::ConnLimits {
+        max_connections: 16,
+        max_connections_per_peer: 4,
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let (addr, stop, handle) = serve(cfg).await;
+    let mut hog = Vec::new();
+    for _ in 0..10 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        // The HTTP/2 preface: a connection that speaks, then holds.
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        hog.push(s);
+    }
+    let (mut held, mut closed) = (0, 0);
+    for s in &mut hog {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            // The server's SETTINGS: held open.
+            Ok(Ok(n)) if n > 0 => held += 1,
+            Ok(_) => closed += 1,
+            Err(_) => panic!("each connection is either answered or closed"),
+        }
+    }
+    assert_eq!(
+        (held, closed),
+        (4, 6),
+        "4 held from one address, the rest closed"
+    );
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("another address is served");
+    drop(hog);
     let _ = stop.send(());
     let _ = handle.await;
     d.cleanup().await;

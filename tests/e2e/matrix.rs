@@ -778,3 +778,52 @@ async fn the_matrix_holds_on_postgres_and_redis_with_everything_closed() {
 async fn the_matrix_holds_in_the_split_roles() {
     matrix(Shape::Split).await;
 }
+
+/// Credential forms: one `Bearer <key>` (the scheme in any case) is the
+/// only one; any other `authorization` header is refused as
+/// UNAUTHENTICATED saying it is malformed, never ignored.
+#[tokio::test]
+async fn only_one_bearer_key_is_a_credential() {
+    let d = Deployment::new(Backend::Embedded).await;
+    std::fs::create_dir_all(&d.data_dir).unwrap();
+    let p = Principals::new();
+    let file = d.data_dir.join("callers.toml");
+    std::fs::write(&file, p.file(false, false)).unwrap();
+    let mut cfg = d.config();
+    cfg.edge.callers_file = Some(file);
+    let (app, stop, handle) = start_config(cfg).await;
+    let key = &p.keys[&Who::Owner];
+    let call = |headers: Vec<String>| {
+        let mut issuer = app.issuer.clone();
+        async move {
+            let mut r = tonic::Request::new(issue_request("forms"));
+            for h in headers {
+                r.metadata_mut().append("authorization", h.parse().unwrap());
+            }
+            issuer.issue(r).await
+        }
+    };
+    for ok in [
+        format!("Bearer {key}"),
+        format!("bearer {key}"),
+        format!("BEARER {key}"),
+    ] {
+        assert!(call(vec![ok]).await.is_ok());
+    }
+    for bad in [
+        vec![format!("Basic {key}")],
+        vec!["Bearer".to_owned()],
+        vec![format!("Bearer {key} {key}")],
+        vec![format!("Bearer {key}"), format!("Bearer {key}")],
+    ] {
+        let s = call(bad.clone()).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{bad:?}");
+        assert_eq!(crate::harness::reason(&s), "ERROR_REASON_CALLER_UNKNOWN");
+        assert!(s.message().contains("malformed"), "{}", s.message());
+        assert!(!s.message().contains(key.as_str()), "no key in the answer");
+    }
+    let _ = stop.send(());
+    let _ = handle.await;
+    drop(app);
+    d.cleanup().await;
+}

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tessera_api::caller::{CallerId, not_allowed_status};
 use tessera_api::status;
-use tessera_domain::callers::{Access, Caller, Callers};
+use tessera_domain::callers::{Access, Caller, Callers, RPCS};
 use tessera_proto::v1::ErrorReason;
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -50,8 +50,12 @@ pub(crate) enum Class<'a> {
 
 pub(crate) fn classify(path: &str) -> Class<'_> {
     if let Some(rest) = path.strip_prefix("/tessera.v1.") {
+        // Only the contract's methods: a made-up name is no RPC to refuse
+        // (the router answers UNIMPLEMENTED), so its text never reaches
+        // the audit trail and varying it cannot flood the summaries.
         return rest
             .split_once('/')
+            .filter(|(_, m)| RPCS.contains(m))
             .map_or(Class::Other, |(_, m)| Class::Rpc(m));
     }
     if path.starts_with("/grpc.health.v1.")
@@ -94,7 +98,7 @@ impl CallerRegistry {
             let status = status(
                 Code::Unauthenticated,
                 reason,
-                "no known caller: present a service key (authorization: Bearer …) or a client certificate named in the callers file",
+                format!("no known caller ({detail}): present a service key (authorization: Bearer …) or a client certificate named in the callers file"),
             );
             (status, Some(refusal))
         })?;
@@ -206,8 +210,8 @@ fn identify<'r, B>(
 /// up.
 fn audit_name(class: Class<'_>) -> &str {
     match class {
-        Class::Rpc(m) if m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric()) => m,
-        Class::Rpc(_) | Class::Other => "other",
+        Class::Rpc(m) => m,
+        Class::Other => "other",
         Class::Health => "health",
         Class::HttpJwks => "jwks",
     }
@@ -355,5 +359,6 @@ mod tests {
         assert_eq!(classify("/.well-known/jwks.json"), Class::HttpJwks);
         assert_eq!(classify("/anything"), Class::Other);
         assert_eq!(classify("/tessera.v1.X"), Class::Other);
+        assert_eq!(classify("/tessera.v1.IssuerService/Flood1"), Class::Other);
     }
 }

@@ -31,6 +31,11 @@ pub struct ConnLimits {
     /// past it the listener stops accepting until one closes, so the process
     /// never runs out of descriptors.
     pub max_connections: usize,
+    /// Connections open at once from one peer address: past it a new one
+    /// from that address is closed at once, so no single address (an
+    /// anonymous client holding connections open, answering pings) can
+    /// take every place under `max_connections`.
+    pub max_connections_per_peer: usize,
     /// Time a new connection has to send its first bytes (plain) or finish
     /// its TLS handshake; a peer that connects and says nothing is dropped.
     pub handshake_timeout: Duration,
@@ -40,6 +45,7 @@ impl Default for ConnLimits {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_peer: 256,
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -59,6 +65,7 @@ pub struct Conn {
     io: Io,
     info: ConnInfo,
     _slot: OwnedSemaphorePermit,
+    _peer_slot: PeerSlot,
     /// With a client certificate: checked again whenever the TLS files
     /// are reloaded.
     recheck: Option<Recheck>,
@@ -191,6 +198,7 @@ async fn accept_loop(
     tx: tokio::sync::mpsc::Sender<std::io::Result<Conn>>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = PeerCounts::default();
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
@@ -214,6 +222,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(peer_slot) = peers.take(remote.ip(), limits.max_connections_per_peer) else {
+            // Closed at once (dropped): this address holds its share.
+            tracing::debug!(%remote, "connection refused: too many from this address");
+            continue;
+        };
         let (tls, tx) = (tls.clone(), tx.clone());
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(
@@ -226,6 +239,7 @@ async fn accept_loop(
                         io,
                         info,
                         _slot: slot,
+                        _peer_slot: peer_slot,
                         recheck,
                     };
                     let _ = tx.send(Ok(conn)).await;
@@ -234,6 +248,45 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(%remote, "handshake timed out"),
             }
         });
+    }
+}
+
+/// Connections open per peer address.
+#[derive(Debug, Clone, Default)]
+struct PeerCounts(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+impl PeerCounts {
+    /// A place for one more connection from `ip`, if it holds fewer than
+    /// `max`.
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its peer's count, given back when it closes.
+struct PeerSlot {
+    counts: PeerCounts,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -46,6 +46,10 @@ pub struct EdgeArgs {
     /// backlog.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Connections open at once from one peer address; past it a new one
+    /// from that address is closed at once.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
+    pub max_connections_per_peer: usize,
     /// Calls of known callers (of everyone, without a callers file) in
     /// flight at once; past it calls are refused at once with
     /// RESOURCE_EXHAUSTED (health is never refused). A call counts once its
@@ -131,6 +135,7 @@ impl EdgeArgs {
             service_key: service_key.map(|k| Secret::new(k.trim().as_bytes().to_vec())),
             conn: tessera_edge::net::ConnLimits {
                 max_connections: self.max_connections.max(1),
+                max_connections_per_peer: self.max_connections_per_peer.max(1),
                 handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
             },
             max_in_flight: self.max_in_flight.max(1),
