@@ -40,11 +40,13 @@ key_sha256 = ["$(hash_of "$dir/keys/issuer.key")"]
 rpcs = ["Revoke"]
 audiences = ["*"]
 revoke = ["family", "subject", "kid"]
+relay = true
 
 [[caller]]
 id = "tessera-introspection"
 key_sha256 = ["$(hash_of "$dir/keys/introspection.key")"]
 rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
+relay = true
 
 [[caller]]
 id = "app"

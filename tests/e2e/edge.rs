@@ -394,11 +394,13 @@ key_sha256 = ["{issuer_h}"]
 rpcs = ["Revoke"]
 audiences = ["*"]
 revoke = ["family", "subject", "kid"]
+relay = true
 
 [[caller]]
 id = "tessera-verifier"
 key_sha256 = ["{verifier_h}"]
 rpcs = ["GetJwks", "WatchKeys", "CompromiseKey"]
+relay = true
 
 [[caller]]
 id = "orders"

@@ -346,9 +346,9 @@ impl Principals {
         let [(_, issuer), (_, verifier)] = &self.service;
         text.push_str(&format!(
             "[[caller]]\nid = \"tessera-issuer\"\nkey_sha256 = [\"{issuer}\"]\nrpcs = [\"Revoke\"]\n\
-             audiences = [\"*\"]\nrevoke = [\"family\", \"subject\", \"kid\"]\n\n\
+             audiences = [\"*\"]\nrevoke = [\"family\", \"subject\", \"kid\"]\nrelay = true\n\n\
              [[caller]]\nid = \"tessera-verifier\"\nkey_sha256 = [\"{verifier}\"]\n\
-             rpcs = [\"GetJwks\", \"WatchKeys\", \"CompromiseKey\"]\n"
+             rpcs = [\"GetJwks\", \"WatchKeys\", \"CompromiseKey\"]\nrelay = true\n"
         ));
         text
     }
@@ -781,7 +781,8 @@ async fn the_matrix_holds_in_the_split_roles() {
 
 /// Credential forms: one `Bearer <key>` (the scheme in any case) is the
 /// only one; any other `authorization` header is refused as
-/// UNAUTHENTICATED saying it is malformed, never ignored.
+/// UNAUTHENTICATED saying it is malformed, never ignored. And a caller
+/// that is no Tessera service cannot claim to act for another.
 #[tokio::test]
 async fn only_one_bearer_key_is_a_credential() {
     let d = Deployment::new(Backend::Embedded).await;
@@ -822,6 +823,14 @@ async fn only_one_bearer_key_is_a_credential() {
         assert!(s.message().contains("malformed"), "{}", s.message());
         assert!(!s.message().contains(key.as_str()), "no key in the answer");
     }
+    // Acting for another caller is for Tessera's own services (`relay`).
+    let mut forged = as_caller(issue_request("forms"), key);
+    forged
+        .metadata_mut()
+        .insert("x-tessera-on-behalf-of", "star".parse().unwrap());
+    let s = app.issuer.clone().issue(forged).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("relay"), "{}", s.message());
     let _ = stop.send(());
     let _ = handle.await;
     drop(app);

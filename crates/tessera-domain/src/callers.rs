@@ -23,6 +23,7 @@
 //! extra_claims = ["tenant"]
 //! revoke = ["jti", "family"]           # and "subject", "kid"
 //! verify_strong = false                # Verify with STRONG (a store read)
+//! relay = false                        # Tessera's services: act for a caller
 //! redeem_from = ["account-svc/password_reset"]  # others' purpose tokens
 //! rate_per_second = 200                # optional per-caller limit
 //! burst = 400
@@ -134,6 +135,9 @@ pub struct Caller {
     revoke: HashSet<RevokeRight>,
     /// May `Verify` with STRONG consistency (each call reads the store).
     verify_strong: bool,
+    /// May act for another caller (`x-tessera-on-behalf-of`): Tessera's
+    /// own services, relaying a caller's request.
+    relay: bool,
     /// Purpose tokens issued by other callers this caller may redeem: the
     /// issuing caller's id and the kind (`None`: any kind).
     redeem_from: Vec<(String, Option<TokenKind>)>,
@@ -192,6 +196,13 @@ impl Caller {
     /// reads the store, so it is a right of its own.
     pub fn may_verify_strong(&self) -> bool {
         self.verify_strong
+    }
+
+    /// May this caller name another as the one it acts for? Only Tessera's
+    /// own services relay; anyone else could write any name into the
+    /// audit trail beside its own.
+    pub fn may_relay(&self) -> bool {
+        self.relay
     }
 
     /// May this caller redeem a purpose token of `kind` that `owner`

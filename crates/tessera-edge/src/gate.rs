@@ -23,7 +23,7 @@ use crate::streams::{Credential, STREAMS, StreamBound};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tessera_api::caller::{CallerId, not_allowed_status};
+use tessera_api::caller::{CallerId, ON_BEHALF_OF, not_allowed_status};
 use tessera_api::status;
 use tessera_domain::callers::{Access, Caller, Callers, RPCS};
 use tessera_proto::v1::ErrorReason;
@@ -116,6 +116,16 @@ impl CallerRegistry {
             let name = audit_name(class);
             let refusal = Refusal::denied(peer(req), Some(&caller.id), name, reason, &what);
             return Err((not_allowed_status(caller, &what), Some(refusal)));
+        }
+        // Acting for another caller is a right of Tessera's own services: a
+        // name relayed by anyone else is refused, not written beside its
+        // own in the audit trail.
+        if req.headers().contains_key(ON_BEHALF_OF) && !caller.may_relay() {
+            let what = "act for another caller (relay)";
+            let reason = ErrorReason::CallerNotAllowed;
+            let name = audit_name(class);
+            let refusal = Refusal::denied(peer(req), Some(&caller.id), name, reason, what);
+            return Err((not_allowed_status(caller, what), Some(refusal)));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
             && limiter.check().is_err()

@@ -41,6 +41,8 @@ struct RawCaller {
     #[serde(default)]
     verify_strong: bool,
     #[serde(default)]
+    relay: bool,
+    #[serde(default)]
     redeem_from: Vec<String>,
     rate_per_second: Option<u32>,
     burst: Option<u32>,
@@ -187,6 +189,7 @@ impl RawCaller {
             client_ids: self.client_ids,
             revoke: self.revoke.into_iter().collect(),
             verify_strong: self.verify_strong,
+            relay: self.relay,
             redeem_from,
             rate,
         })
