@@ -213,3 +213,45 @@ async fn malformed_tokens_are_answers(backend: Backend) {
     app.stop().await;
     d.cleanup().await;
 }
+
+/// Bytes that are no request of the RPC (a string field holding invalid
+/// UTF-8, a field of the wrong wire type, garbage) are bad input like any
+/// other: INVALID_ARGUMENT naming `request`, with its ErrorInfo, never a
+/// bare INTERNAL from the codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_invalid_arguments() {
+    let (d, app) = spawn_app(Backend::Embedded).await;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for payload in [
+        &[0x0a, 0x02, 0xff, 0xfe][..],       // subject: invalid UTF-8
+        &[0x0d, 0x01, 0x02, 0x03, 0x04][..], // field 1 as a fixed32
+        &[0xff, 0xff, 0xff][..],             // garbage
+    ] {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::post(format!(
+            "http://{}/tessera.v1.IssuerService/Issue",
+            app.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(payload);
+        body.send_data(frame.into(), true).unwrap();
+        let response = response.await.unwrap();
+        let (parts, mut stream) = response.into_parts();
+        let headers = match stream.trailers().await.unwrap() {
+            Some(trailers) => trailers,
+            None => parts.headers,
+        };
+        let status = Status::from_header_map(&headers).expect("a status");
+        assert_field(&status, "request");
+    }
+    app.stop().await;
+    d.cleanup().await;
+}

@@ -153,7 +153,7 @@ where
             return Poll::Ready(Ok(response));
         }
         if let Some(code) = grpc_code(response.headers()) {
-            let (code, response) = explain_oversize(code, response);
+            let (code, response) = explain_bad_input(code, response);
             call.finish(code, Some(response.headers()));
             return Poll::Ready(Ok(response));
         }
@@ -243,12 +243,37 @@ fn oversize_status() -> Status {
     )
 }
 
-/// A trailers-only `OUT_OF_RANGE` answer replaced by [`oversize_status`].
-fn explain_oversize(code: Code, response: http::Response<Body>) -> (Code, http::Response<Body>) {
-    if code == Code::OutOfRange {
-        (Code::InvalidArgument, oversize_status().into_http())
-    } else {
-        (code, response)
+/// tonic's own answers to bad input, said like every other bad input: its
+/// bare `OUT_OF_RANGE` for a message over the decoding limit, and its
+/// `INTERNAL` "failed to decode Protobuf message" for bytes that are no
+/// request of this RPC (invalid UTF-8 in a string, a wrong wire type).
+/// Tessera's own `INTERNAL` always carries an `ErrorInfo`, so a bare one
+/// with that message can only be tonic's codec.
+fn tonic_bad_input(code: Code, headers: &http::HeaderMap) -> Option<Status> {
+    let undecodable = code == Code::Internal
+        && !headers.contains_key("grpc-status-details-bin")
+        && headers
+            .get("grpc-message")
+            // As sent: percent-encoded (gRPC's `grpc-message`), or not.
+            .is_some_and(|m| {
+                let m = m.as_bytes();
+                m.starts_with(b"failed to decode") || m.starts_with(b"failed%20to%20decode")
+            });
+    match code {
+        Code::OutOfRange => Some(oversize_status()),
+        _ if undecodable => Some(tessera_api::invalid(
+            "request",
+            "the message is not a valid encoding of this RPC's request",
+        )),
+        _ => None,
+    }
+}
+
+/// A trailers-only answer of [`tonic_bad_input`], replaced.
+fn explain_bad_input(code: Code, response: http::Response<Body>) -> (Code, http::Response<Body>) {
+    match tonic_bad_input(code, response.headers()) {
+        Some(status) => (status.code(), status.into_http()),
+        None => (code, response),
     }
 }
 
@@ -309,10 +334,9 @@ impl ObservedBody {
     /// The call's trailers, recorded (and explained when oversize).
     fn trailers(&mut self, trailers: http::HeaderMap) -> http::HeaderMap {
         let code = grpc_code(&trailers).unwrap_or(Code::Unknown);
-        let (code, trailers) = if code == Code::OutOfRange {
-            (Code::InvalidArgument, status_trailers(&oversize_status()))
-        } else {
-            (code, trailers)
+        let (code, trailers) = match tonic_bad_input(code, &trailers) {
+            Some(status) => (status.code(), status_trailers(&status)),
+            None => (code, trailers),
         };
         self.call.finish(code, Some(&trailers));
         trailers
@@ -336,9 +360,9 @@ mod tests {
     #[test]
     fn only_out_of_range_is_explained_as_oversize() {
         let ok = http::Response::new(Body::empty());
-        assert_eq!(explain_oversize(Code::Ok, ok).0, Code::Ok);
+        assert_eq!(explain_bad_input(Code::Ok, ok).0, Code::Ok);
         let (code, response) =
-            explain_oversize(Code::OutOfRange, http::Response::new(Body::empty()));
+            explain_bad_input(Code::OutOfRange, http::Response::new(Body::empty()));
         assert_eq!(code, Code::InvalidArgument);
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::InvalidArgument);
