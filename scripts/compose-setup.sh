@@ -53,7 +53,7 @@ id = "app"
 key_sha256 = ["$(hash_of "$dir/keys/app.key")"]
 rpcs = ["Issue", "Refresh", "Revoke", "Verify"]
 audiences = ["orders-api"]
-revoke = ["jti", "family"]
+revoke = ["token", "family"]
 TOML
 # Compose bind-mounts secrets with the host's owner and mode, and the
 # containers run as uid 10001 (the Dockerfile's user): the secret files are

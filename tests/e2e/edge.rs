@@ -80,8 +80,9 @@ audiences = ["{AUDIENCE}"]
 [[caller]]
 id = "ops"
 key_sha256 = ["{ops_h}"]
+rpcs = ["Revoke"]
 keys_admin = true
-revoke = ["subject", "kid"]
+revoke = ["jti", "subject", "kid"]
 
 [[caller]]
 id = "plain"
@@ -94,7 +95,7 @@ id = "billing"
 key_sha256 = ["{billing_h}"]
 rpcs = ["Revoke"]
 audiences = ["billing"]
-revoke = ["jti"]
+revoke = ["token"]
 "#
     );
     std::fs::write(path, text).unwrap();
@@ -227,9 +228,9 @@ async fn callers_and_rights(backend: Backend) {
         Code::PermissionDenied,
         "ERROR_REASON_CALLER_NOT_ALLOWED",
     );
-    // A token given whole is reached only through its audience: billing
-    // may not end an orders-api token that way; its `jti` right is named
-    // and reaches every audience.
+    // With the `token` right, a token given whole is reached only through
+    // its audience: billing may not end an orders-api token; the `jti`
+    // right is named and reaches every audience (ops, of no audience).
     assert_refused(
         revocation
             .revoke(with_key(
@@ -246,8 +247,22 @@ async fn callers_and_rights(backend: Backend) {
         jti,
         expires_at: exp,
     };
+    assert_refused(
+        revocation
+            .revoke(with_key(revoke(Target::Jti(by_jti.clone())), &k.billing))
+            .await,
+        Code::PermissionDenied,
+        "ERROR_REASON_CALLER_NOT_ALLOWED",
+    );
     revocation
-        .revoke(with_key(revoke(Target::Jti(by_jti)), &k.billing))
+        .revoke(with_key(revoke(Target::Jti(by_jti)), &k.ops))
+        .await
+        .unwrap();
+    revocation
+        .revoke(with_key(
+            revoke(Target::Token(token.access_token.clone())),
+            &k.ops,
+        ))
         .await
         .unwrap();
     revocation

@@ -242,6 +242,8 @@ fn expect(ep: Ep, who: Who, closed: bool) -> Answer {
         // Bound to the audience: a caller of another audience is refused.
         Ep::Issue | Ep::Verify | Ep::RevokeToken | Ep::RevokeFamily if other => NOT_ALLOWED,
         Ep::VerifyStrong if other || who == Who::SameAudience => NOT_ALLOWED,
+        // A named right that reaches every audience: only `*` holds it here.
+        Ep::RevokeJti if who != Who::Star => NOT_ALLOWED,
         // Bound to the caller that obtained the token.
         Ep::Refresh | Ep::Redeem if who != Who::Owner => OWNER_MISMATCH,
         Ep::RetireKey => Err((Code::NotFound, "ERROR_REASON_KEY_NOT_FOUND")),
@@ -288,14 +290,16 @@ fn the_readme_carries_the_matrix() {
     );
 }
 
-/// Every right but `verify_strong`, for the audiences given.
-fn full(id: &str, hash: &str, audiences: &str, strong: bool) -> String {
+/// Every RPC, for the audiences given; `verify_strong` and the `jti`
+/// revocation right (which reaches every audience) as asked.
+fn full(id: &str, hash: &str, audiences: &str, (strong, jti): (bool, bool)) -> String {
+    let jti = if jti { "\"jti\", " } else { "" };
     format!(
         "[[caller]]\nid = \"{id}\"\nkey_sha256 = [\"{hash}\"]\n\
          rpcs = [\"Issue\", \"Refresh\", \"IssuePurposeToken\", \"RedeemPurposeToken\", \"Verify\", \
          \"Revoke\", \"WatchRevocations\", \"GetJwks\", \"WatchKeys\", \"CompromiseKey\"]\n\
          keys_admin = true\naudiences = [{audiences}]\n\
-         revoke = [\"jti\", \"family\", \"subject\", \"kid\"]\nverify_strong = {strong}\n\n"
+         revoke = [{jti}\"token\", \"family\", \"subject\", \"kid\"]\nverify_strong = {strong}\n\n"
     )
 }
 
@@ -336,12 +340,18 @@ impl Principals {
             "[[caller]]\nid = \"idle\"\nkey_sha256 = [\"{}\"]\naudiences = [{a}]\n\n",
             h(Who::NoRight)
         ));
-        text.push_str(&full("owner", &h(Who::Owner), &a, true));
-        text.push_str(&full("peer", &h(Who::SameAudience), &a, false));
-        text.push_str(&full("other", &h(Who::OtherAudience), "\"billing\"", true));
-        text.push_str(&full("star", &h(Who::Star), "\"*\"", true));
+        text.push_str(&full("owner", &h(Who::Owner), &a, (true, false)));
+        text.push_str(&full("peer", &h(Who::SameAudience), &a, (false, false)));
+        let billing = "\"billing\"";
+        text.push_str(&full(
+            "other",
+            &h(Who::OtherAudience),
+            billing,
+            (true, false),
+        ));
+        text.push_str(&full("star", &h(Who::Star), "\"*\"", (true, true)));
         if with_removed {
-            text.push_str(&full("gone", &h(Who::Removed), &a, true));
+            text.push_str(&full("gone", &h(Who::Removed), &a, (true, false)));
         }
         let [(_, issuer), (_, verifier)] = &self.service;
         text.push_str(&format!(

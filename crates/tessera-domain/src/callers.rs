@@ -21,7 +21,7 @@
 //! rpcs = ["Issue", "Refresh", "Revoke"]
 //! audiences = ["orders-api"]           # "*": any
 //! extra_claims = ["tenant"]
-//! revoke = ["jti", "family"]           # and "subject", "kid"
+//! revoke = ["token", "family"]         # and "jti", "subject", "kid"
 //! verify_strong = false                # Verify with STRONG (a store read)
 //! relay = false                        # Tessera's services: act for a caller
 //! redeem_from = ["account-svc/password_reset"]  # others' purpose tokens
@@ -62,7 +62,9 @@ pub const KEY_ADMIN_RPCS: &[&str] = &["ListKeys", "RotateKeys", "RetireKey", "Co
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RevokeRight {
-    /// One access token.
+    /// An access token given whole, of one of the caller's audiences.
+    Token,
+    /// Any access token, by its id (reaches every audience).
     Jti,
     /// A refresh-token family (a session).
     Family,

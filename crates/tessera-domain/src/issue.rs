@@ -37,6 +37,15 @@ impl IssueCommand {
     pub fn validate(&self, policy: &Policy) -> Result<()> {
         check_text("subject", &self.subject, 255)?;
         check_text("audience", &self.audience, 255)?;
+        if self.audience == "*" {
+            // The callers file's wildcard, never an audience: a verifier
+            // that read `aud: "*"` as a wildcard would accept the token
+            // everywhere.
+            return Err(DomainError::field(
+                "audience",
+                "`*` is no audience (it is the callers file's wildcard)",
+            ));
+        }
         check_scopes(&self.scopes)?;
         if let Some(c) = &self.client_id {
             check_text("client_id", c, 255)?;
@@ -241,6 +250,9 @@ mod tests {
         let mut c = base.clone();
         c.audience = bidi.clone();
         assert_eq!(field(c), "audience");
+        let mut c = base.clone();
+        c.audience = "*".into();
+        assert_eq!(field(c), "audience", "the wildcard is no audience");
         let mut c = base.clone();
         c.client_id = Some(bidi.clone());
         assert_eq!(field(c), "client_id");

@@ -232,7 +232,9 @@ impl RevocationApi {
             .ok()
             .filter(|s| s.claims.iss == self.v.policy.issuer)
             .ok_or_else(|| invalid("token", "is not a token issued by this service"))?;
-        if let Some(caller) = reach {
+        // A `jti` right reaches every token by its id: the audience bounds
+        // only the `token` right.
+        if let Some(caller) = reach.filter(|c| !c.may_revoke(RevokeRight::Jti)) {
             let audiences = signed.claims.aud.to_vec();
             if !audiences.iter().any(|a| caller.may_issue_for(a)) {
                 let what = format!("revoke tokens for audience {:?}", audiences.join(" "));
@@ -286,12 +288,15 @@ fn jti_target(
     Ok((t.jti, exp))
 }
 
-/// The caller's right to revoke this kind of target. A token given whole is
-/// a revocation of its jti.
+/// The caller's right to revoke this kind of target. A token given whole
+/// needs the `token` right (then only of the caller's audiences) or the
+/// `jti` right, which reaches every token by its id anyway.
 fn may_revoke(caller: &Caller, r: &RevokeRequest) -> Result<(), Status> {
     let (right, name) = match r.target {
         None => return Ok(()),
-        Some(Target::Token(_) | Target::Jti(_)) => (RevokeRight::Jti, "tokens by jti"),
+        Some(Target::Token(_)) if caller.may_revoke(RevokeRight::Jti) => return Ok(()),
+        Some(Target::Token(_)) => (RevokeRight::Token, "tokens given whole"),
+        Some(Target::Jti(_)) => (RevokeRight::Jti, "tokens by jti"),
         Some(Target::FamilyId(_)) => (RevokeRight::Family, "families"),
         Some(Target::Subject(_)) => (RevokeRight::Subject, "subjects"),
         Some(Target::Kid(_)) => (RevokeRight::Kid, "signing keys"),

@@ -18,7 +18,8 @@ pub enum CallersCommand {
         /// Audiences it may issue for, comma-separated.
         #[arg(long, value_delimiter = ',')]
         audiences: Vec<String>,
-        /// What it may revoke, comma-separated: jti, family, subject, kid.
+        /// What it may revoke, comma-separated: token, family, jti, subject,
+        /// kid.
         #[arg(long, value_delimiter = ',')]
         revoke: Vec<String>,
     },
