@@ -102,30 +102,12 @@ impl CallerRegistry {
             );
             (status, Some(refusal))
         })?;
-        // The JWKS, when not open, needs any known caller (it is public
-        // key material: closing it only hides it from strangers); every
-        // other RPC, Verify included, must be granted by name.
-        let granted = match rpc {
-            Some("GetJwks" | "WatchKeys") | None => true,
-            Some(m) => caller.may_call(m),
-        };
-        if !granted {
-            let rpc = rpc.unwrap_or("?");
-            let what = format!("call {rpc}");
+        let what = lacking(caller, rpc, req);
+        if let Some(what) = what {
             let reason = ErrorReason::CallerNotAllowed;
             let name = audit_name(class);
             let refusal = Refusal::denied(peer(req), Some(&caller.id), name, reason, &what);
             return Err((not_allowed_status(caller, &what), Some(refusal)));
-        }
-        // Acting for another caller is a right of Tessera's own services: a
-        // name relayed by anyone else is refused, not written beside its
-        // own in the audit trail.
-        if req.headers().contains_key(ON_BEHALF_OF) && !caller.may_relay() {
-            let what = "act for another caller (relay)";
-            let reason = ErrorReason::CallerNotAllowed;
-            let name = audit_name(class);
-            let refusal = Refusal::denied(peer(req), Some(&caller.id), name, reason, what);
-            return Err((not_allowed_status(caller, what), Some(refusal)));
         }
         if let Some(limiter) = registry.limiters.get(&caller.id)
             && limiter.check().is_err()
@@ -135,6 +117,25 @@ impl CallerRegistry {
         }
         Ok(Admission::Caller(caller.clone()))
     }
+}
+
+/// What a known caller lacks for `req` at the edge, if anything.
+fn lacking<B>(caller: &Caller, rpc: Option<&str>, req: &http::Request<B>) -> Option<String> {
+    // The JWKS, when not open, needs any known caller (it is public key
+    // material: closing it only hides it from strangers); every other RPC,
+    // Verify included, must be granted by name.
+    if let Some(m) = rpc.filter(|m| !matches!(*m, "GetJwks" | "WatchKeys"))
+        && !caller.may_call(m)
+    {
+        return Some(format!("call {m}"));
+    }
+    // Acting for another caller is a right of Tessera's own services: a
+    // name relayed by anyone else is refused, not written beside its own
+    // in the audit trail.
+    if req.headers().contains_key(ON_BEHALF_OF) && !caller.may_relay() {
+        return Some("act for another caller (relay)".to_owned());
+    }
+    None
 }
 
 /// Who a call was admitted as.
