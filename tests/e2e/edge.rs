@@ -841,19 +841,48 @@ async fn a_flooding_caller_does_not_starve_another(backend: Backend) {
     d.cleanup().await;
 }
 
+/// A health check on a new connection from 127.0.0.1: it is served.
+async fn health_from_a_new_connection(addr: std::net::SocketAddr) {
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("a new connection is accepted");
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("and served");
+}
+
+/// The embedded app with these connection limits: (all, per peer address,
+/// handshake time).
+async fn serve_capped(
+    max: usize,
+    per_peer: usize,
+    handshake: Duration,
+) -> (
+    Deployment,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tessera::AppError>>,
+) {
+    let d = Deployment::new(Backend::Embedded).await;
+    let mut cfg = d.config();
+    cfg.edge.conn = tessera_edge::net::ConnLimits {
+        max_connections: max,
+        max_connections_per_peer: per_peer,
+        handshake_timeout: handshake,
+    };
+    let (addr, stop, handle) = serve(cfg).await;
+    (d, addr, stop, handle)
+}
+
 /// Connections that never speak are closed after the handshake timeout,
 /// and while the cap is full new ones wait; then they are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_capped() {
     use tokio::io::AsyncReadExt;
-    let d = Deployment::new(Backend::Embedded).await;
-    let mut cfg = d.config();
-    cfg.edge.conn = tessera_edge::net::ConnLimits {
-        max_connections: 4,
-        max_connections_per_peer: 4,
-        handshake_timeout: Duration::from_millis(500),
-    };
-    let (addr, stop, handle) = serve(cfg).await;
+    let (d, addr, stop, handle) = serve_capped(4, 4, Duration::from_millis(500)).await;
     let mut silent = Vec::new();
     for _ in 0..4 {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -868,15 +897,7 @@ async fn silent_connections_are_closed_and_capped() {
     }
     eprintln!("4 silent connections closed after {:?}", started.elapsed());
     // The cap is free again: a real client is served.
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    tonic_health::pb::health_client::HealthClient::new(ch)
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap();
+    health_from_a_new_connection(addr).await;
     let _ = stop.send(());
     let _ = handle.await;
     d.cleanup().await;
@@ -888,14 +909,7 @@ async fn silent_connections_are_closed_and_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let d = Deployment::new(Backend::Embedded).await;
-    let mut cfg = d.config();
-    cfg.edge.conn = tessera_edge::net::ConnLimits {
-        max_connections: 16,
-        max_connections_per_peer: 4,
-        handshake_timeout: Duration::from_secs(10),
-    };
-    let (addr, stop, handle) = serve(cfg).await;
+    let (d, addr, stop, handle) = serve_capped(16, 4, Duration::from_secs(10)).await;
     let mut hog = Vec::new();
     for _ in 0..10 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -920,15 +934,7 @@ async fn one_address_cannot_hold_every_connection() {
         (4, 6),
         "4 held from one address, the rest closed"
     );
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    tonic_health::pb::health_client::HealthClient::new(ch)
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .expect("another address is served");
+    health_from_a_new_connection(addr).await;
     drop(hog);
     let _ = stop.send(());
     let _ = handle.await;

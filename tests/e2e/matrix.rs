@@ -445,6 +445,24 @@ fn revoke(target: Target) -> RevokeRequest {
     }
 }
 
+/// The target of a `Revoke` endpoint (`None` for the others).
+fn revoke_target(ep: Ep, fx: &Fixture, now: i64) -> Option<Target> {
+    Some(match ep {
+        Ep::RevokeToken => Target::Token(fx.access.clone()),
+        Ep::RevokeFamily => Target::FamilyId(fx.family.clone()),
+        Ep::RevokeJti => Target::Jti(JtiTarget {
+            jti: fx.jti.clone(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: now + 600,
+                nanos: 0,
+            }),
+        }),
+        Ep::RevokeSubject => Target::Subject(fx.subject.clone()),
+        Ep::RevokeKid => Target::Kid(fx.kid.clone()),
+        _ => return None,
+    })
+}
+
 /// One call of `ep` with `key`; its code and reason.
 async fn call(
     ep: Ep,
@@ -463,6 +481,9 @@ async fn call(
         expected_kind: TokenKind::Access.into(),
         consistency: consistency.into(),
     };
+    if let Some(target) = revoke_target(ep, fx, now) {
+        return answer(revocation.revoke(req(revoke(target), key)).await);
+    }
     match ep {
         Ep::Issue => answer(issuer.issue(req(issue_request(&fx.subject), key)).await),
         Ep::Refresh => {
@@ -488,36 +509,6 @@ async fn call(
         }
         Ep::Verify => answer(intro.verify(req(verify(Consistency::Default), key)).await),
         Ep::VerifyStrong => answer(intro.verify(req(verify(Consistency::Strong), key)).await),
-        Ep::RevokeToken => answer(
-            revocation
-                .revoke(req(revoke(Target::Token(fx.access.clone())), key))
-                .await,
-        ),
-        Ep::RevokeFamily => answer(
-            revocation
-                .revoke(req(revoke(Target::FamilyId(fx.family.clone())), key))
-                .await,
-        ),
-        Ep::RevokeJti => {
-            let jti = JtiTarget {
-                jti: fx.jti.clone(),
-                expires_at: Some(prost_types::Timestamp {
-                    seconds: now + 600,
-                    nanos: 0,
-                }),
-            };
-            answer(revocation.revoke(req(revoke(Target::Jti(jti)), key)).await)
-        }
-        Ep::RevokeSubject => answer(
-            revocation
-                .revoke(req(revoke(Target::Subject(fx.subject.clone())), key))
-                .await,
-        ),
-        Ep::RevokeKid => answer(
-            revocation
-                .revoke(req(revoke(Target::Kid(fx.kid.clone())), key))
-                .await,
-        ),
         Ep::WatchRevocations => answer(
             revocation
                 .watch_revocations(req(WatchRevocationsRequest { after_id: 0 }, key))
@@ -553,6 +544,9 @@ async fn call(
         Ep::HttpMetrics => http(t, "/metrics", key).await,
         Ep::HttpLivez => http(t, "/livez", key).await,
         Ep::HttpReadyz => http(t, "/readyz", key).await,
+        Ep::RevokeToken | Ep::RevokeFamily | Ep::RevokeJti | Ep::RevokeSubject | Ep::RevokeKid => {
+            unreachable!("answered above")
+        }
     }
 }
 
