@@ -29,7 +29,7 @@ stop() {
 trap stop EXIT
 
 # A caller with the rights the tests use, as the README makes one.
-"$bin" callers add polyglot --rpcs Issue,Refresh,Revoke,Verify --audiences orders-api \
+"$bin" callers add polyglot --verify-strong --rpcs Issue,Refresh,Revoke,Verify --audiences orders-api \
     --revoke jti,family >"$work/caller.txt"
 key=$(grep '^tsk_' "$work/caller.txt" || true)
 sed -n '/^\[\[caller\]\]/,$p' "$work/caller.txt" >"$work/callers.toml"

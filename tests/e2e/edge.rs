@@ -1003,6 +1003,25 @@ fn callers_add_prints_a_key_and_its_entry() {
         "{named}"
     );
     assert!(!text.contains("WatchRevocations"), "{text}");
+    // The rights that are flags: STRONG Verify and key administration.
+    let flags = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["callers", "add", "admin", "--verify-strong", "--keys-admin"])
+        .output()
+        .unwrap();
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    let k = flags.lines().find(|l| l.starts_with("tsk_")).unwrap();
+    crate::harness::record_secrets(&[k.to_owned()]);
+    let entry: String = flags
+        .lines()
+        .skip_while(|l| !l.starts_with("[[caller]]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let parsed = tessera_domain::callers::Callers::parse(&entry).unwrap();
+    let admin = parsed.by_key(k).unwrap();
+    assert!(
+        admin.may_verify_strong() && admin.may_call("ListKeys"),
+        "{entry}"
+    );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["callers", "add", "x", "--rpcs", "Everything"])
         .output()

@@ -22,6 +22,13 @@ pub enum CallersCommand {
         /// kid.
         #[arg(long, value_delimiter = ',')]
         revoke: Vec<String>,
+        /// May Verify with STRONG consistency (a store read per call).
+        #[arg(long)]
+        verify_strong: bool,
+        /// Key administration: ListKeys, RotateKeys, RetireKey,
+        /// CompromiseKey.
+        #[arg(long)]
+        keys_admin: bool,
     },
 }
 
@@ -32,6 +39,7 @@ pub fn add(
     rpcs: &[String],
     audiences: &[String],
     revoke: &[String],
+    (verify_strong, keys_admin): (bool, bool),
 ) -> Result<(), String> {
     if let Some(bad) = rpcs.iter().find(|r| !RPCS.contains(&r.as_str())) {
         return Err(format!(
@@ -44,12 +52,20 @@ pub fn add(
         let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
         format!("[{}]", quoted.join(", "))
     };
-    let entry = format!(
+    let mut entry = format!(
         "[[caller]]\nid = {name:?}\nkey_sha256 = [\"{hash}\"]\nrpcs = {}\naudiences = {}\nrevoke = {}\n",
         list(rpcs),
         list(audiences),
         list(revoke)
     );
+    for (set, line) in [
+        (verify_strong, "verify_strong = true\n"),
+        (keys_admin, "keys_admin = true\n"),
+    ] {
+        if set {
+            entry.push_str(line);
+        }
+    }
     Callers::parse(&entry).map_err(|e| format!("the entry would not load: {e}"))?;
     let key = String::from_utf8_lossy(key.expose()).into_owned();
     println!("# The service key of {name}. It is shown this once: give it to the caller");

@@ -98,7 +98,15 @@ async fn main() -> ExitCode {
             rpcs,
             audiences,
             revoke,
-        }) => tessera::callers_cli::add(&name, &rpcs, &audiences, &revoke),
+            verify_strong,
+            keys_admin,
+        }) => tessera::callers_cli::add(
+            &name,
+            &rpcs,
+            &audiences,
+            &revoke,
+            (verify_strong, keys_admin),
+        ),
         Command::Healthcheck { remote } => return healthcheck(&remote).await,
     };
     // Flushing waits for the exporter, which needs the runtime's threads.
