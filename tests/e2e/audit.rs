@@ -140,7 +140,7 @@ async fn every_event_names_its_caller_and_carries_no_secret() {
         .refresh(as_caller(refresh(&t.refresh_token), &ops))
         .await
         .unwrap();
-    d.clock.advance(10);
+    d.clock.advance(31);
     assert!(
         issuer
             .refresh(as_caller(refresh(&t.refresh_token), &ops))

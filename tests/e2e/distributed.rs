@@ -608,7 +608,12 @@ async fn a_verifier_killed_and_restarted_rejects_every_revoked_token_at_once() {
     for t in &tokens {
         first_answers.push(verify_token(&mut b2_client, t).await);
     }
-    let jti_of = |t: &str| decode_payload(t)["jti"].as_str().unwrap().to_owned();
+    let jti_of = |t: &str| {
+        crate::harness::decode_payload(t)["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     for (t, answer) in tokens.iter().zip(&first_answers) {
         if before.contains(&jti_of(t)) {
             assert_eq!(
@@ -636,16 +641,6 @@ async fn a_verifier_killed_and_restarted_rejects_every_revoked_token_at_once() {
     b2.wait().unwrap();
     a.stop().await;
     d.cleanup().await;
-}
-
-/// The claims of a token, unverified (for test bookkeeping only).
-fn decode_payload(token: &str) -> serde_json::Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// A watcher whose connection drops mid-stream resumes with `after_id` and

@@ -288,6 +288,7 @@ impl Deployment {
             verify_cache_bytes: 8 << 20,
             reconcile_interval: self.reconcile_interval,
             max_view_staleness: 30,
+            store_timeouts: tessera_storage::StoreTimeouts::default(),
             issuer_set: true,
             edge: tessera::Edge::default(),
         }
@@ -417,6 +418,24 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Another handle on the same server's clients (for concurrent
+    /// callers); it cannot stop the server.
+    pub fn clone_clients(&self) -> TestApp {
+        TestApp {
+            addr: self.addr,
+            channel: self.channel.clone(),
+            follower: self.follower.clone(),
+            ring: self.ring.clone(),
+            manager: self.manager.clone(),
+            issuer: self.issuer.clone(),
+            keys: self.keys.clone(),
+            introspection: self.introspection.clone(),
+            revocation: self.revocation.clone(),
+            stop: None,
+            handle: None,
+        }
+    }
+
     /// Graceful shutdown; waits for the server to finish.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
@@ -642,6 +661,16 @@ impl TestApp {
     }
 }
 
+/// The claims of a token, unverified (for test bookkeeping only).
+pub fn decode_payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 /// A fresh deployment and one app on it.
 pub async fn spawn_app(backend: Backend) -> (Deployment, TestApp) {
     let d = Deployment::new(backend).await;
@@ -856,6 +885,37 @@ impl OwnPostgres {
                 "start",
             ],
         );
+    }
+
+    /// Freezes the cluster (SIGSTOP to the postmaster and every backend):
+    /// connections stay open, nothing answers (a stalled disk or host).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen cluster (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid_file = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
+        let pid = pid_file.lines().next().unwrap().trim().to_owned();
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .unwrap()
+            .stdout;
+        let children = String::from_utf8(children).unwrap();
+        let pids: Vec<&str> = std::iter::once(pid.as_str())
+            .chain(children.split_whitespace())
+            .collect();
+        let ok = std::process::Command::new("kill")
+            .arg(which)
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {which} postgres");
     }
 
     /// Stops it at once (`-m immediate`: connections cut, no checkpoint).

@@ -15,6 +15,7 @@ mod binary;
 mod contract;
 mod distributed;
 mod edge;
+mod faults;
 mod flows;
 mod input;
 mod key_safety;

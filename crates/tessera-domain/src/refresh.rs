@@ -22,7 +22,7 @@ pub struct FamilyPolicy {
     /// days; 1 hour to 365 days, and at least the idle timeout).
     pub absolute_lifetime: i64,
     /// How long after a rotation the immediate predecessor still yields the
-    /// same successor (default 5 s; 0 disables; at most 60 s).
+    /// same successor (default 30 s; 0 disables; at most 60 s).
     pub grace: i64,
 }
 
@@ -31,7 +31,7 @@ impl Default for FamilyPolicy {
         Self {
             idle_timeout: 14 * 24 * 3600,
             absolute_lifetime: 30 * 24 * 3600,
-            grace: 5,
+            grace: 30,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::clock::UnixTime;
 use crate::error::Result;
 use crate::keys::{Algorithm, KeyState};
 use crate::purpose::{PurposeRecord, RedeemDecision, RedeemOutcome};
+use crate::reconcile::{LogPage, LogQuery, LogStart};
 use crate::refresh::{Decision, FamilySnapshot, RotateOutcome};
 use crate::revocation::{RevocationEvent, RevocationQuery};
 use async_trait::async_trait;
@@ -189,18 +190,16 @@ pub trait RevocationStore: Send + Sync {
         bump_version: bool,
         now: UnixTime,
     ) -> Result<(u64, u64)>;
-    /// The id of the newest logged revocation (0 when none): a view filled
-    /// after reading it is current at least up to it.
-    async fn revocation_cursor(&self) -> Result<i64>;
-    /// Revocations logged with an id above `after` or among `holes`, oldest
-    /// first (at most 10 000 per call), each with its id: how a view catches
-    /// up from the store whatever happened to the fan-out.
-    async fn revocations_after(
-        &self,
-        after: i64,
-        holes: &[i64],
-        family_margin: i64,
-    ) -> Result<Vec<(i64, RevocationEvent)>>;
+    /// Where a reader of the log starts: the newest id (0 when none) and
+    /// the store's snapshot, read first; a view filled after reading it is
+    /// current at least up to it (see [`crate::reconcile`]).
+    async fn revocation_cursor(&self) -> Result<LogStart>;
+    /// One pull of the log (see [`crate::reconcile`]): revocations logged
+    /// with an id above the query's or among its holes, oldest first (at
+    /// most 10 000), and those of the transactions that ended since its
+    /// watermark: how a view catches up from the store whatever happened
+    /// to the fan-out, and however late a commit landed.
+    async fn revocations_after(&self, q: &LogQuery, family_margin: i64) -> Result<LogPage>;
     /// The store's answer to step 5 (for `consistency = STRONG`).
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool>;
     /// Hands every revocation still in force to `apply`, row by row (a view

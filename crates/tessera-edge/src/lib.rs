@@ -8,6 +8,8 @@
 //! - [`tls`]: server TLS and mTLS from files, reloadable; client TLS.
 //! - [`observe`]: the one layer that observes each call (metrics, span,
 //!   status log, the audit record of the edge's refusals).
+//! - [`deadline`]: each call's deadline, its handler run to its end in a
+//!   task of its own (a cancelled call never cuts a store write in half).
 //! - [`gate`]: load shedding and caller authentication, which answer a
 //!   refused call themselves with a [`refusal::Refusal`] for the observer.
 //!
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod deadline;
 pub mod gate;
 mod guard;
 pub mod net;

@@ -324,16 +324,14 @@ async fn handshake(
 }
 
 /// A server builder with HTTP/2 keepalive pings (dead peers are closed) and
-/// the HTTP/2 limits: streams per connection, header list size, and a
-/// server-side deadline for every call (a client's shorter `grpc-timeout`
-/// wins).
-pub fn server(request_timeout: Duration) -> Server {
+/// the HTTP/2 limits: streams per connection and header list size. (The
+/// deadline of each call is the [`crate::deadline::Deadline`] layer's.)
+pub fn server() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-        .timeout(request_timeout)
 }
 
 /// Concurrent streams one HTTP/2 connection may open.

@@ -34,15 +34,21 @@ impl RevocationApi {
     }
 
     /// Durable first, then the local view, then the fan-out. The revocation
-    /// is already durable when this runs, so a failed fan-out is logged and
-    /// counted, never reported as a failed revocation: every other
-    /// instance's reconcile pulls it from the store within one interval.
+    /// is durable when this runs, so the caller is answered now: the
+    /// publish runs on its own (a slow or frozen Redis costs the caller
+    /// nothing), and a failed one is logged and counted, never reported as
+    /// a failed revocation. Every other instance's reconcile pulls it from
+    /// the store within one interval, and the bus rewrites the deny-list
+    /// keys it missed once Redis answers again.
     async fn apply(&self, event: &RevocationEvent, now: UnixTime) -> Result<(), Status> {
         self.v.apply(event);
-        if let Err(e) = self.v.bus.publish(event, now).await {
-            self.v.metrics.fanout_failed();
-            tracing::warn!(error = %e, "revocation fan-out failed; other instances catch up from the store");
-        }
+        let (bus, metrics, event) = (self.v.bus.clone(), self.v.metrics.clone(), event.clone());
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(&event, now).await {
+                metrics.fanout_failed();
+                tracing::warn!(error = %e, "revocation fan-out failed; other instances catch up from the store");
+            }
+        });
         Ok(())
     }
 

@@ -24,12 +24,16 @@ pub(crate) type WatchStream =
 pub(crate) async fn watch(v: &Verifier, r: WatchRevocationsRequest) -> Result<WatchStream, Status> {
     let after =
         i64::try_from(r.after_id).map_err(|_| invalid("after_id", "is larger than any log id"))?;
-    let start = match after {
-        0 => v.store.revocation_cursor().await.map_err(from_domain)?,
-        n => n,
-    };
+    // From the log's end, or from `after_id`; either way the watermark
+    // starts at the store's snapshot, so a commit in flight now is sent
+    // whenever it lands.
+    let mut start = v.store.revocation_cursor().await.map_err(from_domain)?;
+    if after != 0 {
+        start.high = after;
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(follow_log(v.clone(), LogCursor::new(start), tx));
+    let cursor = LogCursor::new(start, v.clock.now());
+    tokio::spawn(follow_log(v.clone(), cursor, tx));
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
@@ -48,20 +52,15 @@ async fn follow_log(
     let margin = v.policy.family_margin();
     loop {
         loop {
-            let rows = match v
-                .store
-                .revocations_after(cursor.high(), &cursor.holes(), margin)
-                .await
-            {
-                Ok(rows) => rows,
+            let page = match v.store.revocations_after(&cursor.query(), margin).await {
+                Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(from_domain(e))).await;
                     return;
                 }
             };
-            let full = rows.len() >= 10_000;
-            cursor.saw(rows.iter().map(|(id, _)| *id), v.clock.now());
-            for (id, e) in rows {
+            let full = page.rows.len() >= 10_000 || page.swept.len() >= 10_000;
+            for (id, e) in cursor.take(page, v.clock.now()).events {
                 if tx.send(Ok(watch_message(id, e))).await.is_err() {
                     return;
                 }

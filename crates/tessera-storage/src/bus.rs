@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Manager, Pool, Runtime};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tessera_domain::clock::{Clock, UnixTime};
 use tessera_domain::error::{DomainError, Result};
@@ -32,7 +33,7 @@ impl RevocationBus for LocalBus {
     }
 }
 
-fn redis_err(e: &redis::RedisError) -> DomainError {
+pub(crate) fn redis_err(e: &redis::RedisError) -> DomainError {
     // Kind only: a Redis error can echo a command's arguments.
     DomainError::StoreUnavailable(format!("redis error ({:?})", e.kind()))
 }
@@ -41,7 +42,7 @@ fn redis_err(e: &redis::RedisError) -> DomainError {
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// The longest any Redis call may take before it counts as failed.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The error for an unusable Redis URL; the URL (which may hold a password)
 /// and the library's message are never repeated.
@@ -91,9 +92,12 @@ fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
 /// `prefix`, so several deployments (or tests) can share one Redis.
 #[derive(Clone)]
 pub struct RedisBus {
-    pool: Pool,
+    pub(crate) pool: Pool,
     client: redis::Client,
     prefix: String,
+    /// A deny-list key may be missing: a publish failed (or this instance
+    /// just started and cannot know). See `deny_list`.
+    pub(crate) missed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -153,6 +157,7 @@ impl RedisBus {
             pool,
             client,
             prefix: prefix.to_owned(),
+            missed: Arc::new(AtomicBool::new(true)),
         };
         // The first connection says why it failed (a refused certificate, a
         // TLS/plain mismatch), so a misconfigured instance refuses to start
@@ -251,9 +256,14 @@ impl RedisBus {
 #[async_trait]
 impl RevocationBus for RedisBus {
     async fn publish(&self, event: &RevocationEvent, now: UnixTime) -> Result<()> {
-        tokio::time::timeout(REDIS_TIMEOUT, self.publish_now(event, now))
+        let done = tokio::time::timeout(REDIS_TIMEOUT, self.publish_now(event, now))
             .await
-            .map_err(|_| DomainError::StoreUnavailable("redis timed out".into()))?
+            .map_err(|_| DomainError::StoreUnavailable("redis timed out".into()))
+            .and_then(|r| r);
+        if done.is_err() {
+            self.missed.store(true, Ordering::Relaxed);
+        }
+        done
     }
 }
 

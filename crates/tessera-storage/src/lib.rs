@@ -13,9 +13,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bus;
+mod deny_list;
 mod sql;
 mod tls;
 
 pub use bus::{LocalBus, RedisBus};
-pub use sql::{Backend, REVOCATION_LOG_RETENTION, SqlStore, redact_url};
+pub use sql::{Backend, REVOCATION_LOG_RETENTION, SqlStore, StoreTimeouts, redact_url};
 pub use tls::RedisTls;

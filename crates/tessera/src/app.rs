@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tessera_domain::keys::KeyRing;
+use tessera_edge::deadline::Deadline;
 use tessera_edge::gate::{Authenticate, CallerRegistry, Shed};
 use tessera_edge::observe::Observe;
 use tessera_edge::tls::ServerTls;
@@ -243,13 +244,18 @@ fn with_reflection(routes: tonic::service::Routes) -> Result<tonic::service::Rou
 /// 3. caller authentication, the RPC right and the caller's rate (finer
 ///    rights are checked by each service), before shedding so that the
 ///    shedding knows whose call it is (authenticating costs a hash, no I/O);
-/// 4. the concurrency limits (`tessera_edge::gate::Shed`): a call takes its
+/// 4. the deadline (`tessera_edge::deadline::Deadline`): the call runs to
+///    its end in a task of its own, and its client is answered
+///    DEADLINE_EXCEEDED (outcome unknown) at the server's request timeout
+///    or the client's shorter `grpc-timeout`; the layers below run inside
+///    the task, so a call keeps its concurrency place until it ends;
+/// 5. the concurrency limits (`tessera_edge::gate::Shed`): a call takes its
 ///    place once its message has arrived (a body that does not arrive in
 ///    time ends the call), known callers and anonymous calls to open
 ///    endpoints have separate bounds (and the latter one per peer), and
 ///    past a bound calls are shed at once (`RESOURCE_EXHAUSTED`), never
 ///    queued; health is never shed;
-/// 5. the routes: gRPC services (each with its message-size limit), and
+/// 6. the routes: gRPC services (each with its message-size limit), and
 ///    HTTP/1.1 too for the JWKS endpoints and `/metrics`.
 async fn serve(
     listener: TcpListener,
@@ -257,7 +263,7 @@ async fn serve(
     edge: EdgeParts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AppError> {
-    tessera_edge::net::server(edge.cfg.request_timeout)
+    tessera_edge::net::server()
         .accept_http1(true)
         .layer(Observe::new(
             edge.metrics,
@@ -265,6 +271,7 @@ async fn serve(
             edge.cfg.trace_context,
         ))
         .layer(Authenticate::new(edge.callers, edge.cfg.stream_lifetime))
+        .layer(Deadline::new(edge.cfg.request_timeout))
         .layer(Shed::new(edge.cfg.shed_limits()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(

@@ -54,6 +54,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     let config = |e: tessera_domain::error::DomainError| AppError::Config(e.to_string());
     cfg.policy.validate().map_err(config)?;
     cfg.families.validate().map_err(config)?;
+    check_grace(cfg)?;
     // Keys sign access tokens and purpose tokens: the longest of them bounds
     // how long a key stays published after it stops signing.
     let longest_token = cfg
@@ -67,6 +68,28 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     Ok(topology)
 }
 
+/// How long a client may take to retry a Refresh after its deadline, on top
+/// of the request timeout, seconds.
+const RETRY_SLACK: i64 = 5;
+
+/// A Refresh cut off by its deadline may still commit (the server finishes
+/// it): the client's retry then presents the predecessor, and only the
+/// grace window makes that a replay (the same successor) instead of reuse
+/// (the session revoked). So the window must outlast the request timeout
+/// plus a retry; 0 is the named choice of no replay at all.
+fn check_grace(cfg: &Config) -> Result<(), AppError> {
+    let grace = cfg.families.grace;
+    let timeout =
+        i64::try_from(cfg.edge.request_timeout.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
+    let needed = timeout.saturating_add(RETRY_SLACK);
+    if grace != 0 && grace < needed {
+        return Err(AppError::Config(format!(
+            "refresh_grace: {grace} s is shorter than the request timeout ({timeout} s) plus {RETRY_SLACK} s for a retry: a Refresh retried after its deadline would be judged reuse and end the session; set --refresh-grace to at least {needed} (or 0 for no replay), or lower --request-timeout-ms"
+        )));
+    }
+    Ok(())
+}
+
 /// The durable store: SQLite in the data directory unless a database URL is
 /// set. The embedded store migrates on start; a shared database only when
 /// asked (`tessera migrate` or --migrate), so an old binary never migrates a
@@ -74,11 +97,19 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
 pub(crate) async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
     create_data_dir(&cfg.data_dir)?;
     let store = match &cfg.database_url {
-        Some(url) => SqlStore::connect(url).await?,
+        Some(url) => {
+            let label = format!("database_url {}", tessera_storage::redact_url(url));
+            SqlStore::connect_as(url, label, cfg.store_timeouts).await?
+        }
         None => {
             let file = cfg.data_dir.join("tessera.db");
             let label = format!("data_dir {}", cfg.data_dir.display());
-            SqlStore::connect_as(&format!("sqlite://{}", file.display()), label).await?
+            SqlStore::connect_as(
+                &format!("sqlite://{}", file.display()),
+                label,
+                cfg.store_timeouts,
+            )
+            .await?
         }
     };
     if store.backend() == Backend::Sqlite || cfg.migrate {

@@ -157,8 +157,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_FAMILY_LIFETIME", default_value_t = 30 * 24 * 3600)]
     pub family_lifetime: i64,
     /// Window in which the immediate predecessor of a refresh token yields
-    /// the same successor again, seconds (0 disables, at most 60).
-    #[arg(long, env = "TESSERA_REFRESH_GRACE", default_value_t = 5)]
+    /// the same successor again, seconds (at most 60). It must outlast the
+    /// request timeout by 5 s, so that a Refresh whose answer was lost (a
+    /// deadline, a cut connection) can be retried and get the same
+    /// successor; 0 turns replay off (a lost answer then ends the session).
+    #[arg(long, env = "TESSERA_REFRESH_GRACE", default_value_t = 30)]
     pub refresh_grace: i64,
     /// How long verifiers may cache the JWKS, seconds.
     #[arg(long, env = "TESSERA_JWKS_MAX_AGE", default_value_t = 300)]
@@ -196,6 +199,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MAX_VIEW_STALENESS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub max_view_staleness: i64,
+    /// Postgres: the longest one statement may run, lock waits included,
+    /// milliseconds (set as `statement_timeout` on every connection).
+    #[arg(long, env = "TESSERA_PG_STATEMENT_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub pg_statement_timeout_ms: u64,
+    /// Postgres: the longest a statement waits for a row lock, milliseconds
+    /// (`lock_timeout`; a hot refresh-token family answers UNAVAILABLE fast
+    /// instead of holding the pool).
+    #[arg(long, env = "TESSERA_PG_LOCK_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub pg_lock_timeout_ms: u64,
+    /// Postgres: a session idle inside a transaction this long is ended by
+    /// the server, milliseconds (`idle_in_transaction_session_timeout`).
+    #[arg(long, env = "TESSERA_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub pg_idle_in_transaction_timeout_ms: u64,
     /// Write the audit events (one JSON object per line, target
     /// `tessera::audit`) to this file (appended, created 0600) instead of
     /// stderr.
@@ -249,6 +268,13 @@ impl ServeArgs {
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
             reconcile_interval: std::time::Duration::from_millis(self.reconcile_interval_ms),
             max_view_staleness: self.max_view_staleness,
+            store_timeouts: tessera_storage::StoreTimeouts {
+                statement: std::time::Duration::from_millis(self.pg_statement_timeout_ms),
+                lock: std::time::Duration::from_millis(self.pg_lock_timeout_ms),
+                idle_in_transaction: std::time::Duration::from_millis(
+                    self.pg_idle_in_transaction_timeout_ms,
+                ),
+            },
             issuer_set,
             edge: self.edge.into_edge()?,
         })

@@ -79,6 +79,9 @@ pub struct Config {
     pub reconcile_interval: std::time::Duration,
     /// A view older than this (seconds) makes Verify NOT_SERVING.
     pub max_view_staleness: i64,
+    /// Postgres session time bounds (statement, lock wait, idle in
+    /// transaction).
+    pub store_timeouts: tessera_storage::StoreTimeouts,
     /// True when the issuer (`iss`) was configured, not derived from the
     /// listen address.
     pub issuer_set: bool,

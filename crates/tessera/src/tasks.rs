@@ -115,7 +115,7 @@ impl Reconcile {
                     match reload(&self.store, &*self.apply, now, self.family_margin).await {
                         Ok(c) => {
                             (cursor, last_ok) = (c, now);
-                            self.mark_caught_up(now);
+                            self.mark_caught_up(cursor.caught_up());
                         }
                         Err(e) => tracing::warn!(error = %e, "revocation view reload failed"),
                     }
@@ -123,16 +123,22 @@ impl Reconcile {
                 }
                 match self
                     .store
-                    .revocations_after(cursor.high(), &cursor.holes(), self.family_margin)
+                    .revocations_after(&cursor.query(), self.family_margin)
                     .await
                 {
-                    Ok(rows) => {
-                        for (_, e) in &rows {
+                    Ok(page) => {
+                        let got = cursor.take(page, now);
+                        for (_, e) in &got.events {
                             (self.apply)(e);
                         }
-                        cursor.saw(rows.iter().map(|(id, _)| *id), now);
+                        if got.late > 0 {
+                            // A commit the id cursor had given up on: the
+                            // watermark caught it (see reconcile.rs).
+                            tracing::warn!(late = got.late, "late-committed revocations applied");
+                            self.metrics.revocations_late(got.late);
+                        }
                         last_ok = now;
-                        self.mark_caught_up(now);
+                        self.mark_caught_up(cursor.caught_up());
                     }
                     Err(e) => tracing::warn!(error = %e, "revocation reconcile failed; retrying"),
                 }
@@ -149,7 +155,7 @@ pub(crate) async fn reload(
     now: UnixTime,
     family_margin: i64,
 ) -> tessera_domain::error::Result<LogCursor> {
-    let cursor = LogCursor::new(store.revocation_cursor().await?);
+    let cursor = LogCursor::new(store.revocation_cursor().await?, now);
     store.in_force(now, family_margin, apply).await?;
     Ok(cursor)
 }

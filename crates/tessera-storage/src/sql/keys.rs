@@ -47,7 +47,8 @@ impl KeyStore for SqlStore {
     }
 
     async fn change_keys(&self, plan: &KeyPlan<'_>) -> Result<Vec<StoredKey>> {
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         // The key lock: a write before any read, so the keys below are read
         // under it (a row lock on Postgres; on SQLite the write takes the
         // database's write lock before any snapshot is read).
@@ -92,6 +93,7 @@ impl KeyStore for SqlStore {
             }
         }
         tx.commit().await.map_err(store_err)?;
+        conn.ended();
         Ok(changes)
     }
 
@@ -141,6 +143,6 @@ impl KeyStore for SqlStore {
         .fetch_one(&self.pool)
         .await
         .map_err(store_err)?;
-        Ok(to_u64(n))
+        to_u64(n, "session count")
     }
 }

@@ -4,7 +4,7 @@
 //! number on SQLite too), BIGINT seconds for time, `ON CONFLICT` upserts.
 //! Where they must differ the [`Backend`] says so: the migrations, and how
 //! a writing transaction locks. On SQLite it takes the database's write lock
-//! when it begins ([`SqlStore::begin_write`]); on Postgres `rotate` and
+//! when it begins (`tx::TxConn::begin`); on Postgres `rotate` and
 //! `redeem_purpose` lock the family's or the token's row with
 //! `SELECT … FOR UPDATE` before reading it. The key lock and the revocations
 //! lock with an UPDATE, which locks on both engines.
@@ -23,9 +23,12 @@ pub use connect::redact_url;
 mod error;
 use error::store_err;
 mod keys;
+mod log;
 mod revocations;
 pub use revocations::REVOCATION_LOG_RETENTION;
 mod sessions;
+mod turns;
+mod tx;
 
 /// Which engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +55,88 @@ impl Backend {
     }
 }
 
+/// Server-side time bounds of every Postgres session, set when each pooled
+/// connection opens (`SET` after connect): a statement, a lock wait, or a
+/// transaction left idle (its client gone) never holds a connection or a
+/// row lock for longer. They keep a store call far shorter than the refresh
+/// grace window and the revocation log's reconcile bounds. SQLite (one
+/// process, one writer) waits at most its busy timeout (5 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// `statement_timeout`: the longest one statement runs, lock waits
+    /// included.
+    pub statement: Duration,
+    /// `lock_timeout`: the longest a statement waits for a row lock (a hot
+    /// family answers fast instead of queueing the pool behind it).
+    pub lock: Duration,
+    /// `idle_in_transaction_session_timeout`: a session idle inside a
+    /// transaction this long is ended by the server (its locks released).
+    pub idle_in_transaction: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_millis(2000),
+            lock: Duration::from_millis(1000),
+            idle_in_transaction: Duration::from_millis(5000),
+        }
+    }
+}
+
+impl StoreTimeouts {
+    /// The `SET` statements of a new session (whole milliseconds; none is
+    /// ever 0, which Postgres reads as "no bound").
+    fn session_sql(&self) -> String {
+        let ms = |d: Duration| d.as_millis().max(1);
+        format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            ms(self.statement),
+            ms(self.lock),
+            ms(self.idle_in_transaction)
+        )
+    }
+}
+
 /// The durable store.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Calls on one token, one at a time (see `tx::OneAtATime`).
+    turns: std::sync::Arc<turns::OneAtATime>,
+    /// How long a call waits for its token's turn: the lock timeout.
+    turn_wait: Duration,
     /// What the URL names (no password), for start-up errors.
     origin: connect::Origin,
+}
+
+/// The pool: its size, the session's time bounds (Postgres), and how long
+/// a call waits for a connection.
+fn pool_options(backend: Backend, timeouts: &StoreTimeouts) -> AnyPoolOptions {
+    let max = match backend {
+        Backend::Postgres => 16,
+        // SQLite has one writer; a few readers in WAL mode.
+        Backend::Sqlite => 4,
+    };
+    let session = timeouts.session_sql();
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _| {
+            let session = session.clone();
+            Box::pin(async move {
+                if backend == Backend::Postgres {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(session))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        // A store that does not hand out a connection within 0.8 s is
+        // down for this call: answer UNAVAILABLE fast, not at the
+        // client's deadline (the pool's default waits 30 s).
+        .acquire_timeout(Duration::from_millis(800))
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -68,13 +146,18 @@ impl SqlStore {
     /// Connects to `url` (no migration). The password in a URL never reaches
     /// an error message; errors name `database_url` and the URL without it.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_as(url, format!("database_url {}", redact_url(url))).await
+        Self::connect_as(
+            url,
+            format!("database_url {}", redact_url(url)),
+            StoreTimeouts::default(),
+        )
+        .await
     }
 
     /// [`SqlStore::connect`], with errors (of connecting and migrating)
     /// naming `label` instead, e.g. `data_dir /var/lib/tessera` for the
     /// embedded store. `label` must hold no secret.
-    pub async fn connect_as(url: &str, label: String) -> Result<Self> {
+    pub async fn connect_as(url: &str, label: String, timeouts: StoreTimeouts) -> Result<Self> {
         let backend = Backend::of(url)?;
         sqlx::any::install_default_drivers();
         let url = match backend {
@@ -84,11 +167,6 @@ impl SqlStore {
                 format!("{url}{sep}mode=rwc")
             }
             _ => url.to_owned(),
-        };
-        let max = match backend {
-            Backend::Postgres => 16,
-            // SQLite has one writer; a few readers in WAL mode.
-            Backend::Sqlite => 4,
         };
         // sqlx logs statements (and slow ones at WARN) with their SQL text
         // and bind summary; no log line of ours may carry SQL, so both are off.
@@ -101,12 +179,7 @@ impl SqlStore {
             .disable_statement_logging();
         let origin = connect::Origin::of(&options, label);
         connect::first_connection(&options, &origin).await?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            // A store that does not hand out a connection within 0.8 s is
-            // down for this call: answer UNAVAILABLE fast, not at the
-            // client's deadline (the pool's default waits 30 s).
-            .acquire_timeout(Duration::from_millis(800))
+        let pool = pool_options(backend, &timeouts)
             .connect_with(options)
             .await
             .map_err(|e| connect::connect_err(&e, &origin))?;
@@ -121,6 +194,8 @@ impl SqlStore {
         Ok(Self {
             pool,
             backend,
+            turns: std::sync::Arc::default(),
+            turn_wait: timeouts.lock,
             origin,
         })
     }
@@ -171,18 +246,6 @@ impl SqlStore {
         Ok(migrator.iter().all(|m| applied.contains(&m.version)))
     }
 
-    /// A transaction that will write: on SQLite it takes the database's
-    /// write lock at once (`BEGIN IMMEDIATE`), so it never has to upgrade a
-    /// read snapshot (WAL mode refuses that with SQLITE_BUSY_SNAPSHOT instead
-    /// of waiting); on Postgres a plain `BEGIN`, rows locked as they are read.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
-        .map_err(store_err)
-    }
-
     /// The engine in use.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -210,9 +273,11 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A BIGINT column for a u64.
-pub(crate) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+/// A BIGINT column for a u64, checked: a negative stored value is a broken
+/// row, refused (an error), never read as 0, which for a subject's version
+/// or a count would be the permissive answer.
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| DomainError::Internal(format!("a stored {what} is negative")))
 }
 
 /// Appends one revocation to `revocation_log` inside `tx` (see the

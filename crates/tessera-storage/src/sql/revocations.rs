@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use tessera_domain::clock::UnixTime;
 use tessera_domain::error::Result;
+use tessera_domain::reconcile::{LogPage, LogQuery, LogStart};
 use tessera_domain::revocation::{RevocationEvent, RevocationQuery};
 use tessera_domain::store::{Housekeeping, RevocationStore};
 use tokio_stream::StreamExt;
@@ -14,73 +15,26 @@ use tokio_stream::StreamExt;
 /// reconcile is older than half of this reloads in full instead.
 pub const REVOCATION_LOG_RETENTION: i64 = 3600;
 
-fn logged_event(
-    kind: &str,
-    target: String,
-    value: i64,
-    family_margin: i64,
-) -> Option<RevocationEvent> {
-    Some(match kind {
-        "jti" => RevocationEvent::Jti {
-            jti: target,
-            until: value,
-        },
-        "family" => RevocationEvent::Family {
-            family_id: target,
-            until: value + family_margin,
-        },
-        "subject" => RevocationEvent::Subject {
-            subject: target,
-            min_version: to_u64(value),
-        },
-        "key" => RevocationEvent::Key { kid: target },
-        _ => return None,
-    })
-}
-
 #[async_trait]
 impl RevocationStore for SqlStore {
-    async fn revocation_cursor(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM revocation_log")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_err)
+    async fn revocation_cursor(&self) -> Result<LogStart> {
+        // The snapshot first: whatever commits after it is swept later.
+        let snapshot = self.log_snapshot().await?;
+        let high =
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM revocation_log")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_err)?;
+        Ok(LogStart { high, snapshot })
     }
 
-    async fn revocations_after(
-        &self,
-        after: i64,
-        holes: &[i64],
-        family_margin: i64,
-    ) -> Result<Vec<(i64, RevocationEvent)>> {
-        // The holes are integers, written into the statement as such.
-        let holes = holes
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let also = if holes.is_empty() {
-            String::new()
-        } else {
-            format!(" OR id IN ({holes})")
-        };
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, kind, target, value FROM revocation_log WHERE id > $1{also} ORDER BY id LIMIT 10000"
-        )))
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_err)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, kind, target, value)| {
-                logged_event(&kind, target, value, family_margin).map(|e| (id, e))
-            })
-            .collect())
+    async fn revocations_after(&self, q: &LogQuery, family_margin: i64) -> Result<LogPage> {
+        self.log_page(q, family_margin).await
     }
 
     async fn revoke_jti(&self, jti: &str, until: UnixTime, now: UnixTime) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
              ON CONFLICT (jti) DO NOTHING",
@@ -96,6 +50,7 @@ impl RevocationStore for SqlStore {
             log_revocation(&mut tx, "jti", jti, until, now).await?;
         }
         tx.commit().await.map_err(store_err)?;
+        conn.ended();
         Ok(newly)
     }
 
@@ -106,7 +61,8 @@ impl RevocationStore for SqlStore {
     ) -> Result<Option<(bool, UnixTime)>> {
         // The UPDATE waits for (and then excludes) any rotation holding the
         // family's lock: once it commits, no rotation of this family succeeds.
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         let done = sqlx::query(
             "UPDATE families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
         )
@@ -126,6 +82,7 @@ impl RevocationStore for SqlStore {
                 .await
                 .map_err(store_err)?;
         tx.commit().await.map_err(store_err)?;
+        conn.ended();
         Ok(end.map(|e| (newly, e)))
     }
 
@@ -143,7 +100,8 @@ impl RevocationStore for SqlStore {
         bump_version: bool,
         now: UnixTime,
     ) -> Result<(u64, u64)> {
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         // Writes first (see `rotate` for why that matters on SQLite).
         let families = sqlx::query(
             "UPDATE families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL",
@@ -175,7 +133,8 @@ impl RevocationStore for SqlStore {
             log_revocation(&mut tx, "subject", subject, version, now).await?;
         }
         tx.commit().await.map_err(store_err)?;
-        Ok((to_u64(version), families))
+        conn.ended();
+        Ok((to_u64(version, "subject version")?, families))
     }
 
     async fn is_revoked(&self, q: &RevocationQuery<'_>, now: UnixTime) -> Result<bool> {
@@ -239,7 +198,7 @@ impl RevocationStore for SqlStore {
             let v: i64 = row.try_get(1).map_err(store_err)?;
             apply(&RevocationEvent::Subject {
                 subject: row.try_get(0).map_err(store_err)?,
-                min_version: to_u64(v),
+                min_version: to_u64(v, "subject version")?,
             });
             n += 1;
         }

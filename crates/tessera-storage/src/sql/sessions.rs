@@ -58,17 +58,24 @@ impl SnapshotRow {
                 client_id: self.client_id,
                 idle_expires_at: self.idle_expires_at,
                 absolute_expires_at: self.absolute_expires_at,
-                subject_version: to_u64(self.subject_version),
+                subject_version: to_u64(self.subject_version, "family's subject version")?,
                 extra_claims,
                 owner: self.owner,
             },
             revoked: self.revoked_at.is_some(),
-            current_subject_version: to_u64(self.current_version),
+            current_subject_version: to_u64(self.current_version, "subject version")?,
             presented: PresentedToken {
                 generation: self.generation,
                 consumed_at: self.consumed_at,
-                // A stored hash of another length is no successor of ours.
-                successor_hash: self.successor_hash.and_then(|h| h.try_into().ok()),
+                // A stored hash of another length is a broken row, refused.
+                successor_hash: self
+                    .successor_hash
+                    .map(|h| {
+                        h.try_into().map_err(|_| {
+                            DomainError::Internal("a stored successor hash is malformed".into())
+                        })
+                    })
+                    .transpose()?,
                 successor_current: self.successor_current == 1,
             },
         })
@@ -170,11 +177,12 @@ impl SessionStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(store_err)?;
-        Ok(v.map_or(0, to_u64))
+        v.map_or(Ok(0), |v| to_u64(v, "subject version"))
     }
 
     async fn open_family(&self, f: &NewFamily) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO families (family_id, subject, audience, scope, client_id, created_at, last_used_at, idle_expires_at, absolute_expires_at, subject_version, extra_claims, owner) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -203,14 +211,23 @@ impl SessionStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        tx.commit().await.map_err(store_err)
+        tx.commit().await.map_err(store_err)?;
+        conn.ended();
+        Ok(())
     }
 
     async fn rotate(&self, presented: &[u8; 32], plan: &RotatePlan<'_>) -> Result<RotateOutcome> {
         // The family's lock first (FOR UPDATE on Postgres, the database write
         // lock on SQLite): Revoke of a family or subject takes the same one,
         // so once a revocation returns no rotation has left a live token.
-        let mut tx = self.begin_write().await?;
+        // Concurrent presentations of one token wait their turn in memory,
+        // not on pooled connections (a hot family cannot drain the pool).
+        let _turn = self
+            .turns
+            .turn(super::turns::turn_key(presented), self.turn_wait)
+            .await?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         if self.backend == Backend::Postgres {
             // A statement of its own: under READ COMMITTED, a statement that
             // waited for a row lock re-reads only the locked row, so the
@@ -231,12 +248,14 @@ impl SessionStore for SqlStore {
             .map_err(store_err)?;
         let Some(row) = row else {
             tx.rollback().await.map_err(store_err)?;
+            conn.ended();
             return Ok(RotateOutcome::Unknown);
         };
         let snapshot = row.into_snapshot()?;
         let decision = plan(&snapshot);
         apply_rotation(&mut tx, presented, &snapshot.family.family_id, &decision).await?;
         tx.commit().await.map_err(store_err)?;
+        conn.ended();
         Ok(decision.outcome(snapshot.family))
     }
 
@@ -267,8 +286,13 @@ impl SessionStore for SqlStore {
     async fn redeem_purpose(&self, jti: &str, plan: &RedeemPlan<'_>) -> Result<RedeemOutcome> {
         // The token's lock before its row is read (FOR UPDATE on Postgres,
         // the database write lock on SQLite), so no two redemptions decide
-        // on the same unused row.
-        let mut tx = self.begin_write().await?;
+        // on the same unused row. One at a time per token in memory first.
+        let _turn = self
+            .turns
+            .turn(super::turns::turn_key(jti.as_bytes()), self.turn_wait)
+            .await?;
+        let mut conn = self.write_conn().await?;
+        let mut tx = conn.begin().await?;
         let select = match self.backend {
             Backend::Postgres => PURPOSE_FOR_UPDATE,
             Backend::Sqlite => PURPOSE,
@@ -280,6 +304,7 @@ impl SessionStore for SqlStore {
             .map_err(store_err)?;
         let Some((binding_hash, redeemed_at, owner)) = row else {
             tx.rollback().await.map_err(store_err)?;
+            conn.ended();
             return Ok(RedeemOutcome::Unknown);
         };
         let decision = plan(&PurposeRecord {
@@ -305,6 +330,7 @@ impl SessionStore for SqlStore {
             }
         }
         tx.commit().await.map_err(store_err)?;
+        conn.ended();
         Ok(decision.outcome())
     }
 }

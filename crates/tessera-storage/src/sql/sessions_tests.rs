@@ -98,8 +98,9 @@ async fn rotation(store: &SqlStore) {
     assert!(matches!(o, RotateOutcome::Reused { .. }), "{o:?}");
     let o = refresh(store, 3, 4, NOW + 31, &[]).await;
     assert!(matches!(o, RotateOutcome::Revoked), "{o:?}");
-    let logged = store.revocations_after(0, &[], 0).await.unwrap();
-    assert!(logged.iter().any(|(_, e)| matches!(e,
+    let q = tessera_domain::reconcile::LogQuery::default();
+    let logged = store.revocations_after(&q, 0).await.unwrap().rows;
+    assert!(logged.iter().any(|r| matches!(&r.event,
         RevocationEvent::Family { family_id: f, until } if *f == family_id && *until == NOW + 30)));
     let unasked = store
         .rotate(&[99; 32], &|_: &FamilySnapshot| {
@@ -187,20 +188,73 @@ async fn races(store: &SqlStore) {
     assert_eq!(redeemed(RedeemOutcome::AlreadyUsed), 7, "{outcomes:?}");
 }
 
-async fn exercise(store: &SqlStore) {
+/// Writes cut off by timeouts from 0 to 3 ms (the timer's resolution is a
+/// millisecond, so the cuts land where the runtime's timer ticks): every write that
+/// returned Ok is in the store as read through a fresh pool (`url`), and no
+/// connection was left inside a transaction (Postgres: none is "idle in
+/// transaction"; a pooled one would hide the next caller's writes).
+async fn cancellations(store: &SqlStore, url: &str) {
+    let mut acked = Vec::new();
+    for i in 0..400usize {
+        let jti = format!("cut-{i}");
+        let cut = std::time::Duration::from_micros(u64::try_from(i).unwrap() * 37 % 3000);
+        if let Ok(r) = tokio::time::timeout(cut, store.revoke_jti(&jti, NOW + 60, NOW)).await {
+            r.unwrap();
+            acked.push(jti);
+        }
+    }
+    assert!(acked.len() < 400, "some writes were cut");
+    // Connections go back to the pool in the background: let them.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let fresh = SqlStore::connect(url).await.unwrap();
+    if fresh.backend == Backend::Postgres {
+        let dirty: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&fresh.pool)
+        .await
+        .unwrap();
+        assert_eq!(dirty, 0, "connections left inside a transaction");
+    }
+    // Every pooled connection used again.
+    for i in 0..32 {
+        let jti = format!("after-{i}");
+        store.revoke_jti(&jti, NOW + 60, NOW).await.unwrap();
+        acked.push(jti);
+    }
+    let mut missing = 0;
+    for jti in &acked {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_one(&fresh.pool)
+            .await
+            .unwrap();
+        missing += usize::from(n != 1);
+    }
+    assert_eq!(
+        missing,
+        0,
+        "acknowledged writes missing ({} acknowledged)",
+        acked.len()
+    );
+    fresh.close().await;
+}
+
+async fn exercise(store: &SqlStore, url: &str) {
     store.migrate().await.unwrap();
     rotation(store).await;
     redemption(store).await;
     races(store).await;
+    cancellations(store, url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sqlite() {
     let path = std::env::temp_dir().join(format!("tessera-storage-{}.db", random_id()));
-    let store = SqlStore::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    exercise(&store).await;
+    let url = format!("sqlite:{}", path.display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    exercise(&store, &url).await;
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -225,10 +279,9 @@ async fn on_postgres() {
     let (path, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
     let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
     let sep = if query.is_empty() { "" } else { "?" };
-    let store = SqlStore::connect(&format!("{base}/{name}{sep}{query}"))
-        .await
-        .unwrap();
-    exercise(&store).await;
+    let url = format!("{base}/{name}{sep}{query}");
+    let store = SqlStore::connect(&url).await.unwrap();
+    exercise(&store, &url).await;
     store.close().await;
     sqlx::query(ddl("DROP")).execute(&admin.pool).await.unwrap();
     admin.close().await;

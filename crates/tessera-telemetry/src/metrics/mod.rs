@@ -202,6 +202,12 @@ impl Metrics {
         self.one.purpose_redeemed.inc();
     }
 
+    /// `n` revocations reached this view by the log's watermark only: their
+    /// commits landed late.
+    pub fn revocations_late(&self, n: u64) {
+        self.one.revocations_late.inc_by(n);
+    }
+
     /// The revocation view caught up with the store at `now` (Unix seconds).
     pub fn view_reconciled(&self, now: UnixTime) {
         self.scraped
@@ -319,6 +325,7 @@ struct Single {
     fanout_failures: Counter,
     shed: Counter,
     owner_mismatches: Counter,
+    revocations_late: Counter,
 }
 
 impl Single {
@@ -351,6 +358,10 @@ impl Single {
             owner_mismatches: one(
                 "tessera_token_owner_mismatches",
                 "Refresh and purpose tokens presented by a caller other than the one that obtained them (refused).",
+            ),
+            revocations_late: one(
+                "tessera_revocations_late",
+                "Revocations whose commit landed after the log's id cursor had given up on them (delivered by the watermark).",
             ),
         }
     }

@@ -163,6 +163,12 @@ impl Base {
             self.cfg.policy.family_margin(),
             self.stopping(),
         ));
+        tasks.push(bus.repair(
+            self.store.clone(),
+            self.cfg.clock.clone(),
+            self.cfg.policy.family_margin(),
+            self.stopping(),
+        ));
         Ok(Arc::new(bus))
     }
 }
