@@ -675,6 +675,18 @@ async fn remove_gone(path: &std::path::Path, text: &str, t: &Targets, key: &str)
         }
     })
     .await;
+    // …and at the verifier, another process in the split roles, which
+    // reloads on its own time.
+    let verifier = IntrospectionServiceClient::new(t.verifier.clone());
+    crate::harness::eventually("the verifier's reload removes gone", || {
+        let mut v = verifier.clone();
+        async move {
+            v.verify(as_caller(VerifyRequest::default(), key))
+                .await
+                .is_err_and(|s| s.code() == Code::Unauthenticated)
+        }
+    })
+    .await;
 }
 
 /// Which deployment the matrix runs on.
@@ -744,10 +756,13 @@ async fn matrix(shape: Shape) {
     )
     .await;
     let (mut refused, cells) = run(&targets, &p, closed, d.clock_now()).await;
-    // The call that saw the reload was refused too.
-    *refused
-        .entry(audit_key(Ep::Issue, Who::Removed, UNKNOWN.unwrap_err().1))
-        .or_default() += 1;
+    // The calls that saw the reload (at the issuer and at the verifier)
+    // were refused too.
+    for ep in [Ep::Issue, Ep::Verify] {
+        *refused
+            .entry(audit_key(ep, Who::Removed, UNKNOWN.unwrap_err().1))
+            .or_default() += 1;
+    }
     // Stopped, so the last summaries of refusals at the edge are written.
     for (app, stop, handle) in apps {
         let _ = stop.send(());
