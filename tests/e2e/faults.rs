@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{IssueRequest, JtiTarget, RevokeRequest, VerifyFailure};
+use tessera_proto::v1::{
+    IssueRequest, JtiTarget, RevokeRequest, VerifyFailure, WatchRevocationsRequest,
+};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,10 +54,7 @@ CREATE TRIGGER late_commit AFTER INSERT ON revocation_log
 /// every instance rejects the token, by the log's watermark (counted as
 /// late) with Redis down, and by the fan-out too with Redis up.
 async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
-    let pg = OwnPostgres::start();
-    let mut redis = OwnRedis::start().unwrap();
-    let mut d = Deployment::new_on(Backend::Distributed, &pg.admin_url()).await;
-    d.redis_url = redis.url();
+    let (_pg, mut redis, d) = private_deployment().await;
     let mut apps = Vec::new();
     for _ in 0..3 {
         let mut cfg = d.config();
@@ -85,6 +84,15 @@ async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
     if !redis_up {
         redis.stop();
     }
+    // A watcher on another instance, streaming from before the revocation.
+    let mut watcher = apps[1]
+        .0
+        .revocation
+        .clone()
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let mut call = tonic::Request::new(RevokeRequest {
         target: Some(Target::Token(late.access_token.clone())),
         reason: String::new(),
@@ -148,6 +156,22 @@ async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
             committed_at.elapsed()
         );
     }
+    // The watcher gets it too, however late it committed.
+    let watched = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = watcher.message().await.unwrap() {
+            if e.jti == jti {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        watched,
+        Ok(true),
+        "the watcher receives the late revocation"
+    );
+    drop(watcher);
     for (app, _, _) in &apps {
         ready_is(app, true).await;
         let late = eventually("the late row is counted", || async {
@@ -161,6 +185,21 @@ async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
         done.await.unwrap().unwrap();
     }
     d.cleanup().await;
+}
+
+/// A deployment on a Postgres and a Redis of its own (so the test may
+/// freeze, stop and hold them).
+pub(crate) async fn private_deployment() -> (OwnPostgres, OwnRedis, Deployment) {
+    let pg = OwnPostgres::start();
+    let redis = OwnRedis::start().unwrap();
+    let mut d = Deployment::new_on(Backend::Distributed, &pg.admin_url()).await;
+    d.redis_url = redis.url();
+    (pg, redis, d)
+}
+
+/// A refused call's code and reason, for the tallies.
+pub(crate) fn outcome(e: &tonic::Status) -> String {
+    format!("{:?} {}", e.code(), reason(e))
 }
 
 /// Waits until `app` answers REVOKED for `token` on DEFAULT Verify.
@@ -231,7 +270,7 @@ async fn cancelling_load(app: TestApp, w: usize, exp: i64, stop: Arc<AtomicBool>
                     seen.families.push(r.into_inner().family_id);
                     "OK".to_owned()
                 }
-                Err(e) => format!("{:?} {}", e.code(), reason(&e)),
+                Err(e) => outcome(&e),
             }
         } else {
             let jti = format!("cancel-{w}-{i}");
@@ -251,7 +290,7 @@ async fn cancelling_load(app: TestApp, w: usize, exp: i64, stop: Arc<AtomicBool>
                     seen.jtis.push(jti);
                     "OK".to_owned()
                 }
-                Err(e) => format!("{:?} {}", e.code(), reason(&e)),
+                Err(e) => outcome(&e),
             }
         };
         seen.slowest = seen.slowest.max(asked.elapsed());
@@ -266,10 +305,7 @@ async fn cancelling_load(app: TestApp, w: usize, exp: i64, stop: Arc<AtomicBool>
 /// no Tessera connection is left inside a transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_calls_under_a_frozen_postgres_lose_nothing() {
-    let pg = OwnPostgres::start();
-    let redis = OwnRedis::start().unwrap();
-    let mut d = Deployment::new_on(Backend::Distributed, &pg.admin_url()).await;
-    d.redis_url = redis.url();
+    let (pg, _redis, d) = private_deployment().await;
     let app = d.start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
@@ -354,10 +390,7 @@ async fn cancelled_calls_under_a_frozen_postgres_lose_nothing() {
 /// timeout, and unrelated Issues keep succeeding all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_family_row_does_not_starve_other_calls() {
-    let pg = OwnPostgres::start();
-    let redis = OwnRedis::start().unwrap();
-    let mut d = Deployment::new_on(Backend::Distributed, &pg.admin_url()).await;
-    d.redis_url = redis.url();
+    let (_pg, _redis, d) = private_deployment().await;
     let mut app = d.start().await;
     let hot = app.issue("hot").await;
     let mut locker = sqlx::PgConnection::connect(&d.store_url()).await.unwrap();
@@ -379,7 +412,7 @@ async fn a_locked_family_row_does_not_starve_other_calls() {
                     let asked = Instant::now();
                     let code = match a.refresh(&token).await {
                         Ok(_) => "OK".to_owned(),
-                        Err(e) => format!("{:?} {}", e.code(), reason(&e)),
+                        Err(e) => outcome(&e),
                     };
                     slowest = slowest.max(asked.elapsed());
                     *codes.entry(code).or_default() += 1;
@@ -394,7 +427,7 @@ async fn a_locked_family_row_does_not_starve_other_calls() {
         let asked = Instant::now();
         match app.try_issue("bystander").await {
             Ok(_) => issued += 1,
-            Err(e) => failed.push(format!("{:?} {}", e.code(), reason(&e))),
+            Err(e) => failed.push(outcome(&e)),
         }
         slowest_issue = slowest_issue.max(asked.elapsed());
     }

@@ -25,6 +25,7 @@ mod matrix;
 mod metrics;
 mod operators;
 mod otel;
+mod outages;
 mod probes;
 mod purpose;
 mod reach;

@@ -186,6 +186,44 @@ fn a_taken_port_names_the_address() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A grace window shorter than the request timeout plus a retry would turn
+/// a Refresh retried after an unknown outcome into reuse: refused at start,
+/// naming the setting and both ways out; 0 (no replay) and a long enough
+/// window are accepted.
+#[test]
+fn a_grace_window_shorter_than_a_retry_is_refused() {
+    let dir = temp_dir("grace");
+    let d = dir.to_str().unwrap();
+    let line = the_refusal(refused(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d,
+        "--refresh-grace",
+        "5",
+    ]));
+    assert!(line.contains("refresh_grace: 5 s"), "{line}");
+    assert!(
+        line.contains("--refresh-grace") && line.contains("15"),
+        "{line}"
+    );
+    let line = the_refusal(refused(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d,
+        "--refresh-grace",
+        "20",
+        "--request-timeout-ms",
+        "30000",
+    ]));
+    assert!(
+        line.contains("shorter than the request timeout (30 s)"),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_data_dir_that_is_a_file_is_named() {
     let file = temp_dir("file");

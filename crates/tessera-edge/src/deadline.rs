@@ -1,15 +1,21 @@
-//! Every call's deadline, and calls that run to their end.
+//! Every call's deadline, and writes that run to their end.
 //!
-//! A call's handler runs in a task of its own, so nothing the client does
-//! (cancelling, disconnecting) and no deadline cuts a store transaction or
-//! a fan-out half-way: the work commits or rolls back whole, as one unit
-//! (see `tessera_storage`'s `tx` module for the connection side). The
-//! client is answered at its deadline — the server's `--request-timeout-ms`
-//! or a shorter `grpc-timeout` — with `DEADLINE_EXCEEDED` and
+//! A call that may write (every RPC but the reads below) runs in a task of
+//! its own, so nothing the client does (cancelling, disconnecting) and no
+//! deadline cuts a store transaction or a fan-out half-way: the work
+//! commits or rolls back whole, as one unit (see `tessera_storage`'s `tx`
+//! module for the connection side). The client is answered at its
+//! deadline — the server's `--request-timeout-ms` or a shorter
+//! `grpc-timeout` — with `DEADLINE_EXCEEDED` and
 //! `ERROR_REASON_OUTCOME_UNKNOWN`: the call may still take effect. Every
 //! write RPC is safe to retry (`Revoke` is idempotent, a `Refresh` retried
 //! within the grace window gets the same successor, an `Issue` retried is a
 //! second login), so the answer to an unknown outcome is to retry.
+//!
+//! Reads (`Verify`, the key set, the watch streams, health, the HTTP
+//! documents) change nothing, so they run inline, with no task to spawn on
+//! the hot path, and are dropped at the deadline: `DEADLINE_EXCEEDED` with
+//! `ERROR_REASON_TIMED_OUT`.
 //!
 //! The task is bounded too: a store statement, a lock wait and a pool
 //! checkout each have a time bound, so a detached call ends soon after its
@@ -76,6 +82,14 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let limit =
             grpc_timeout(req.headers()).map_or(self.limit, |t| answer_by(t).min(self.limit));
+        if !may_write(req.uri().path()) {
+            let call = self.inner.call(req);
+            return Box::pin(async move {
+                tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or_else(|_| Ok(timed_out(limit).into_http()))
+            });
+        }
         let task = tokio::spawn(self.inner.call(req).in_current_span());
         Box::pin(async move {
             match tokio::time::timeout(limit, task).await {
@@ -90,6 +104,32 @@ where
             }
         })
     }
+}
+
+/// RPCs that never write to a store (see the module).
+const READS: &[&str] = &[
+    "Verify",
+    "GetJwks",
+    "WatchKeys",
+    "WatchRevocations",
+    "ListKeys",
+];
+
+/// Whether the call at `path` may write: a Tessera RPC not among the reads.
+fn may_write(path: &str) -> bool {
+    matches!(crate::gate::classify(path), crate::gate::Class::Rpc(m) if !READS.contains(&m))
+}
+
+/// The answer to a read at its deadline: it changed nothing.
+fn timed_out(limit: Duration) -> tonic::Status {
+    status(
+        Code::DeadlineExceeded,
+        ErrorReason::TimedOut,
+        format!(
+            "the call did not finish within its deadline ({} ms); it changes nothing, so it is safe to retry",
+            limit.as_millis()
+        ),
+    )
 }
 
 /// When to answer a client whose deadline is `t`: a little before it (a
@@ -134,7 +174,33 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_timeout;
+    use super::{grpc_timeout, may_write};
+
+    #[test]
+    fn only_writes_are_detached() {
+        for w in [
+            "Issue",
+            "Refresh",
+            "IssuePurposeToken",
+            "RedeemPurposeToken",
+        ] {
+            assert!(may_write(&format!("/tessera.v1.IssuerService/{w}")), "{w}");
+        }
+        assert!(may_write("/tessera.v1.RevocationService/Revoke"));
+        for k in ["RotateKeys", "RetireKey", "CompromiseKey"] {
+            assert!(may_write(&format!("/tessera.v1.KeyService/{k}")), "{k}");
+        }
+        for r in [
+            "/tessera.v1.IntrospectionService/Verify",
+            "/tessera.v1.KeyService/GetJwks",
+            "/tessera.v1.RevocationService/WatchRevocations",
+            "/grpc.health.v1.Health/Check",
+            "/.well-known/jwks.json",
+            "/tessera.v1.IssuerService/MadeUp",
+        ] {
+            assert!(!may_write(r), "{r}");
+        }
+    }
     use std::time::Duration;
 
     fn parse(v: &str) -> Option<Duration> {

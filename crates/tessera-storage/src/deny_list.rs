@@ -62,7 +62,10 @@ impl RedisBus {
         now: UnixTime,
         family_margin: i64,
     ) -> Result<usize> {
-        self.ping().await?;
+        // A frozen Redis never answers: bounded, so the task tries again.
+        tokio::time::timeout(REDIS_TIMEOUT, self.ping())
+            .await
+            .map_err(|_| DomainError::StoreUnavailable("redis timed out".into()))??;
         let keys = std::sync::Mutex::new(Vec::new());
         store
             .in_force(now, family_margin, &|e| {

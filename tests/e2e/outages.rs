@@ -1,0 +1,244 @@
+//! More faults in flight (issue 18), each on a private Postgres and Redis:
+//! Redis frozen and stopped under `Revoke`, 5,000 revocations committed out
+//! of order by concurrent writers, and an issuer killed mid-refresh-burst
+//! whose clients retry. Each prints what it measured; the assertions are
+//! on outcomes, never on time.
+
+use crate::faults::{outcome, private_deployment};
+use crate::harness::{TestApp, eventually};
+use deadpool_redis::redis::AsyncCommands;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
+use tessera_proto::v1::revoke_request::Target;
+use tessera_proto::v1::{
+    IssueRequest, JtiTarget, RefreshRequest, RevokeRequest, WatchRevocationsRequest,
+};
+use tonic::Code;
+
+/// `Revoke{jti}` of `prefix-0 … prefix-(n-1)` through `app`, one at a time:
+/// the median time to answer, and the jtis.
+async fn revoke_burst(app: &TestApp, prefix: &str, n: usize, exp: i64) -> (Duration, Vec<String>) {
+    let (mut took, mut jtis) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let jti = format!("{prefix}-{i}");
+        let asked = Instant::now();
+        app.revocation
+            .clone()
+            .revoke(jti_revocation(&jti, exp))
+            .await
+            .unwrap();
+        took.push(asked.elapsed());
+        jtis.push(jti);
+    }
+    took.sort();
+    (took[n / 2], jtis)
+}
+
+fn jti_revocation(jti: &str, exp: i64) -> RevokeRequest {
+    RevokeRequest {
+        target: Some(Target::Jti(JtiTarget {
+            jti: jti.into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: exp,
+                nanos: 0,
+            }),
+        })),
+        reason: String::new(),
+    }
+}
+
+/// Waits until Redis at `url` holds the deny-list key of every `jti`.
+async fn deny_list_holds(url: &str, prefix: &str, jtis: &[String]) -> Duration {
+    let pool = deadpool_redis::Config::from_url(url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    eventually("every revoked jti has its deny-list key", || {
+        let pool = pool.clone();
+        async move {
+            let Ok(mut c) = pool.get().await else {
+                return false;
+            };
+            for jti in jtis {
+                let key = format!("{prefix}deny:jti:{jti}");
+                if !c.exists::<_, bool>(&key).await.unwrap_or(false) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await
+}
+
+/// Redis frozen 20 s (SIGSTOP), then stopped and started again empty:
+/// `Revoke` answers on the commit, as fast as with Redis up, and the
+/// deny-list keys of the revocations made meanwhile are written once Redis
+/// answers (after the restart, every key in force, from the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_frozen_or_stopped_revoke_does_not_wait_and_the_deny_list_is_completed() {
+    let (_pg, mut redis, d) = private_deployment().await;
+    let app = d.start().await;
+    let exp = d.clock_now() + 3600;
+    let (up, mut jtis) = revoke_burst(&app, "up", 20, exp).await;
+    redis.freeze().unwrap();
+    let frozen_at = Instant::now();
+    let (frozen, more) = revoke_burst(&app, "frozen", 20, exp).await;
+    jtis.extend(more);
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(frozen_at.elapsed())).await;
+    redis.thaw().unwrap();
+    let thawed = deny_list_holds(&redis.url(), &d.redis_prefix, &jtis).await;
+    redis.stop();
+    let (down, more) = revoke_burst(&app, "down", 20, exp).await;
+    jtis.extend(more);
+    redis.resume().unwrap();
+    let resumed = deny_list_holds(&redis.url(), &d.redis_prefix, &jtis).await;
+    println!(
+        "Revoke p50: Redis up {up:?}, frozen {frozen:?}, stopped {down:?}; deny-list complete {thawed:?} after the thaw, {resumed:?} after an empty restart ({} keys)",
+        jtis.len()
+    );
+    app.stop().await;
+    d.cleanup().await;
+}
+
+/// 5,000 jti revocations from 16 concurrent writers on one instance, so
+/// their ids commit out of order: a watcher on another instance, streaming
+/// from before the first, receives every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_revocations_committed_out_of_order_all_arrive() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 5000 / WRITERS + 1;
+    let (_pg, _redis, d) = private_deployment().await;
+    let a = d.start().await;
+    let b = d.start().await;
+    let mut watcher = b
+        .revocation
+        .clone()
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let exp = d.clock_now() + 3600;
+    let started = Instant::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let mut r = a.revocation.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    r.revoke(jti_revocation(&format!("bulk-{w}-{i}"), exp))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut expected: BTreeSet<String> = (0..WRITERS)
+        .flat_map(|w| (0..EACH).map(move |i| format!("bulk-{w}-{i}")))
+        .collect();
+    let total = expected.len();
+    let (mut last_id, mut out_of_order) = (0, 0);
+    let all = tokio::time::timeout(Duration::from_secs(120), async {
+        while !expected.is_empty() {
+            let Some(e) = watcher.message().await.unwrap() else {
+                return false;
+            };
+            out_of_order += usize::from(e.id < last_id);
+            last_id = last_id.max(e.id);
+            expected.remove(&e.jti);
+        }
+        true
+    })
+    .await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    println!(
+        "{total} revocations from {WRITERS} writers: the watcher had them all after {:?} ({out_of_order} arrived below a higher id); {} missing",
+        started.elapsed(),
+        expected.len()
+    );
+    assert_eq!(all, Ok(true), "missing: {} of {total}", expected.len());
+    drop(watcher);
+    a.stop().await;
+    b.stop().await;
+    d.cleanup().await;
+}
+
+/// The issuer (the real binary) SIGKILLed while 20 clients refresh their
+/// sessions in a loop, then started again: each client retries the Refresh
+/// whose answer it lost, and gets a successor (the grace window covers a
+/// refresh that committed before the kill): no session is lost to a false
+/// reuse verdict, and every session refreshes on afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_killed_mid_refresh_burst_loses_no_session_to_retries() {
+    let (_pg, _redis, d) = private_deployment().await;
+    let (mut child, url) = crate::binary::serve(&d);
+    let client = IssuerServiceClient::connect(url).await.unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let issued = client
+            .clone()
+            .issue(IssueRequest {
+                subject: format!("burst-{i}"),
+                audience: "api".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        sessions.push(issued.refresh_token);
+    }
+    let refresh = |mut c: IssuerServiceClient<tonic::transport::Channel>, token: String| async move {
+        c.refresh(RefreshRequest {
+            refresh_token: token,
+            scopes: vec![],
+        })
+        .await
+        .map(|r| r.into_inner().refresh_token)
+    };
+    // Each client refreshes until a call fails; that call's token is in doubt.
+    let bursts: Vec<_> = sessions
+        .into_iter()
+        .map(|mut token| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                loop {
+                    match refresh(c.clone(), token.clone()).await {
+                        Ok(next) => (token, done) = (next, done + 1),
+                        Err(e) => return (token, done, e),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut restarted, url) = crate::binary::serve(&d);
+    let client = IssuerServiceClient::connect(url).await.unwrap();
+    let (mut refreshed, mut lost, mut cut) = (0, Vec::new(), BTreeSet::new());
+    for b in bursts {
+        let (token, done, e) = b.await.unwrap();
+        refreshed += done;
+        cut.insert(outcome(&e));
+        // The retry of the call in doubt, then one more refresh.
+        let retried = refresh(client.clone(), token).await;
+        let after = match retried {
+            Ok(next) => refresh(client.clone(), next).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = after {
+            assert_ne!(e.code(), Code::Unavailable, "the restarted issuer serves");
+            lost.push(outcome(&e));
+        }
+    }
+    println!(
+        "issuer SIGKILLed mid-burst: {refreshed} refreshes before the kill, calls cut with {cut:?}; after the retries, {} of 20 sessions lost {lost:?}",
+        lost.len()
+    );
+    assert!(lost.is_empty(), "sessions lost to retries: {lost:?}");
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    d.cleanup().await;
+}
