@@ -264,7 +264,11 @@ async fn prepare(d: &Deployment, app: &mut TestApp, keys: Vec<Arc<SigningKey>>) 
         .into_inner();
     let set: serde_json::Value = serde_json::from_str(&jwks.jwks_json).unwrap();
     let published = set["keys"].as_array().unwrap();
-    assert_eq!(published.len(), 4, "one key of each algorithm");
+    assert_eq!(
+        published.len(),
+        5,
+        "one key of each algorithm, and the standby behind the signing one"
+    );
     let jwk_of = |kid: &str| published.iter().find(|j| j["kid"] == kid).unwrap().clone();
     let ver_of = |r: tessera_proto::v1::VerifyResponse| r.claims.unwrap().subject_version;
 

@@ -148,15 +148,17 @@ async fn jwks_verifies_our_tokens_with_jsonwebtoken(backend: Backend) {
         .unwrap()
         .into_inner();
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks.jwks_json).unwrap();
-    assert_eq!(set.keys.len(), 1);
+    // The signing key and its standby.
+    assert_eq!(set.keys.len(), 2);
     let raw: Value = serde_json::from_str(&jwks.jwks_json).unwrap();
-    let k = &raw["keys"][0];
-    assert_eq!(k["alg"], "ES256");
-    assert_eq!(k["use"], "sig");
-    assert_eq!(k["kty"], "EC");
-    assert!(k.get("d").is_none(), "never the private part");
-    assert_eq!(jwks.keys.len(), 1);
-    assert_eq!(jwks.keys[0].kid, k["kid"]);
+    assert_eq!(jwks.keys.len(), 2);
+    for (k, listed) in raw["keys"].as_array().unwrap().iter().zip(&jwks.keys) {
+        assert_eq!(k["alg"], "ES256");
+        assert_eq!(k["use"], "sig");
+        assert_eq!(k["kty"], "EC");
+        assert!(k.get("d").is_none(), "never the private part");
+        assert_eq!(listed.kid, k["kid"]);
+    }
     assert!(jwks.max_age_seconds > 0 && jwks.etag.starts_with('"'));
 
     // A third party verifies with nothing but the JWKS.
@@ -209,7 +211,11 @@ async fn graceful_shutdown_ends_open_streams(backend: Backend) {
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    assert_eq!(first.keys.len(), 1, "the current set comes first");
+    assert_eq!(
+        first.keys.len(),
+        2,
+        "the current set (a signing key and its standby) comes first"
+    );
     // Shutdown must not wait forever on the open stream. (The bound is a
     // liveness check, not a speed target.)
     tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())

@@ -157,22 +157,24 @@ async fn two_instances_rotate_exactly_once() {
     let d = Deployment::new(Backend::Distributed).await;
     let mut a = d.start().await;
     let mut b = d.start().await;
-    // Both start on the same empty database: one first key.
+    // Both start on the same empty database: one first key, one standby.
     let count = |st: &[(String, KeyState)], s: KeyState| st.iter().filter(|(_, x)| *x == s).count();
+    let tally = |st: &[(String, KeyState)]| {
+        [KeyState::Active, KeyState::Pending, KeyState::Retiring].map(|s| count(st, s))
+    };
     let st = states(&mut a).await;
-    assert_eq!((st.len(), count(&st, KeyState::Active)), (1, 1), "{st:?}");
-    // The schedule's publish point reached by both instances' ticks at once.
-    d.clock
-        .advance(d.keys.rotation_period - d.keys.publish_ahead);
+    assert_eq!((st.len(), tally(&st)), (2, [1, 1, 0]), "{st:?}");
+    // The hand-over reached by both instances' ticks at once.
+    d.clock.advance(d.keys.rotation_period);
     // Both instances tick at the same moment (their timers run too).
     tokio::join!(a.tick(), b.tick());
     let st = states(&mut b).await;
     assert_eq!(
-        count(&st, KeyState::Pending),
-        1,
-        "one next key, not two: {st:?}"
+        (st.len(), tally(&st)),
+        (3, [1, 1, 1]),
+        "one hand-over and one new standby, not two: {st:?}"
     );
-    // Rotations asked of both at once change nothing more.
+    // Rotations asked of both at once bring the new standby forward once.
     let (ra, rb) = tokio::join!(
         a.keys.rotate_keys(RotateKeysRequest::default()),
         b.keys.rotate_keys(RotateKeysRequest::default())
@@ -182,9 +184,7 @@ async fn two_instances_rotate_exactly_once() {
     d.clock.advance(d.keys.publish_ahead);
     tokio::join!(a.tick(), b.tick());
     let st = states(&mut a).await;
-    assert_eq!(st.len(), 2, "{st:?}");
-    assert_eq!(count(&st, KeyState::Active), 1, "{st:?}");
-    assert_eq!(count(&st, KeyState::Retiring), 1, "{st:?}");
+    assert_eq!((st.len(), tally(&st)), (4, [1, 1, 2]), "{st:?}");
     a.stop().await;
     b.stop().await;
     d.cleanup().await;
@@ -257,7 +257,10 @@ async fn keys_move_to_a_new_kek_without_downtime() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["rewrapped"], 2, "one key and the refresh secret");
+    assert_eq!(
+        report["rewrapped"], 3,
+        "the signing key, its standby and the refresh secret"
+    );
     let refreshed = app.refresh(&before.refresh_token).await.unwrap();
     assert_eq!(app.verify(&refreshed.access_token).await, Ok(()));
     let _ = stop.send(());

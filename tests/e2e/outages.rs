@@ -242,3 +242,99 @@ async fn an_issuer_killed_mid_refresh_burst_loses_no_session_to_retries() {
     restarted.wait().unwrap();
     d.cleanup().await;
 }
+
+/// Two issuers and three verifiers (one following the first issuer, two
+/// the second), Redis stopped; the signing key killed on the first issuer. Its replacement is
+/// the standby every verifier already holds, so no token it signs fails
+/// anywhere, not even before the kill's notification arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_kill_with_redis_down_fails_no_fresh_token() {
+    use tessera::Role;
+    use tessera_proto::v1::CompromiseKeyRequest;
+    let (_pg, mut redis, d) = private_deployment().await;
+    let port = crate::harness::free_port();
+    let issuer = |d: &crate::harness::Deployment| {
+        let mut cfg = d.config();
+        cfg.role = Role::Issuer;
+        cfg.revocation_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        cfg
+    };
+    let mut a = crate::harness::start_config(issuer(&d)).await;
+    // The second issuer applies its schedule only hourly: with Redis down,
+    // nothing tells it of the kill soon (production ticks every 5 s).
+    let mut slow = issuer(&d);
+    slow.key_tick = Duration::from_secs(3600);
+    let b = crate::harness::start_config(slow).await;
+    let mut verifiers = Vec::new();
+    for i in 0..3 {
+        let mut cfg = d.config();
+        cfg.role = Role::Introspection;
+        // The first is the issuers' revocation service and follows the
+        // first issuer; the other two follow the second, which nothing
+        // tells of the kill (Redis down, its schedule hourly).
+        let follows = if i == 0 {
+            cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+            a.0.addr
+        } else {
+            b.0.addr
+        };
+        cfg.issuer_endpoint = Some(format!("http://{follows}"));
+        verifiers.push(crate::harness::start_config(cfg).await);
+    }
+    let before = a.0.issue("kill").await.access_token;
+    let killed = crate::harness::kid_of(&before);
+    // Someone sprays unknown kids: each verifier spends its refetch budget
+    // (one key-set refetch per 10 s), so a key it does not hold yet cannot
+    // be fetched on demand for a while.
+    let header = serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "sprayed"});
+    let payload = before.split('.').nth(1).unwrap();
+    let forged = format!(
+        "{}.{payload}.AAAA",
+        tessera_domain::b64url_encode(header.to_string())
+    );
+    for (v, _, _) in &verifiers {
+        let mut c = v.introspection.clone();
+        assert!(crate::harness::verify_token(&mut c, &forged).await.is_err());
+    }
+    redis.stop();
+    let r =
+        a.0.keys
+            .clone()
+            .compromise_key(CompromiseKeyRequest {
+                kid: killed.clone(),
+                reason: "test".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let replacement = r.new_active_key.expect("a key signs at once").kid;
+    let (mut fresh, mut failed) = (0, Vec::new());
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for issuer in [&a.0, &b.0] {
+            let t = crate::harness::issue_token(&mut issuer.issuer.clone(), "kill").await;
+            if crate::harness::kid_of(&t) != replacement {
+                continue; // B still signs with the killed key until it learns
+            }
+            fresh += 1;
+            for (i, (v, _, _)) in verifiers.iter().enumerate() {
+                let mut c = v.introspection.clone();
+                if let Err(e) = crate::harness::verify_token(&mut c, &t).await {
+                    failed.push(format!("verifier {i}: {e:?}"));
+                }
+            }
+        }
+    }
+    println!(
+        "key kill, 2 issuers x 3 verifiers, Redis down: {fresh} fresh tokens x 3 verifications, {} failed {failed:?}",
+        failed.len()
+    );
+    assert!(fresh > 0);
+    assert!(failed.is_empty(), "{failed:?}");
+    for (app, stop, done) in verifiers.into_iter().chain([a, b]) {
+        drop(app);
+        let _ = stop.send(());
+        done.await.unwrap().unwrap();
+    }
+    d.cleanup().await;
+}

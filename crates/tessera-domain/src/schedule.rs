@@ -131,6 +131,14 @@ pub enum KeyStep {
 }
 
 /// The steps due at `now`, in the order to apply them.
+///
+/// A *standby* key is always published behind the signing one: whenever a
+/// key starts signing (first start, a scheduled hand-over, a kill), the
+/// next one is published in the same step, due a rotation period later.
+/// So a key is published for a whole period before it signs on schedule
+/// (never less than `publish_ahead`), and when the signing key is killed
+/// its replacement is one every verifier already holds: no fresh token
+/// fails anywhere, whether or not the kill's notification reaches it.
 pub fn due_steps(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> Vec<KeyStep> {
     let mut steps = Vec::new();
     let active = keys.iter().find(|k| k.state == KeyState::Active);
@@ -138,19 +146,25 @@ pub fn due_steps(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> Vec<KeySt
         .iter()
         .filter(|k| k.state == KeyState::Pending)
         .min_by_key(|k| k.activates_at.unwrap_or(UnixTime::MAX));
+    let standby = KeyStep::CreatePending {
+        activates_at: now + s.rotation_period,
+    };
     match (active, pending) {
-        (None, Some(p)) => steps.push(KeyStep::Activate {
-            kid: p.kid.clone(),
-            previous: None,
-        }),
-        (None, None) => steps.push(KeyStep::CreateActive),
+        (None, Some(p)) => steps.extend([
+            KeyStep::Activate {
+                kid: p.kid.clone(),
+                previous: None,
+            },
+            standby,
+        ]),
+        (None, None) => steps.extend([KeyStep::CreateActive, standby]),
         (Some(a), None) => {
+            // No standby (a deployment from before standbys, or the
+            // standby was killed): publish one now.
             let hand_over = a.activated_at.unwrap_or(a.created_at) + s.rotation_period;
-            if now >= hand_over - s.publish_ahead {
-                steps.push(KeyStep::CreatePending {
-                    activates_at: hand_over.max(now + s.publish_ahead),
-                });
-            }
+            steps.push(KeyStep::CreatePending {
+                activates_at: hand_over.max(now + s.publish_ahead),
+            });
         }
         (Some(a), Some(p)) => {
             // Never earlier than publish_ahead after publication.
@@ -159,10 +173,13 @@ pub fn due_steps(keys: &[KeyTimes], s: &KeySchedule, now: UnixTime) -> Vec<KeySt
                 .unwrap_or(UnixTime::MAX)
                 .max(p.created_at + s.publish_ahead);
             if now >= due {
-                steps.push(KeyStep::Activate {
-                    kid: p.kid.clone(),
-                    previous: Some(a.kid.clone()),
-                });
+                steps.extend([
+                    KeyStep::Activate {
+                        kid: p.kid.clone(),
+                        previous: Some(a.kid.clone()),
+                    },
+                    standby,
+                ]);
             }
         }
     }

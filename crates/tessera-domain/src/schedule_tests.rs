@@ -66,29 +66,39 @@ fn a_whole_rotation_cycle() {
         apply(keys, &steps, now, n);
         steps
     };
-    // First start: one active key at once.
-    assert_eq!(step(&mut keys, T0, &mut n), [KeyStep::CreateActive]);
-    assert!(step(&mut keys, T0, &mut n).is_empty(), "idempotent");
-
-    // One second before the publish-ahead point: nothing.
-    let publish = T0 + s.rotation_period - s.publish_ahead;
-    assert!(step(&mut keys, publish - 1, &mut n).is_empty());
-    // At it: the next key is published, due exactly at the hand-over.
+    // First start: one active key at once, its standby published behind it.
     let hand_over = T0 + s.rotation_period;
     assert_eq!(
-        step(&mut keys, publish, &mut n),
-        [KeyStep::CreatePending {
-            activates_at: hand_over
-        }]
+        step(&mut keys, T0, &mut n),
+        [
+            KeyStep::CreateActive,
+            KeyStep::CreatePending {
+                activates_at: hand_over
+            }
+        ]
     );
+    assert!(step(&mut keys, T0, &mut n).is_empty(), "idempotent");
     assert!(step(&mut keys, hand_over - 1, &mut n).is_empty());
-    // At the hand-over the new key signs and the old one retires.
-    step(&mut keys, hand_over, &mut n);
+    // At the hand-over the standby signs, the old key retires, and the
+    // next standby is published.
+    assert_eq!(
+        step(&mut keys, hand_over, &mut n),
+        [
+            KeyStep::Activate {
+                kid: "k2".into(),
+                previous: Some("k1".into())
+            },
+            KeyStep::CreatePending {
+                activates_at: hand_over + s.rotation_period
+            }
+        ]
+    );
     assert_eq!(
         states(&keys),
         [
             ("k1".into(), KeyState::Retiring),
-            ("k2".into(), KeyState::Active)
+            ("k2".into(), KeyState::Active),
+            ("k3".into(), KeyState::Pending)
         ]
     );
     // The old key stays published retire_after, then goes.
@@ -120,22 +130,63 @@ fn on_demand_rotation_still_waits_for_caches() {
     assert!(due_steps(&keys, &s, now + s.publish_ahead - 1).is_empty());
     assert!(matches!(
         due_steps(&keys, &s, now + s.publish_ahead)[..],
-        [KeyStep::Activate { .. }]
+        [KeyStep::Activate { .. }, KeyStep::CreatePending { .. }]
     ));
+}
+
+/// The kill path: the signing key compromised, its published standby signs
+/// at once (every verifier already holds it) and a new standby is
+/// published; the standby compromised, another is published at once.
+#[test]
+fn a_killed_key_is_replaced_by_a_key_already_published() {
+    let s = KeySchedule::default();
+    let mut keys = Vec::new();
+    let mut n = 0;
+    let steps = due_steps(&keys, &s, T0);
+    apply(&mut keys, &steps, T0, &mut n);
+    let now = T0 + 600;
+    let mut killed = keys.clone();
+    killed[0].state = KeyState::Compromised;
+    assert_eq!(
+        due_steps(&killed, &s, now),
+        [
+            KeyStep::Activate {
+                kid: "k2".into(),
+                previous: None
+            },
+            KeyStep::CreatePending {
+                activates_at: now + s.rotation_period
+            }
+        ]
+    );
+    let mut standby_killed = keys;
+    standby_killed[1].state = KeyState::Compromised;
+    assert_eq!(
+        due_steps(&standby_killed, &s, now),
+        [KeyStep::CreatePending {
+            activates_at: T0 + s.rotation_period
+        }]
+    );
 }
 
 #[test]
 fn without_an_active_key_a_pending_one_signs_at_once() {
     let s = KeySchedule::default();
     let keys = vec![key("p", KeyState::Pending, T0)];
+    let standby = KeyStep::CreatePending {
+        activates_at: T0 + s.rotation_period,
+    };
     assert_eq!(
         due_steps(&keys, &s, T0),
-        [KeyStep::Activate {
-            kid: "p".into(),
-            previous: None
-        }]
+        [
+            KeyStep::Activate {
+                kid: "p".into(),
+                previous: None
+            },
+            standby.clone()
+        ]
     );
-    assert_eq!(due_steps(&[], &s, T0), [KeyStep::CreateActive]);
+    assert_eq!(due_steps(&[], &s, T0), [KeyStep::CreateActive, standby]);
 }
 
 #[test]
@@ -194,28 +245,30 @@ fn next_rotation_is_when_the_schedule_activates() {
     assert_eq!(active_since(&keys), Some(T0));
     let due = T0 + s.rotation_period;
     assert_eq!(next_rotation(&keys, &s), Some(due));
-    // The next key is published publish_ahead before: the answer stays.
-    let publish = due - s.publish_ahead;
-    let steps = due_steps(&keys, &s, publish);
-    apply(&mut keys, &steps, publish, &mut n);
+    // The standby is published at once; the answer is its due time.
     assert!(keys.iter().any(|k| k.state == KeyState::Pending));
-    assert_eq!(next_rotation(&keys, &s), Some(due));
-    let activates = |now| {
-        due_steps(&keys, &s, now)
+    let activates = |keys: &[KeyTimes], now| {
+        due_steps(keys, &s, now)
             .iter()
             .any(|st| matches!(st, KeyStep::Activate { .. }))
     };
-    assert!(!activates(due - 1));
-    assert!(activates(due));
+    assert!(!activates(&keys, due - 1));
+    assert!(activates(&keys, due));
     let steps = due_steps(&keys, &s, due);
     apply(&mut keys, &steps, due, &mut n);
     assert_eq!(active_since(&keys), Some(due));
     assert_eq!(next_rotation(&keys, &s), Some(due + s.rotation_period));
-    // On demand: the next key is due publish_ahead from now.
+    // On demand, the standby (published for a period) is brought forward
+    // to now, as `KeyManager::rotate` does.
     let now = due + 100;
-    let step = rotate_now(&keys, &s, now);
-    apply(&mut keys, &[step], now, &mut n);
-    assert_eq!(next_rotation(&keys, &s), Some(now + s.publish_ahead));
+    let KeyStep::Activate { kid, .. } = rotate_now(&keys, &s, now) else {
+        panic!("the standby is what an on-demand rotation activates");
+    };
+    for k in keys.iter_mut().filter(|k| k.kid == kid) {
+        k.activates_at = Some(now);
+    }
+    // It signs once published for publish_ahead (it was published at `due`).
+    assert_eq!(next_rotation(&keys, &s), Some(due + s.publish_ahead));
     // No key signs: nothing to count down to.
     assert_eq!(next_rotation(&[], &s), None);
     assert_eq!(active_since(&[]), None);

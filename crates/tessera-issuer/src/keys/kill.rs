@@ -47,12 +47,7 @@ impl KeyManager {
                     }
                     let times: Vec<_> = all.iter().map(StoredKey::times).collect();
                     let next = self.rows_for(&all, &due_steps(&times, &self.schedule, now), now)?;
-                    for r in &next {
-                        match all.iter_mut().find(|k| k.kid == r.kid) {
-                            Some(k) => *k = r.clone(),
-                            None => all.insert(0, r.clone()),
-                        }
-                    }
+                    all = super::rotation::merged(&all, &next);
                     rows.extend(next);
                 }
                 *after.lock().unwrap_or_else(|p| p.into_inner()) = Some((was, all));

@@ -81,6 +81,47 @@ impl KeyManager {
         Ok(out)
     }
 
+    /// A standby of another algorithm than the configured one (the operator
+    /// changed `--key-algorithm`): unpublished (it never signed) and
+    /// replaced by one of the configured algorithm, due no earlier than it
+    /// was and never before `publish_ahead` from now.
+    fn replace_stale_standby(&self, keys: &[StoredKey], now: UnixTime) -> Result<Vec<StoredKey>> {
+        let mut out = Vec::new();
+        for k in keys.iter().filter(|k| self.is_stale_standby(k)) {
+            let due = k
+                .activates_at
+                .unwrap_or(now)
+                .max(now + self.schedule.publish_ahead);
+            let mut old = k.clone();
+            old.state = KeyState::Retired;
+            old.retired_at = Some(now);
+            out.push(old);
+            out.push(self.new_key(KeyState::Pending, Some(due), now)?);
+        }
+        Ok(out)
+    }
+
+    fn is_stale_standby(&self, k: &StoredKey) -> bool {
+        k.state == KeyState::Pending && k.algorithm != self.schedule.algorithm
+    }
+
+    /// Whether a tick has anything to do (cheap: no key is generated).
+    fn tick_due(&self, keys: &[StoredKey], now: UnixTime) -> bool {
+        let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
+        keys.iter().any(|k| self.is_stale_standby(k))
+            || !due_steps(&times, &self.schedule, now).is_empty()
+    }
+
+    /// The rows of one tick: a stale standby replaced, then the schedule's
+    /// due steps on the keys as they will be.
+    pub(super) fn tick_rows(&self, keys: &[StoredKey], now: UnixTime) -> Result<Vec<StoredKey>> {
+        let mut rows = self.replace_stale_standby(keys, now)?;
+        let all = merged(keys, &rows);
+        let times: Vec<_> = all.iter().map(StoredKey::times).collect();
+        rows.extend(self.rows_for(&all, &due_steps(&times, &self.schedule, now), now)?);
+        Ok(rows)
+    }
+
     /// Applies whatever the schedule says is due now (exactly once across
     /// instances: the plan runs again under the store's key lock), then
     /// reloads. Returns the keys that changed. The keys are read first
@@ -95,16 +136,12 @@ impl KeyManager {
     pub async fn tick_by(&self, actor: &str) -> Result<Vec<StoredKey>> {
         let now = self.clock.now();
         let keys = self.store.load_keys().await?;
-        let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
-        if due_steps(&times, &self.schedule, now).is_empty() {
+        if !self.tick_due(&keys, now) {
             return self.publish(&keys).map(|()| Vec::new());
         }
         let changed = self
             .store
-            .change_keys(&|keys: &[StoredKey]| {
-                let times: Vec<_> = keys.iter().map(StoredKey::times).collect();
-                self.rows_for(keys, &due_steps(&times, &self.schedule, now), now)
-            })
+            .change_keys(&|keys: &[StoredKey]| self.tick_rows(keys, now))
             .await?;
         audit_changes(actor, &changed);
         self.reload().await?;
@@ -150,4 +187,16 @@ impl KeyManager {
     pub async fn bootstrap(&self) -> Result<()> {
         self.tick().await.map(|_| ())
     }
+}
+
+/// `keys` with `rows` written over them (by kid; new rows first).
+pub(super) fn merged(keys: &[StoredKey], rows: &[StoredKey]) -> Vec<StoredKey> {
+    let mut all = keys.to_vec();
+    for r in rows {
+        match all.iter_mut().find(|k| k.kid == r.kid) {
+            Some(k) => *k = r.clone(),
+            None => all.insert(0, r.clone()),
+        }
+    }
+    all
 }
