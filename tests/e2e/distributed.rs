@@ -263,13 +263,8 @@ async fn health_follows_the_store_and_errors_stay_clean() {
 async fn watchers_see_every_instances_revocations() {
     let d = Deployment::new(Backend::Distributed).await;
     let mut a = d.start().await;
-    let mut b = d.start().await;
-    let mut events = b
-        .revocation
-        .watch_revocations(tessera_proto::v1::WatchRevocationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let b = d.start().await;
+    let mut events = b.watch_revocations().await;
     let issued = a.issue("watched").await;
     a.revoke(Target::Token(issued.access_token.clone())).await;
     a.revoke(Target::Subject("watched".into())).await;
@@ -651,13 +646,7 @@ async fn a_watcher_that_reconnects_misses_nothing() {
     let d = Deployment::new(Backend::Distributed).await;
     let mut a = d.start().await;
     let b = d.start().await;
-    let mut events = b
-        .revocation
-        .clone()
-        .watch_revocations(WatchRevocationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = b.watch_revocations().await;
     let mut subjects = (0..6).map(|i| format!("w{i}"));
     for s in subjects.by_ref().take(2) {
         a.revoke(Target::Subject(s)).await;

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{
-    IssueRequest, JtiTarget, RevokeRequest, VerifyFailure, WatchRevocationsRequest,
-};
+use tessera_proto::v1::{IssueRequest, RevokeRequest, VerifyFailure};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,14 +83,7 @@ async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
         redis.stop();
     }
     // A watcher on another instance, streaming from before the revocation.
-    let mut watcher = apps[1]
-        .0
-        .revocation
-        .clone()
-        .watch_revocations(WatchRevocationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watcher = apps[1].0.watch_revocations().await;
     let mut call = tonic::Request::new(RevokeRequest {
         target: Some(Target::Token(late.access_token.clone())),
         reason: String::new(),
@@ -274,16 +265,7 @@ async fn cancelling_load(app: TestApp, w: usize, exp: i64, stop: Arc<AtomicBool>
             }
         } else {
             let jti = format!("cancel-{w}-{i}");
-            let mut r = tonic::Request::new(RevokeRequest {
-                target: Some(Target::Jti(JtiTarget {
-                    jti: jti.clone(),
-                    expires_at: Some(prost_types::Timestamp {
-                        seconds: exp,
-                        nanos: 0,
-                    }),
-                })),
-                reason: String::new(),
-            });
+            let mut r = tonic::Request::new(crate::outages::jti_revocation(&jti, exp));
             r.set_timeout(deadline);
             match app.revocation.clone().revoke(r).await {
                 Ok(_) => {

@@ -436,6 +436,18 @@ impl TestApp {
         }
     }
 
+    /// `WatchRevocations` from the log's end.
+    pub async fn watch_revocations(
+        &self,
+    ) -> tonic::Streaming<tessera_proto::v1::WatchRevocationsResponse> {
+        self.revocation
+            .clone()
+            .watch_revocations(tessera_proto::v1::WatchRevocationsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Graceful shutdown; waits for the server to finish.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());

@@ -11,9 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tessera_proto::v1::issuer_service_client::IssuerServiceClient;
 use tessera_proto::v1::revoke_request::Target;
-use tessera_proto::v1::{
-    IssueRequest, JtiTarget, RefreshRequest, RevokeRequest, WatchRevocationsRequest,
-};
+use tessera_proto::v1::{IssueRequest, JtiTarget, RefreshRequest, RevokeRequest};
 use tonic::Code;
 
 /// `Revoke{jti}` of `prefix-0 … prefix-(n-1)` through `app`, one at a time:
@@ -35,7 +33,7 @@ async fn revoke_burst(app: &TestApp, prefix: &str, n: usize, exp: i64) -> (Durat
     (took[n / 2], jtis)
 }
 
-fn jti_revocation(jti: &str, exp: i64) -> RevokeRequest {
+pub(crate) fn jti_revocation(jti: &str, exp: i64) -> RevokeRequest {
     RevokeRequest {
         target: Some(Target::Jti(JtiTarget {
             jti: jti.into(),
@@ -111,13 +109,7 @@ async fn five_thousand_revocations_committed_out_of_order_all_arrive() {
     let (_pg, _redis, d) = private_deployment().await;
     let a = d.start().await;
     let b = d.start().await;
-    let mut watcher = b
-        .revocation
-        .clone()
-        .watch_revocations(WatchRevocationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watcher = b.watch_revocations().await;
     let exp = d.clock_now() + 3600;
     let started = Instant::now();
     let writers: Vec<_> = (0..WRITERS)
