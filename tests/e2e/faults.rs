@@ -58,7 +58,7 @@ async fn a_revocation_committed_late_reaches_every_verifier(redis_up: bool) {
         let mut cfg = d.config();
         // The trigger's wait is a statement and a lock wait: let it run.
         cfg.store_timeouts.statement = Duration::from_secs(60);
-        cfg.store_timeouts.lock = Duration::from_secs(60);
+        cfg.store_timeouts.lock = Duration::from_secs(50);
         apps.push(start_config(cfg).await);
     }
     let url = d.database_url.clone().unwrap();

@@ -330,3 +330,83 @@ async fn a_key_kill_with_redis_down_fails_no_fresh_token() {
     }
     d.cleanup().await;
 }
+
+/// A Refresh whose answer was lost stays queued on one instance (its
+/// family row held) while the client retries on another, gets the
+/// successor and refreshes on: the queued copies, still waiting to begin
+/// when their deadline passed, are abandoned rather than run late against
+/// a chain that has moved on — no reuse verdict, no session lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_refresh_never_lands_after_the_retry_moved_on() {
+    let (_pg, _redis, d) = private_deployment().await;
+    let start = || {
+        let mut cfg = d.config();
+        // Waits as long as the test holds the row.
+        cfg.store_timeouts.statement = Duration::from_secs(60);
+        cfg.store_timeouts.lock = Duration::from_secs(50);
+        crate::harness::start_config(cfg)
+    };
+    let (mut a, a_stop, a_done) = start().await;
+    let (mut b, b_stop, b_done) = start().await;
+    let t0 = a.issue("queued").await;
+    let mut locker = <sqlx::PgConnection as sqlx::Connection>::connect(&d.store_url())
+        .await
+        .unwrap();
+    let mut lock = sqlx::Connection::begin(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM families WHERE family_id = $1 FOR UPDATE")
+        .bind(&t0.family_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // Four tries on A, each cut at 200 ms: outcome unknown.
+    for _ in 0..4 {
+        let mut r = tonic::Request::new(RefreshRequest {
+            refresh_token: t0.refresh_token.clone(),
+            scopes: vec![],
+        });
+        r.set_timeout(Duration::from_millis(200));
+        let e = a.issuer.clone().refresh(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    }
+    // The retry on B, then the row released.
+    let retry = {
+        let mut issuer = b.issuer.clone();
+        let token = t0.refresh_token.clone();
+        tokio::spawn(async move {
+            issuer
+                .refresh(RefreshRequest {
+                    refresh_token: token,
+                    scopes: vec![],
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.rollback().await.unwrap();
+    let t1 = retry.await.unwrap().unwrap().into_inner();
+    let t2 = b.refresh(&t1.refresh_token).await.unwrap();
+    // Whatever was queued on A has had time to act.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t3 = b.refresh(&t2.refresh_token).await;
+    let revoked = d
+        .count(
+            "SELECT COUNT(*) FROM families WHERE family_id = $1 AND revoked_at IS NOT NULL",
+            &t0.family_id,
+        )
+        .await;
+    println!(
+        "abandoned refreshes: the chain went on ({:?}), family revoked: {revoked}",
+        t3.as_ref().map(|_| "OK").map_err(outcome)
+    );
+    assert!(t3.is_ok(), "the session survives: {t3:?}");
+    assert_eq!(revoked, 0);
+    assert!(
+        a.refresh(&t3.unwrap().refresh_token).await.is_ok(),
+        "and on A too"
+    );
+    for (stop, done) in [(a_stop, a_done), (b_stop, b_done)] {
+        let _ = stop.send(());
+        done.await.unwrap().unwrap();
+    }
+    d.cleanup().await;
+}

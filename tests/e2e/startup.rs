@@ -221,6 +221,34 @@ fn a_grace_window_shorter_than_a_retry_is_refused() {
         line.contains("shorter than the request timeout (30 s)"),
         "{line}"
     );
+    // A timeout no grace can cover names the timeout to lower.
+    let line = the_refusal(refused(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d,
+        "--request-timeout-ms",
+        "100000",
+    ]));
+    assert!(
+        line.contains("lower --request-timeout-ms to at most 55000"),
+        "{line}"
+    );
+    // A lock timeout the statement timeout would always pre-empt.
+    let line = the_refusal(refused(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d,
+        "--pg-lock-timeout-ms",
+        "5000",
+        "--pg-statement-timeout-ms",
+        "2000",
+    ]));
+    assert!(
+        line.contains("pg_lock_timeout_ms: 5000 ms is not below"),
+        "{line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -11,6 +11,7 @@
 pub mod callers;
 pub mod claims;
 pub mod clock;
+pub mod deadline;
 pub mod error;
 pub mod issue;
 pub mod keys;

@@ -13,6 +13,10 @@ use crate::error::{DomainError, Result};
 use crate::{Secret, b64url_encode, random_bytes, sha256};
 use aws_lc_rs::hmac;
 
+/// The longest grace window, seconds: a replay window, not a second life
+/// for a stolen token.
+pub const MAX_GRACE: i64 = 60;
+
 /// Refresh-token family lifetimes and the grace window.
 #[derive(Debug, Clone, Copy)]
 pub struct FamilyPolicy {
@@ -53,7 +57,7 @@ impl FamilyPolicy {
                 "must be between 1 hour and 365 days and at least the idle timeout",
             ));
         }
-        if !(0..=60).contains(&self.grace) {
+        if !(0..=MAX_GRACE).contains(&self.grace) {
             return Err(DomainError::field(
                 "refresh_grace",
                 "must be between 0 and 60 seconds",

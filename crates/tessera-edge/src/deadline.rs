@@ -90,7 +90,11 @@ where
                     .unwrap_or_else(|_| Ok(timed_out(limit).into_http()))
             });
         }
-        let task = tokio::spawn(self.inner.call(req).in_current_span());
+        // The handler knows its deadline: a write still waiting to begin
+        // when it passes is abandoned (`tessera_domain::deadline`).
+        let at = std::time::Instant::now() + limit;
+        let call = tessera_domain::deadline::within(at, self.inner.call(req));
+        let task = tokio::spawn(call.in_current_span());
         Box::pin(async move {
             match tokio::time::timeout(limit, task).await {
                 Ok(Ok(answer)) => answer,

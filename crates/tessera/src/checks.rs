@@ -55,6 +55,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     cfg.policy.validate().map_err(config)?;
     cfg.families.validate().map_err(config)?;
     check_grace(cfg)?;
+    check_store_timeouts(cfg)?;
     // Keys sign access tokens and purpose tokens: the longest of them bounds
     // how long a key stays published after it stops signing.
     let longest_token = cfg
@@ -83,8 +84,34 @@ fn check_grace(cfg: &Config) -> Result<(), AppError> {
         i64::try_from(cfg.edge.request_timeout.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
     let needed = timeout.saturating_add(RETRY_SLACK);
     if grace != 0 && grace < needed {
+        use tessera_domain::refresh::MAX_GRACE;
+        let fix = if needed <= MAX_GRACE {
+            format!(
+                "set --refresh-grace to at least {needed} (or 0 for no replay), or lower --request-timeout-ms"
+            )
+        } else {
+            format!(
+                "the grace is at most {MAX_GRACE} s, so lower --request-timeout-ms to at most {} (or set --refresh-grace 0 for no replay)",
+                (MAX_GRACE - RETRY_SLACK) * 1000
+            )
+        };
         return Err(AppError::Config(format!(
-            "refresh_grace: {grace} s is shorter than the request timeout ({timeout} s) plus {RETRY_SLACK} s for a retry: a Refresh retried after its deadline would be judged reuse and end the session; set --refresh-grace to at least {needed} (or 0 for no replay), or lower --request-timeout-ms"
+            "refresh_grace: {grace} s is shorter than the request timeout ({timeout} s) plus {RETRY_SLACK} s for a retry: a Refresh retried after its deadline would be judged reuse and end the session; {fix}"
+        )));
+    }
+    Ok(())
+}
+
+/// Postgres counts lock waits in `statement_timeout`: a lock timeout at or
+/// above it could never fire, and a hot family would hold connections for
+/// the whole statement bound instead.
+fn check_store_timeouts(cfg: &Config) -> Result<(), AppError> {
+    let t = &cfg.store_timeouts;
+    if t.lock >= t.statement {
+        return Err(AppError::Config(format!(
+            "pg_lock_timeout_ms: {} ms is not below --pg-statement-timeout-ms ({} ms), which already bounds lock waits, so it would never apply; lower it",
+            t.lock.as_millis(),
+            t.statement.as_millis()
         )));
     }
     Ok(())

@@ -50,7 +50,15 @@ impl TxConn {
     /// at once (`BEGIN IMMEDIATE`), so it never has to upgrade a read
     /// snapshot (WAL mode refuses that with SQLITE_BUSY_SNAPSHOT instead of
     /// waiting); on Postgres a plain `BEGIN`, rows locked as they are read.
+    /// A call whose deadline has already passed does not begin.
     pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>> {
+        if tessera_domain::deadline::passed() {
+            // Still waiting to begin when its client was answered: it does
+            // not begin at all (see `tessera_domain::deadline`).
+            return Err(tessera_domain::error::DomainError::StoreUnavailable(
+                "the call's deadline passed before its transaction began; nothing was done".into(),
+            ));
+        }
         match self.backend {
             Backend::Sqlite => self.conn.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.conn.begin().await,
