@@ -901,33 +901,31 @@ impl OwnPostgres {
 
     /// Freezes the cluster (SIGSTOP to the postmaster and every backend):
     /// connections stay open, nothing answers (a stalled disk or host).
+    /// The postmaster stops first so it forks no backend the sweep misses.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        let postmaster = self.postmaster_pid();
+        signal_pid("-STOP", &postmaster, true);
+        for _ in 0..2 {
+            for child in children_of(&postmaster) {
+                signal_pid("-STOP", &child, false);
+            }
+        }
     }
 
-    /// Resumes a frozen cluster (SIGCONT).
+    /// Resumes a frozen cluster (SIGCONT), backends before the postmaster:
+    /// once it runs it reaps exited children, so a backend may vanish
+    /// between listing and signalling (not an error).
     pub fn thaw(&self) {
-        self.signal("-CONT");
+        let postmaster = self.postmaster_pid();
+        for child in children_of(&postmaster) {
+            signal_pid("-CONT", &child, false);
+        }
+        signal_pid("-CONT", &postmaster, true);
     }
 
-    fn signal(&self, which: &str) {
+    fn postmaster_pid(&self) -> String {
         let pid_file = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
-        let pid = pid_file.lines().next().unwrap().trim().to_owned();
-        let children = std::process::Command::new("pgrep")
-            .args(["-P", &pid])
-            .output()
-            .unwrap()
-            .stdout;
-        let children = String::from_utf8(children).unwrap();
-        let pids: Vec<&str> = std::iter::once(pid.as_str())
-            .chain(children.split_whitespace())
-            .collect();
-        let ok = std::process::Command::new("kill")
-            .arg(which)
-            .args(&pids)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill {which} postgres");
+        pid_file.lines().next().unwrap().trim().to_owned()
     }
 
     /// Stops it at once (`-m immediate`: connections cut, no checkpoint).
@@ -945,6 +943,33 @@ impl OwnPostgres {
             ],
         );
     }
+}
+
+fn children_of(pid: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", pid])
+        .output()
+        .unwrap()
+        .stdout;
+    String::from_utf8(out)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends `which` to one process; `required` says its absence is a failure
+/// (the postmaster) rather than a race with its exit (a backend).
+fn signal_pid(which: &str, pid: &str, required: bool) {
+    let out = std::process::Command::new("kill")
+        .args([which, pid])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || !required,
+        "kill {which} {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn append(path: &std::path::Path, text: &str) {
