@@ -66,3 +66,25 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! redis_up; then
         --dir /tmp --logfile "" >/dev/null
     wait_for 15 redis_up || die "Redis did not start on 127.0.0.1:6379"
 fi
+
+# The gateway tests (tests/e2e/gateway_procs.rs) run nginx and Caddy of their
+# own, on free ports: only the binaries are needed. /usr/sbin may be off a
+# non-root PATH.
+has_binary() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+stop_service() { # a service a package just started: stopped, off at boot
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now "$1" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$1" ]; then
+        "/etc/init.d/$1" stop >/dev/null 2>&1 || true
+        update-rc.d "$1" disable >/dev/null 2>&1 || true
+    fi
+}
+if ! has_binary nginx || ! has_binary caddy; then
+    apt_install nginx caddy || die "apt-get install nginx caddy failed"
+    # Debian's packages start a system nginx (port 80) and Caddy where
+    # services may start; nothing here uses them.
+    stop_service nginx
+    stop_service caddy
+    has_binary nginx || die "nginx is still missing after apt-get install nginx"
+    has_binary caddy || die "caddy is still missing after apt-get install caddy"
+fi

@@ -288,6 +288,7 @@ impl Deployment {
             verify_cache_bytes: 8 << 20,
             reconcile_interval: self.reconcile_interval,
             max_view_staleness: 30,
+            gateway_routes_file: None,
             store_timeouts: tessera_storage::StoreTimeouts::default(),
             issuer_set: true,
             edge: tessera::Edge::default(),
@@ -296,7 +297,12 @@ impl Deployment {
 
     /// Starts an application on this deployment.
     pub async fn start(&self) -> TestApp {
-        let (mut app, stop, handle) = start_config(self.config()).await;
+        self.start_with(self.config()).await
+    }
+
+    /// Starts an application from `cfg` (this deployment's, changed).
+    pub async fn start_with(&self, cfg: Config) -> TestApp {
+        let (mut app, stop, handle) = start_config(cfg).await;
         app.stop = Some(stop);
         app.handle = Some(handle);
         app
@@ -535,37 +541,18 @@ impl TestApp {
 }
 
 /// A plain HTTP/1.1 GET on `addr`: status line, headers (lower-cased
-/// names) and body.
+/// names) and body. `extra`: header lines, each ending in CRLF.
 pub async fn http_get(
     addr: std::net::SocketAddr,
     path: &str,
     extra: &str,
 ) -> (u16, Vec<(String, String)>, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
-        addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
+    let headers: Vec<(&str, &str)> = extra
+        .split("\r\n")
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .map(|(name, value)| (name.trim(), value.trim()))
         .collect();
-    (status, headers, body.to_owned())
+    crate::gateway_procs::get(addr, path, &addr.to_string(), &headers).await
 }
 
 /// An access token for `subject` from `client` (for use where the app is

@@ -17,6 +17,8 @@ mod distributed;
 mod edge;
 mod faults;
 mod flows;
+mod gateway_procs;
+mod gateways;
 mod input;
 mod key_safety;
 mod keys;

@@ -24,6 +24,7 @@
 //! revoke = ["token", "family"]         # and "jti", "subject", "kid"
 //! verify_strong = false                # Verify with STRONG (a store read)
 //! relay = false                        # Tessera's services: act for a caller
+//! gateway = false                      # a gateway: forward-auth, ext_authz
 //! redeem_from = ["account-svc/password_reset"]  # others' purpose tokens
 //! rate_per_second = 200                # optional per-caller limit
 //! burst = 400
@@ -33,6 +34,7 @@ use crate::kind::TokenKind;
 use crate::sha256;
 
 mod parse;
+pub(crate) use parse::line_of;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -140,6 +142,9 @@ pub struct Caller {
     /// May act for another caller (`x-tessera-on-behalf-of`): Tessera's
     /// own services, relaying a caller's request.
     relay: bool,
+    /// A gateway: may ask the forward-auth endpoint and Envoy's
+    /// `Authorization/Check` about its clients' tokens.
+    gateway: bool,
     /// Purpose tokens issued by other callers this caller may redeem: the
     /// issuing caller's id and the kind (`None`: any kind).
     redeem_from: Vec<(String, Option<TokenKind>)>,
@@ -205,6 +210,12 @@ impl Caller {
     /// audit trail beside its own.
     pub fn may_relay(&self) -> bool {
         self.relay
+    }
+
+    /// May this caller ask about its clients' tokens as a gateway
+    /// (forward-auth, Envoy `ext_authz`)?
+    pub fn may_gate(&self) -> bool {
+        self.gateway
     }
 
     /// May this caller redeem a purpose token of `kind` that `owner`

@@ -13,6 +13,7 @@ pub mod claims;
 pub mod clock;
 pub mod deadline;
 pub mod error;
+pub mod gateway;
 pub mod issue;
 pub mod keys;
 pub mod kind;

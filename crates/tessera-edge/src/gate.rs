@@ -44,9 +44,22 @@ pub(crate) enum Class<'a> {
     Health,
     /// The HTTP JWKS and discovery documents.
     HttpJwks,
+    /// A gateway asking about its client's token: the HTTP forward-auth
+    /// endpoint (`http`: its own key is in [`GATEWAY_KEY`]) or Envoy's `Check`.
+    Gateway { http: bool },
     /// Anything else (the router answers it, usually 404).
     Other,
 }
+
+/// The HTTP forward-auth endpoint, and any path below it (Envoy's HTTP
+/// `ext_authz` appends the original path).
+pub const FORWARD_AUTH_PATH: &str = "/gateway/auth";
+
+/// Envoy's gRPC `ext_authz` method.
+pub const EXT_AUTHZ_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// Where a gateway presents its own key on the HTTP forward-auth endpoint.
+pub const GATEWAY_KEY: &str = "x-tessera-gateway-key";
 
 pub(crate) fn classify(path: &str) -> Class<'_> {
     if let Some(rest) = path.strip_prefix("/tessera.v1.") {
@@ -69,6 +82,16 @@ pub(crate) fn classify(path: &str) -> Class<'_> {
     if path.starts_with("/.well-known/") {
         return Class::HttpJwks;
     }
+    if path == FORWARD_AUTH_PATH
+        || path
+            .strip_prefix(FORWARD_AUTH_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+    {
+        return Class::Gateway { http: true };
+    }
+    if path == EXT_AUTHZ_PATH {
+        return Class::Gateway { http: false };
+    }
     Class::Other
 }
 
@@ -85,6 +108,7 @@ impl CallerRegistry {
             Class::Other => (true, None),
             Class::Health => (access.health == Access::Open, None),
             Class::HttpJwks => (access.jwks == Access::Open, None),
+            Class::Gateway { .. } => (false, None),
             Class::Rpc(m @ ("GetJwks" | "WatchKeys")) => (access.jwks == Access::Open, Some(m)),
             Class::Rpc(m @ "Verify") => (access.verify == Access::Open, Some(m)),
             Class::Rpc(m) => (false, Some(m)),
@@ -92,7 +116,7 @@ impl CallerRegistry {
         if open {
             return Ok(Admission::Open);
         }
-        let caller = identify(&registry.callers, req).map_err(|detail| {
+        let caller = identify(&registry.callers, req, class).map_err(|detail| {
             let reason = ErrorReason::CallerUnknown;
             let refusal = Refusal::denied(peer(req), None, audit_name(class), reason, detail);
             let status = status(
@@ -102,7 +126,7 @@ impl CallerRegistry {
             );
             (status, Some(refusal))
         })?;
-        let what = lacking(caller, rpc, req);
+        let what = lacking(caller, rpc, class, req);
         if let Some(what) = what {
             let reason = ErrorReason::CallerNotAllowed;
             let name = audit_name(class);
@@ -120,7 +144,15 @@ impl CallerRegistry {
 }
 
 /// What a known caller lacks for `req` at the edge, if anything.
-fn lacking<B>(caller: &Caller, rpc: Option<&str>, req: &http::Request<B>) -> Option<String> {
+fn lacking<B>(
+    caller: &Caller,
+    rpc: Option<&str>,
+    class: Class<'_>,
+    req: &http::Request<B>,
+) -> Option<String> {
+    if matches!(class, Class::Gateway { .. }) && !caller.may_gate() {
+        return Some("answer a gateway (gateway = true)".to_owned());
+    }
     // The JWKS, when not open, needs any known caller (it is public key
     // material: closing it only hides it from strangers); every other RPC,
     // Verify included, must be granted by name.
@@ -167,20 +199,29 @@ enum Presented<'a> {
     Nothing,
 }
 
-/// The credential `req` presents.
-fn presented<B>(req: &http::Request<B>) -> Presented<'_> {
-    let mut headers = req.headers().get_all(http::header::AUTHORIZATION).iter();
+/// The credential `req` presents. On the HTTP forward-auth endpoint the
+/// gateway's key is in [`GATEWAY_KEY`] and `authorization` is its client's
+/// token, never a credential; elsewhere [`GATEWAY_KEY`] means nothing.
+fn presented<'a, B>(req: &'a http::Request<B>, class: Class<'_>) -> Presented<'a> {
+    let header = match class {
+        Class::Gateway { http: true } => GATEWAY_KEY,
+        _ => http::header::AUTHORIZATION.as_str(),
+    };
+    let mut headers = req.headers().get_all(header).iter();
     if let Some(first) = headers.next() {
         if headers.next().is_some() {
             return Presented::Malformed;
         }
-        let key = first
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .filter(|key| !key.is_empty() && !key.contains(' '));
+        let value = first.to_str().ok();
+        let key = if header == GATEWAY_KEY {
+            value.map(str::trim)
+        } else {
+            value
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key.trim())
+        }
+        .filter(|key| !key.is_empty() && !key.contains(' '));
         return key.map_or(Presented::Malformed, Presented::Key);
     }
     match req
@@ -200,8 +241,9 @@ fn presented<B>(req: &http::Request<B>) -> Presented<'_> {
 fn identify<'r, B>(
     callers: &'r Callers,
     req: &http::Request<B>,
+    class: Class<'_>,
 ) -> Result<&'r Arc<Caller>, &'static str> {
-    match presented(req) {
+    match presented(req, class) {
         Presented::Key(key) => callers
             .by_key(key)
             .ok_or("a credential in `authorization` that matches no caller"),
@@ -225,6 +267,7 @@ fn audit_name(class: Class<'_>) -> &str {
         Class::Other => "other",
         Class::Health => "health",
         Class::HttpJwks => "jwks",
+        Class::Gateway { .. } => "gateway",
     }
 }
 
@@ -287,7 +330,7 @@ impl Authenticate {
             return None;
         };
         let rpc = STREAMS.into_iter().find(|s| *s == method)?;
-        let credential = match presented(req) {
+        let credential = match presented(req, Class::Rpc(method)) {
             Presented::Key(k) => Some(Credential::Key(k.to_owned())),
             Presented::Certificate(names) => Some(Credential::Names(names.into())),
             Presented::Malformed | Presented::Nothing => None,
@@ -371,5 +414,12 @@ mod tests {
         assert_eq!(classify("/anything"), Class::Other);
         assert_eq!(classify("/tessera.v1.X"), Class::Other);
         assert_eq!(classify("/tessera.v1.IssuerService/Flood1"), Class::Other);
+        assert_eq!(classify("/gateway/auth"), Class::Gateway { http: true });
+        assert_eq!(classify("/gateway/auth/x/y"), Class::Gateway { http: true });
+        assert_eq!(classify("/gateway/authx"), Class::Other);
+        assert_eq!(
+            classify("/envoy.service.auth.v3.Authorization/Check"),
+            Class::Gateway { http: false }
+        );
     }
 }

@@ -7,11 +7,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod follow;
+mod gateway;
 mod introspect;
 mod revoke;
 mod watch;
 
 pub use follow::KeyFollower;
+pub use gateway::{Answer, Asked, ExtAuthz, Gateway, ViewAge};
 pub use introspect::IntrospectionApi;
 pub use revoke::RevocationApi;
 

@@ -88,6 +88,16 @@ fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
     ))
 }
 
+/// Until [`RedisBus::with_token_life`] says otherwise: a day.
+const DEFAULT_TOKEN_LIFE: i64 = 86_400;
+
+/// Raises a subject's lowest valid version, never lowers it (two bumps'
+/// publishes may arrive in either order), and keeps it a token life.
+const RAISE_VERSION: &str = "local v = tonumber(ARGV[1]) \
+local c = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
+if v > c then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end \
+return 0";
+
 /// The Redis bus and deny-list. Every key and the channel start with
 /// `prefix`, so several deployments (or tests) can share one Redis.
 #[derive(Clone)]
@@ -98,6 +108,9 @@ pub struct RedisBus {
     /// A deny-list key may be missing: a publish failed (or this instance
     /// just started and cannot know). See `deny_list`.
     pub(crate) missed: Arc<AtomicBool>,
+    /// The longest any token lives, clock skew included, seconds: how long
+    /// a subject or key entry must outlive its revocation.
+    token_life: i64,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -158,6 +171,7 @@ impl RedisBus {
             client,
             prefix: prefix.to_owned(),
             missed: Arc::new(AtomicBool::new(true)),
+            token_life: DEFAULT_TOKEN_LIFE,
         };
         // The first connection says why it failed (a refused certificate, a
         // TLS/plain mismatch), so a misconfigured instance refuses to start
@@ -193,9 +207,56 @@ impl RedisBus {
             .map_err(|_| DomainError::StoreUnavailable("redis pool unavailable".into()))
     }
 
-    /// The deny-list key of a token id.
-    pub fn deny_key(&self, jti: &str) -> String {
-        format!("{}deny:jti:{jti}", self.prefix)
+    /// Sets the longest life of any token, clock skew included, seconds
+    /// (subject and key entries expire that long after they are written).
+    #[must_use]
+    pub fn with_token_life(mut self, seconds: i64) -> Self {
+        self.token_life = seconds.max(1);
+        self
+    }
+
+    /// The deny-list write for `event` at `now` (the README's "Redis
+    /// deny-list" documents the keys for readers):
+    ///
+    /// - `deny:jti:<jti>` = `1` until the token's `exp` (plus skew);
+    /// - `deny:sid:<family id>` = `1` until the family's absolute end;
+    /// - `deny:sub:<subject>` = the lowest subject version still valid (a
+    ///   token whose `ver` is below it is revoked), never lowered, for the
+    ///   longest token life;
+    /// - `deny:kid:<kid>` = `1` for the longest token life.
+    ///
+    /// `None`: the entry no longer matters.
+    pub(crate) fn deny_write(&self, event: &RevocationEvent, now: UnixTime) -> Option<redis::Cmd> {
+        let set = |kind: &str, id: &str, ttl: i64| {
+            let key = format!("{}deny:{kind}:{id}", self.prefix);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(1).arg("PX").arg(ttl.max(1) * 1000);
+            cmd
+        };
+        match event {
+            RevocationEvent::Jti { until, .. } | RevocationEvent::Family { until, .. }
+                if *until <= now =>
+            {
+                None
+            }
+            RevocationEvent::Jti { jti, until } => Some(set("jti", jti, until - now)),
+            RevocationEvent::Family { family_id, until } => {
+                Some(set("sid", family_id, until - now))
+            }
+            RevocationEvent::Key { kid } => Some(set("kid", kid, self.token_life)),
+            RevocationEvent::Subject {
+                subject,
+                min_version,
+            } => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(RAISE_VERSION)
+                    .arg(1)
+                    .arg(format!("{}deny:sub:{subject}", self.prefix))
+                    .arg(*min_version)
+                    .arg(self.token_life);
+                Some(cmd)
+            }
+        }
     }
 
     /// The pub/sub channel.
@@ -270,13 +331,8 @@ impl RevocationBus for RedisBus {
 impl RedisBus {
     async fn publish_now(&self, event: &RevocationEvent, now: UnixTime) -> Result<()> {
         let mut c = self.conn().await?;
-        if let RevocationEvent::Jti { jti, until } = event {
-            // The entry expires exactly when the revocation stops mattering.
-            let ttl_ms = (until - now).max(1) * 1000;
-            let _: () = c
-                .pset_ex(self.deny_key(jti), 1, u64::try_from(ttl_ms).unwrap_or(1000))
-                .await
-                .map_err(|e| redis_err(&e))?;
+        if let Some(write) = self.deny_write(event, now) {
+            let () = write.query_async(&mut c).await.map_err(|e| redis_err(&e))?;
         }
         let _: i64 = c
             .publish(self.channel(), encode(event)?)

@@ -1,11 +1,11 @@
 //! The Redis deny-list made whole again after Redis was away.
 //!
 //! A revocation is acknowledged once the store commits it; its publish (the
-//! pub/sub message and, for a token id, the deny-list key a Redis-reading
+//! pub/sub message and the deny-list key a Redis-reading
 //! gateway checks) runs afterwards and may fail. When one fails, or when an
 //! instance starts (it cannot know what its previous run missed), the bus
 //! is marked, and this task, once Redis answers, rewrites the key of every
-//! token revocation still in force from the store (the truth). Rewriting a
+//! revocation still in force from the store (the truth). Rewriting a
 //! key that is there is harmless: it expires at the same instant.
 
 use crate::bus::{REDIS_TIMEOUT, RedisBus, redis_err};
@@ -55,7 +55,7 @@ impl RedisBus {
         })
     }
 
-    /// Writes the key of every token revocation in force; how many.
+    /// Writes the key of every revocation in force; how many.
     async fn rewrite(
         &self,
         store: &dyn RevocationStore,
@@ -68,14 +68,12 @@ impl RedisBus {
             .map_err(|_| DomainError::StoreUnavailable("redis timed out".into()))??;
         let keys = std::sync::Mutex::new(Vec::new());
         store
-            .in_force(now, family_margin, &|e| {
-                if let RevocationEvent::Jti { jti, until } = e
-                    && *until > now
-                {
+            .in_force(now, family_margin, &|e: &RevocationEvent| {
+                if let Some(write) = self.deny_write(e, now) {
                     let mut keys = keys
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    keys.push((self.deny_key(jti), until - now));
+                    keys.push(write);
                 }
             })
             .await?;
@@ -84,9 +82,8 @@ impl RedisBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for chunk in keys.chunks(BATCH) {
             let mut pipe = redis::pipe();
-            for (key, ttl) in chunk {
-                pipe.pset_ex(key, 1, u64::try_from(ttl * 1000).unwrap_or(1000))
-                    .ignore();
+            for write in chunk {
+                pipe.add_command(write.clone()).ignore();
             }
             let mut c = self
                 .pool

@@ -46,6 +46,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
         ));
     }
     let topology = Topology::choose(cfg)?;
+    if cfg.role == crate::config::Role::Issuer && cfg.gateway_routes_file.is_some() {
+        return Err(AppError::Config(
+            "gateway_routes_file: gateways ask the introspection role (or all-in-one), which holds the revocation view; not the issuer".into(),
+        ));
+    }
     if let (None, Some(setting)) = (&cfg.redis_url, cfg.redis_tls.first_set()) {
         return Err(AppError::Config(format!(
             "{setting}: set without redis_url (it applies to a rediss:// Redis)"
@@ -56,17 +61,21 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     cfg.families.validate().map_err(config)?;
     check_grace(cfg)?;
     check_store_timeouts(cfg)?;
-    // Keys sign access tokens and purpose tokens: the longest of them bounds
-    // how long a key stays published after it stops signing.
-    let longest_token = cfg
-        .policy
-        .access_ttl_max
-        .max(purpose_ttl(TokenKind::EmailVerification).unwrap_or(0))
-        .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0));
     cfg.keys
-        .validate(longest_token, cfg.policy.clock_skew)
+        .validate(longest_token(cfg), cfg.policy.clock_skew)
         .map_err(config)?;
     Ok(topology)
+}
+
+/// The longest any token lives, seconds. Keys sign access tokens and
+/// purpose tokens: the longest of them bounds how long a key stays
+/// published after it stops signing, and how long a subject or key entry
+/// of the Redis deny-list must last.
+pub(crate) fn longest_token(cfg: &Config) -> i64 {
+    cfg.policy
+        .access_ttl_max
+        .max(purpose_ttl(TokenKind::EmailVerification).unwrap_or(0))
+        .max(purpose_ttl(TokenKind::PasswordReset).unwrap_or(0))
 }
 
 /// How long a client may take to retry a Refresh after its deadline, on top

@@ -199,6 +199,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MAX_VIEW_STALENESS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub max_view_staleness: i64,
+    /// The gateway routes file (TOML: host and path prefix to the audience
+    /// and scopes a token must carry). With it, the introspection role
+    /// answers gateways: HTTP forward-auth at /gateway/auth and Envoy's
+    /// gRPC ext_authz. Reloaded on SIGHUP and when it changes.
+    #[arg(long, env = "TESSERA_GATEWAY_ROUTES_FILE")]
+    pub gateway_routes_file: Option<std::path::PathBuf>,
     /// Postgres: the longest one statement may run, lock waits included,
     /// milliseconds (set as `statement_timeout` on every connection).
     #[arg(long, env = "TESSERA_PG_STATEMENT_TIMEOUT_MS", default_value_t = 2000,
@@ -268,6 +274,7 @@ impl ServeArgs {
             verify_cache_bytes: self.verify_cache_mib.saturating_mul(1 << 20),
             reconcile_interval: std::time::Duration::from_millis(self.reconcile_interval_ms),
             max_view_staleness: self.max_view_staleness,
+            gateway_routes_file: self.gateway_routes_file,
             store_timeouts: tessera_storage::StoreTimeouts {
                 statement: std::time::Duration::from_millis(self.pg_statement_timeout_ms),
                 lock: std::time::Duration::from_millis(self.pg_lock_timeout_ms),

@@ -79,6 +79,9 @@ pub struct Config {
     pub reconcile_interval: std::time::Duration,
     /// A view older than this (seconds) makes Verify NOT_SERVING.
     pub max_view_staleness: i64,
+    /// The gateway routes file: with it, gateways may ask (forward-auth,
+    /// Envoy `ext_authz`).
+    pub gateway_routes_file: Option<PathBuf>,
     /// Postgres session time bounds (statement, lock wait, idle in
     /// transaction).
     pub store_timeouts: tessera_storage::StoreTimeouts,

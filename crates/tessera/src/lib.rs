@@ -14,6 +14,7 @@ mod checks;
 pub mod cli;
 mod config;
 mod edge;
+mod gateway;
 mod health;
 pub mod http;
 pub mod inspect_cli;

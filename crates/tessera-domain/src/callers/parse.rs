@@ -43,6 +43,8 @@ struct RawCaller {
     #[serde(default)]
     relay: bool,
     #[serde(default)]
+    gateway: bool,
+    #[serde(default)]
     redeem_from: Vec<String>,
     rate_per_second: Option<u32>,
     burst: Option<u32>,
@@ -190,6 +192,7 @@ impl RawCaller {
             revoke: self.revoke.into_iter().collect(),
             verify_strong: self.verify_strong,
             relay: self.relay,
+            gateway: self.gateway,
             redeem_from,
             rate,
         })
@@ -279,7 +282,8 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` in `text` (a TOML error's span).
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map_or(1, |t| t.matches('\n').count() + 1)
 }

@@ -9,6 +9,7 @@ use super::{AUDIT_WINDOW, Apply, Base, Part, TOKEN_RPC_MAX_MESSAGE};
 use crate::config::AppError;
 use crate::readiness::{PublishedKeys, ViewFresh};
 use crate::tasks::{Reconcile, reload};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use tessera_domain::clock::UnixTime;
 use tessera_domain::reconcile::LogCursor;
 use tessera_domain::reconnect::Reconnect;
 use tessera_domain::revocation::RevocationEvent;
-use tessera_introspection::{IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier};
+use tessera_introspection::{
+    ExtAuthz, Gateway, IntrospectionApi, KeyFollower, KeySource, RevocationApi, Verifier, ViewAge,
+};
 use tessera_issuer::KeyManager;
 use tessera_proto::v1::introspection_service_server::IntrospectionServiceServer;
 use tessera_proto::v1::revocation_service_server::RevocationServiceServer;
@@ -94,9 +97,8 @@ pub(crate) async fn part(base: &Base, issuer: IssuerPort) -> Result<Verifying, A
         })
     };
     let bus = base.bus(apply.clone(), &mut part.tasks).await?;
-    if base.store.backend() == Backend::Postgres {
-        reconcile(base, apply, cursor, now, &mut part);
-    }
+    let age = (base.store.backend() == Backend::Postgres)
+        .then(|| reconcile(base, apply, cursor, now, &mut part));
     let (keys, key_killer) = issuer.keys(base, &mut part).await?;
     let failures = Arc::new(tessera_telemetry::audit::VerifyFailures::default());
     let summaries = failures.clone().summarise(AUDIT_WINDOW, base.stopping());
@@ -117,7 +119,7 @@ pub(crate) async fn part(base: &Base, issuer: IssuerPort) -> Result<Verifying, A
     let revocations = Arc::new(RevocationApi::new(verifier.clone()));
     part.readiness
         .push(Box::new(PublishedKeys(base.ring.clone())));
-    let part = part
+    let part = gateways(base, &verifier, age, part)?
         .serve(
             IntrospectionServiceServer::new(IntrospectionApi::new(verifier))
                 .max_decoding_message_size(TOKEN_RPC_MAX_MESSAGE),
@@ -129,11 +131,46 @@ pub(crate) async fn part(base: &Base, issuer: IssuerPort) -> Result<Verifying, A
     Ok(Verifying { part, revocations })
 }
 
+/// With a routes file: the HTTP forward-auth endpoint, Envoy's gRPC
+/// `ext_authz`, and the routes' reloads.
+fn gateways(
+    base: &Base,
+    verifier: &Verifier,
+    age: Option<ViewAge>,
+    mut part: Part,
+) -> Result<Part, AppError> {
+    let Some(path) = &base.cfg.gateway_routes_file else {
+        return Ok(part);
+    };
+    let routes = crate::gateway::load_routes(path)?;
+    let gateway = Gateway::new(verifier.clone(), routes, age);
+    part.http = part.http.merge(crate::gateway::routes(gateway.clone()));
+    let reloads = crate::gateway::watch(path.clone(), gateway.clone(), base.stopping());
+    part.tasks.push(reloads);
+    Ok(part.serve(
+        AuthorizationServer::new(ExtAuthz(gateway))
+            .max_decoding_message_size(EXT_AUTHZ_MAX_MESSAGE),
+    ))
+}
+
+/// Largest `CheckRequest` decoded: Envoy sends the client's headers, and
+/// gateways bound those well below this (nginx 8 KiB per line, Envoy 60 KiB
+/// in all by default).
+const EXT_AUTHZ_MAX_MESSAGE: usize = 96 * 1024;
+
 /// With a shared store (Postgres): the reconcile task, caught up as of the
-/// load at `now`, and the readiness check on the view's age.
-fn reconcile(base: &Base, apply: Apply, cursor: LogCursor, now: UnixTime, part: &mut Part) {
+/// load at `now`, and the readiness check on the view's age (which gateways
+/// are also refused past).
+fn reconcile(
+    base: &Base,
+    apply: Apply,
+    cursor: LogCursor,
+    now: UnixTime,
+    part: &mut Part,
+) -> ViewAge {
     let cfg = &base.cfg;
     let caught_up = Arc::new(AtomicI64::new(now));
+    let gateway_caught_up = caught_up.clone();
     base.metrics.view_reconciled(now);
     part.readiness.push(Box::new(ViewFresh {
         caught_up: caught_up.clone(),
@@ -150,6 +187,10 @@ fn reconcile(base: &Base, apply: Apply, cursor: LogCursor, now: UnixTime, part: 
         caught_up,
     };
     part.tasks.push(task.spawn(cursor, base.stopping()));
+    ViewAge {
+        caught_up: gateway_caught_up,
+        max_age: cfg.max_view_staleness,
+    }
 }
 
 /// Learns the key set from the issuer (`GetJwks`).

@@ -155,7 +155,9 @@ impl Base {
         let Some(url) = &self.cfg.redis_url else {
             return Ok(Arc::new(LocalBus));
         };
-        let bus = RedisBus::connect(url, &self.cfg.redis_prefix, &self.cfg.redis_tls).await?;
+        let bus = RedisBus::connect(url, &self.cfg.redis_prefix, &self.cfg.redis_tls)
+            .await?
+            .with_token_life(crate::checks::longest_token(&self.cfg) + self.cfg.policy.clock_skew);
         tasks.push(bus.follow(
             apply,
             self.store.clone(),

@@ -1,0 +1,209 @@
+use super::*;
+
+const FILE: &str = r#"
+[[route]]
+host = "*"
+audience = "fallback"
+
+[[route]]
+host = "api.example.com"
+path_prefix = "/orders"
+audience = "orders-api"
+scopes = ["orders:read"]
+
+[[route]]
+host = "api.example.com"
+path_prefix = "/orders/admin/"
+audience = "orders-admin"
+
+[[route]]
+host = "*.example.com"
+path_prefix = "/"
+audience = "wild"
+
+[[route]]
+host = "*.eu.example.com"
+audience = "wild-eu"
+"#;
+
+fn audience<'a>(routes: &'a Routes, host: &str, target: &str) -> Option<&'a str> {
+    routes.find(host, target).map(|r| r.audience.as_str())
+}
+
+#[test]
+fn the_most_specific_route_wins() {
+    let r = Routes::parse(FILE).unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(r.header_prefix(), "X-Tessera-");
+    for (host, target, want) in [
+        ("api.example.com", "/orders", Some("orders-api")),
+        ("API.Example.com:8443", "/orders/7?x=1", Some("orders-api")),
+        ("api.example.com.", "/orders/7#frag", Some("orders-api")),
+        ("api.example.com", "/orders/admin", Some("orders-admin")),
+        ("api.example.com", "/orders/admin/x", Some("orders-admin")),
+        // Whole segments: "/ordersx" is not under "/orders".
+        ("api.example.com", "/ordersx", Some("wild")),
+        ("api.example.com", "/", Some("wild")),
+        ("x.example.com", "/orders", Some("wild")),
+        ("a.eu.example.com", "/", Some("wild-eu")),
+        // A wildcard needs a subdomain.
+        ("example.com", "/", Some("fallback")),
+        ("other.test", "/anything", Some("fallback")),
+        ("[::1]:8080", "/", Some("fallback")),
+    ] {
+        assert_eq!(audience(&r, host, target), want, "{host} {target}");
+    }
+}
+
+#[test]
+fn no_route_means_no_audience() {
+    let r = Routes::parse(
+        r#"
+[[route]]
+host = "api.example.com"
+path_prefix = "/orders"
+audience = "orders-api"
+"#,
+    )
+    .unwrap();
+    assert_eq!(audience(&r, "api.example.com", "/billing"), None);
+    assert_eq!(audience(&r, "evil.example.com", "/orders"), None);
+    assert_eq!(audience(&r, "", "/orders"), None);
+    assert!(Routes::parse("").unwrap().is_empty());
+    assert_eq!(audience(&Routes::parse("").unwrap(), "a", "/"), None);
+}
+
+#[test]
+fn paths_read_two_ways_match_nothing() {
+    let r = Routes::parse(FILE).unwrap();
+    for target in [
+        "/orders/../admin",
+        "/orders/./x",
+        "/orders/..",
+        "//orders",
+        "/orders//x",
+        "/orders%2fadmin",
+        "/orders/%2e%2e/admin",
+        "/orders/%2E%2E",
+        "/orders\\..\\admin",
+        "/orders/%5c",
+        "/orders/%252e%252e",
+        "/orders/%00",
+        "orders",
+        "*",
+        "http://api.example.com/orders",
+        "/orders/a b",
+        "/orders/\t",
+    ] {
+        assert_eq!(audience(&r, "api.example.com", target), None, "{target:?}");
+    }
+    // A trailing slash is one empty last segment, which is fine.
+    assert_eq!(
+        audience(&r, "api.example.com", "/orders/"),
+        Some("orders-api")
+    );
+}
+
+#[test]
+fn faults_name_their_line() {
+    for (text, line, needle) in [
+        ("[[route]]\nhost = \"a\"\n", 1, "audience"),
+        (
+            "\n[[route]]\nhost = \"a\"\naudience = \"*\"\n",
+            2,
+            "audience",
+        ),
+        ("[[route]]\nhost = \"a b\"\naudience = \"x\"\n", 1, "host"),
+        (
+            "\n\n[[route]]\nhost = \"a\"\npath_prefix = \"/a/../b\"\naudience = \"x\"\n",
+            3,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"a\"\naudience = \"x\"\n",
+            1,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\naudience = \"x\"\nscopes = [\"a b\"]\n",
+            1,
+            "scopes",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\naudience = \"x\"\nscope = [\"a\"]\n",
+            4,
+            "scope",
+        ),
+        ("[headers]\nprefix = \"X Bad\"\n", 1, "prefix"),
+        ("[headers]\nprefix = \"\"\n", 1, "prefix"),
+    ] {
+        let e = Routes::parse(text).unwrap_err();
+        assert_eq!(e.line, line, "{text:?}: {e}");
+        assert!(e.message.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn the_prefix_is_configurable() {
+    let r = Routes::parse("[headers]\nprefix = \"X-Auth-\"\n").unwrap();
+    assert_eq!(r.header_prefix(), "X-Auth-");
+}
+
+#[test]
+fn bearer_tokens_are_read_strictly() {
+    assert_eq!(bearer_token("Bearer abc.def-_~+/="), Some("abc.def-_~+/="));
+    assert_eq!(bearer_token("bearer abc"), Some("abc"));
+    assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+    for bad in [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer  abc",
+        "Bearer abc def",
+        "Basic abc",
+        "Bearerabc",
+        "Bearer a\"b",
+        "Bearer a,b",
+    ] {
+        assert_eq!(bearer_token(bad), None, "{bad:?}");
+    }
+}
+
+fn claims(scope: Option<&str>) -> Claims {
+    serde_json::from_value(serde_json::json!({
+        "iss": "i", "sub": "alice", "aud": "orders-api", "exp": 2, "nbf": 0,
+        "iat": 0, "jti": "j1", "scope": scope, "client_id": "web",
+    }))
+    .unwrap()
+}
+
+#[test]
+fn scopes_are_all_required() {
+    let r = Routes::parse(FILE).unwrap();
+    let route = r.find("api.example.com", "/orders").unwrap();
+    assert_eq!(missing_scopes(route, &claims(Some("orders:read"))), None);
+    assert_eq!(
+        missing_scopes(route, &claims(Some("a orders:read b"))),
+        None
+    );
+    assert_eq!(
+        missing_scopes(route, &claims(Some("orders:readx"))),
+        Some("orders:read".to_owned())
+    );
+    assert_eq!(
+        missing_scopes(route, &claims(None)),
+        Some("orders:read".to_owned())
+    );
+    let open = r.find("x.example.com", "/").unwrap();
+    assert_eq!(missing_scopes(open, &claims(None)), None);
+}
+
+#[test]
+fn identity_names_every_header_even_empty() {
+    let r = Routes::parse(FILE).unwrap();
+    let route = r.find("api.example.com", "/orders").unwrap();
+    let c = claims(None);
+    let id = identity(route, &c);
+    assert_eq!(id.map(|(n, _)| n), IDENTITY_HEADERS);
+    assert_eq!(id.map(|(_, v)| v), ["alice", "", "web", "j1", "orders-api"]);
+}
