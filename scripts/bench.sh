@@ -16,14 +16,15 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 
 case "$mode" in
 smoke)
-    "$bin/tessera-bench" run --modes health,verify,verify-repeat,issue \
+    source scripts/services.sh # nginx, for the gateway mode
+    "$bin/tessera-bench" run --modes health,verify,verify-repeat,issue,forward-auth,nginx \
         --duration 1 --warmup 0.3 --single-duration 1 --pool 8000 --check
     ;;
 full)
     source scripts/services.sh
     echo "## Embedded SQLite, with the Redis-deny-list peer"
     "$bin/tessera-bench" run \
-        --modes health,verify,verify-repeat,verify-strong,issue,refresh,revoke \
+        --modes health,verify,verify-repeat,verify-strong,issue,refresh,revoke,forward-auth,nginx \
         --peer --redis-url "$TESSERA_TEST_REDIS_URL" --duration 4 --pool 60000
     db="tessera_bench_$$"
     psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $db"

@@ -170,22 +170,7 @@ async fn health_follows_the_store_and_errors_stay_clean() {
     assert_eq!(readyz("").await.0, 200);
 
     // Take the database away: no new connections, existing ones killed.
-    let name = d.database_name.clone().unwrap();
-    let admin = crate::harness::admin_database_url();
-    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    let sql = |s: String| sqlx::query(sqlx::AssertSqlSafe(s));
-    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .execute(&mut pg)
-        .await
-        .unwrap();
-    sql(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .execute(&mut pg)
-    .await
-    .unwrap();
+    d.allow_connections(false).await;
     wait_for(ServingStatus::NotServing).await;
     let (status, body) = readyz("").await;
     assert_eq!(status, 503, "{body}");
@@ -217,7 +202,12 @@ async fn health_follows_the_store_and_errors_stay_clean() {
         crate::harness::reason(&err),
         "ERROR_REASON_STORE_UNAVAILABLE"
     );
-    for leak in ["SELECT", "INSERT", "postgres", &name] {
+    for leak in [
+        "SELECT",
+        "INSERT",
+        "postgres",
+        d.database_name.as_deref().unwrap(),
+    ] {
         assert!(!err.message().contains(leak), "{}", err.message());
     }
     // Verify with DEFAULT consistency needs no store and keeps answering,
@@ -244,10 +234,7 @@ async fn health_follows_the_store_and_errors_stay_clean() {
         "{body}"
     );
 
-    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .execute(&mut pg)
-        .await
-        .unwrap();
+    d.allow_connections(true).await;
     wait_for(ServingStatus::Serving).await;
     verify_health(ServingStatus::Serving).await;
     eventually("/readyz answers 200 again", || async {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tessera_proto::v1::revoke_request::Target;
 use tessera_proto::v1::{IssueRequest, IssueResponse, RevokeRequest};
 
-const ROUTES: &str = r#"
+pub(crate) const ROUTES: &str = r#"
 [[route]]
 host = "api.test"
 path_prefix = "/orders"
@@ -33,13 +33,13 @@ audience = "billing"
 
 /// The service keys of the callers file: `ops` issues and revokes
 /// everything, `gw` is a gateway, `plain` may Verify but is no gateway.
-struct Keys {
-    ops: String,
-    gw: String,
-    plain: String,
+pub(crate) struct Keys {
+    pub(crate) ops: String,
+    pub(crate) gw: String,
+    pub(crate) plain: String,
 }
 
-fn write_files(dir: &Path) -> Keys {
+pub(crate) fn write_files(dir: &Path) -> Keys {
     std::fs::create_dir_all(dir).unwrap();
     let ((ops, ops_h), (gw, gw_h), (plain, plain_h)) = (key(), key(), key());
     std::fs::write(
@@ -59,14 +59,19 @@ fn write_files(dir: &Path) -> Keys {
 }
 
 /// An instance of `d` with the callers and routes files of `d`'s data dir.
-async fn start(d: &Deployment) -> TestApp {
+pub(crate) async fn start(d: &Deployment) -> TestApp {
     let mut cfg = d.config();
     cfg.edge.callers_file = Some(d.data_dir.join("callers.toml"));
     cfg.gateway_routes_file = Some(d.data_dir.join("routes.toml"));
     d.start_with(cfg).await
 }
 
-async fn issue(app: &TestApp, ops: &str, subject: &str, audience: &str) -> IssueResponse {
+pub(crate) async fn issue(
+    app: &TestApp,
+    ops: &str,
+    subject: &str,
+    audience: &str,
+) -> IssueResponse {
     let mut issuer = app.issuer.clone();
     let request = IssueRequest {
         subject: subject.into(),
@@ -94,7 +99,7 @@ async fn revoke(app: &TestApp, ops: &str, target: Target) {
         .expect("Revoke");
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n == name)
@@ -103,7 +108,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Asks the forward-auth endpoint as gateway `key` about a request for
 /// `host` and `uri` carrying `authorization`.
-async fn ask(
+pub(crate) async fn ask(
     app: &TestApp,
     key: &str,
     host: &str,

@@ -345,6 +345,28 @@ impl Deployment {
         sqlx::query(sql).bind(arg).execute(&mut conn).await.unwrap();
     }
 
+    /// Takes the deployment's Postgres database away (no new connections,
+    /// the open ones terminated) or gives it back.
+    pub async fn allow_connections(&self, allow: bool) {
+        let name = self.database_name.as_ref().expect("a Postgres deployment");
+        let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url)
+            .await
+            .unwrap();
+        let sql = |s: String| sqlx::query(sqlx::AssertSqlSafe(s));
+        sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
+            .execute(&mut pg)
+            .await
+            .unwrap();
+        if !allow {
+            sql(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .execute(&mut pg)
+            .await
+            .unwrap();
+        }
+    }
+
     /// Drops the database and the data directory (first recording its key
     /// material for the log scan).
     pub async fn cleanup(self) {

@@ -17,6 +17,7 @@ mod distributed;
 mod edge;
 mod faults;
 mod flows;
+mod gateway_edges;
 mod gateway_procs;
 mod gateways;
 mod input;

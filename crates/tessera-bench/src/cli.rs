@@ -88,6 +88,13 @@ pub enum Mode {
     Refresh,
     /// `Revoke` of a new jti per call.
     Revoke,
+    /// HTTP forward-auth (`GET /gateway/auth`, as a gateway asks) over the
+    /// working set of tokens seen before.
+    ForwardAuth,
+    /// nginx in front of an application, alone and asking Tessera about
+    /// every request (examples/gateway/nginx.conf), over keep-alive
+    /// HTTP/1.1; needs nginx (scripts/services.sh installs it).
+    Nginx,
 }
 
 #[derive(Debug, clap::Args)]

@@ -12,6 +12,7 @@
 mod cli;
 mod client;
 mod flood;
+mod gateway;
 mod load;
 mod peer;
 mod propagation;

@@ -132,6 +132,13 @@ impl Report {
                 r.errors(),
             );
         }
+        self.comparisons(&mut out);
+        out
+    }
+
+    /// The lines comparing two rows: Tessera against the peer, nginx with
+    /// Tessera against nginx alone.
+    fn comparisons(&self, out: &mut String) {
         if let (Some(t), Some(p)) = (self.rate("verify"), self.rate("peer verify")) {
             let _ = writeln!(
                 out,
@@ -142,7 +149,16 @@ impl Report {
         if let (Some(t), Some(p)) = (self.rate("verify-repeat"), self.rate("peer verify")) {
             let _ = writeln!(out, "Repeat Verify against the peer: {:.2}×.", t / p);
         }
-        out
+        if let (Some(with), Some(alone)) = (self.rate("nginx + Tessera"), self.rate("nginx alone"))
+        {
+            let p50 = |name| self.single_p50(name).unwrap_or(f64::NAN);
+            let _ = writeln!(
+                out,
+                "\nnginx asking Tessera ÷ nginx alone: {:.2}× the throughput, {:.2}× the single-call p50.",
+                with / alone,
+                p50("nginx + Tessera") / p50("nginx alone"),
+            );
+        }
     }
 
     /// The CI guard: gross regressions only, as ratios within this run.
@@ -158,7 +174,12 @@ impl Report {
             }
         }
         let floor = self.single_p50("health").unwrap_or(f64::NAN);
-        for (mode, limit) in [("verify", 5.0), ("verify-repeat", 5.0), ("issue", 30.0)] {
+        for (mode, limit) in [
+            ("verify", 5.0),
+            ("verify-repeat", 5.0),
+            ("forward-auth", 5.0),
+            ("issue", 30.0),
+        ] {
             if let Some(p) = self.single_p50(mode)
                 && p.partial_cmp(&(floor * limit)) != Some(std::cmp::Ordering::Less)
             {

@@ -22,11 +22,19 @@ pub async fn run(a: RunArgs) -> Result<bool, String> {
         database_url: a.database_url.clone(),
         redis_url: a.database_url.as_ref().and(a.redis_url.clone()),
     };
-    // Bound, not dropped: the file must outlive the server given it.
-    let (extra, _callers_file) = if a.callers {
+    // Bound, not dropped: the files must outlive the server given them.
+    let (mut extra, _callers_file) = if a.callers {
         callers_file()?
     } else {
         (Vec::new(), None)
+    };
+    let gateways = a
+        .modes
+        .iter()
+        .any(|m| matches!(m, Mode::ForwardAuth | Mode::Nginx));
+    let _routes_file = match gateways {
+        true => Some(routes_file(&mut extra)?),
+        false => None,
     };
     let srv = server::tessera(&bin, &store, ISSUER, &extra).await?;
     server::wait_serving(&srv.url).await?;
@@ -92,7 +100,10 @@ impl Bench<'_> {
     /// floor the others are divided by.
     async fn modes(&self, srv: &Server, phase: &mut u64) -> Result<Vec<Row>, String> {
         let mut modes = vec![Mode::Health];
-        modes.extend(self.a.modes.iter().copied().filter(|m| *m != Mode::Health));
+        let nginx = self.a.modes.contains(&Mode::Nginx);
+        modes.extend(
+            (self.a.modes.iter().copied()).filter(|m| !matches!(m, Mode::Health | Mode::Nginx)),
+        );
         let mut rows = Vec::new();
         for m in modes {
             let name = m
@@ -105,6 +116,44 @@ impl Bench<'_> {
             }
             *phase += 1;
             row.loaded = Some(self.phase(m, srv, *phase, false).await?);
+            eprintln!("{}", row.progress());
+            rows.push(row);
+        }
+        if nginx {
+            rows.extend(self.nginx(srv, phase).await?);
+        }
+        Ok(rows)
+    }
+
+    /// nginx in front of an application, alone and then asking Tessera
+    /// (`srv`) about every request, over the same working set of tokens.
+    /// Tessera's CPU is counted in the second; the first has none of it.
+    async fn nginx(&self, srv: &Server, phase: &mut u64) -> Result<Vec<Row>, String> {
+        let app = crate::gateway::App::start().await?;
+        *phase += 1;
+        let tokens = issue_many(self.tessera, self.a.working_set, *phase * 100_000_000).await?;
+        let tokens: Vec<String> = tokens.into_iter().map(|t| t.0).collect();
+        let key = workload::service_key();
+        let mut rows = Vec::new();
+        for (name, ask) in [("nginx alone", false), ("nginx + Tessera", true)] {
+            let gw = crate::gateway::Nginx::start(self.tessera, app.addr, key, ask).await?;
+            let pid = srv.pid.filter(|_| ask);
+            let mut row = Row::new(name.into());
+            for single in [true, false] {
+                if single && self.a.single_duration <= 0.0 {
+                    continue;
+                }
+                let w = Arc::new(Workload::Gateway {
+                    tokens: tokens.clone(),
+                    next: 0.into(),
+                    via: Some(gw.addr),
+                });
+                let stats = load::run(self.tessera, pid, w, self.a.spec(single)).await;
+                match single {
+                    true => row.single = Some(stats),
+                    false => row.loaded = Some(stats),
+                }
+            }
             eprintln!("{}", row.progress());
             rows.push(row);
         }
@@ -186,6 +235,14 @@ async fn prepare(
             let tokens = issue_many(url, n, base).await?;
             Workload::verify(tokens.into_iter().map(|t| t.0).collect(), false, false)
         }
+        Mode::ForwardAuth | Mode::Nginx => {
+            let tokens = issue_many(url, a.working_set, base).await?;
+            Workload::Gateway {
+                tokens: tokens.into_iter().map(|t| t.0).collect(),
+                next: 0.into(),
+                via: None,
+            }
+        }
         Mode::VerifyRepeat | Mode::VerifyStrong => {
             let tokens = issue_many(url, a.working_set, base).await?;
             let tokens = tokens.into_iter().map(|t| t.0).collect();
@@ -221,12 +278,26 @@ fn callers_file() -> Result<(Vec<String>, Option<TempFile>), String> {
     let path =
         std::env::temp_dir().join(format!("tessera-bench-callers-{}.toml", std::process::id()));
     let text = format!(
-        "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\", \"Verify\"]\nverify_strong = true\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\n"
+        "[[caller]]\nid = \"bench\"\nkey_sha256 = [\"{hash}\"]\nrpcs = [\"Issue\", \"Refresh\", \"Revoke\", \"Verify\"]\nverify_strong = true\naudiences = [\"*\"]\nrevoke = [\"jti\", \"family\", \"subject\"]\ngateway = true\n"
     );
     std::fs::write(&path, text).map_err(|e| format!("callers file: {e}"))?;
     workload::present_service_key(key);
     let args = vec!["--callers-file".to_owned(), path.display().to_string()];
     Ok((args, Some(TempFile(path))))
+}
+
+/// The bench's routes file ([`crate::gateway::routes_toml`]), its flag
+/// added to `args`.
+fn routes_file(args: &mut Vec<String>) -> Result<TempFile, String> {
+    let path =
+        std::env::temp_dir().join(format!("tessera-bench-routes-{}.toml", std::process::id()));
+    std::fs::write(&path, crate::gateway::routes_toml(workload::AUDIENCE))
+        .map_err(|e| format!("routes file: {e}"))?;
+    args.extend([
+        "--gateway-routes-file".to_owned(),
+        path.display().to_string(),
+    ]);
+    Ok(TempFile(path))
 }
 
 /// A file removed when dropped.

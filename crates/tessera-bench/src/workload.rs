@@ -26,6 +26,11 @@ pub fn present_service_key(key: String) {
     let _ = SERVICE_KEY.set(key);
 }
 
+/// The service key presented, if any.
+pub fn service_key() -> Option<&'static str> {
+    SERVICE_KEY.get().map(String::as_str)
+}
+
 /// The clients of one connection.
 #[derive(Clone)]
 pub struct Clients {
@@ -33,6 +38,9 @@ pub struct Clients {
     issuer: IssuerServiceClient<PeerChannel>,
     introspection: IntrospectionServiceClient<PeerChannel>,
     revocation: RevocationServiceClient<PeerChannel>,
+    /// The same connection without the service key: forward-auth presents
+    /// it in its own header, `authorization` being the client's token.
+    raw: tonic::transport::Channel,
 }
 
 impl Clients {
@@ -50,12 +58,14 @@ impl Clients {
             .connect()
             .await
             .map_err(|e| e.to_string())?;
+        let raw = ch.clone();
         let ch = tonic::service::interceptor::InterceptedService::new(ch, bearer);
         Ok(Self {
             health: HealthClient::new(ch.clone()),
             issuer: IssuerServiceClient::new(ch.clone()),
             introspection: IntrospectionServiceClient::new(ch.clone()),
             revocation: RevocationServiceClient::new(ch),
+            raw,
         })
     }
 
@@ -148,6 +158,30 @@ impl Clients {
         }
     }
 
+    /// A forward-auth question about `token` (`GET /gateway/auth` as a
+    /// gateway asks it); an answer other than 200 is an error.
+    async fn forward_auth(&mut self, token: &str) -> Result<(), String> {
+        use tonic::codegen::{Service, http};
+        let mut req = http::Request::get("/gateway/auth")
+            .header("x-forwarded-host", crate::gateway::HOST)
+            .header("x-forwarded-uri", crate::gateway::PATH)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(key) = SERVICE_KEY.get() {
+            req = req.header("x-tessera-gateway-key", key);
+        }
+        let req = req
+            .body(tonic::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        std::future::poll_fn(|cx| self.raw.poll_ready(cx))
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = self.raw.call(req).await.map_err(|e| e.to_string())?;
+        match answer.status() {
+            http::StatusCode::OK => Ok(()),
+            s => Err(format!("HTTP {s}")),
+        }
+    }
+
     /// `Refresh` of `refresh_token`: its successor.
     async fn refresh(&mut self, refresh_token: String) -> Result<String, String> {
         self.issuer
@@ -183,6 +217,8 @@ impl Clients {
 #[derive(Default)]
 pub struct Slot {
     refresh_token: Option<String>,
+    /// The worker's own HTTP/1.1 connection (one call at a time on each).
+    http: Option<tokio::net::TcpStream>,
 }
 
 /// One mode's calls.
@@ -205,6 +241,14 @@ pub enum Workload {
     Refresh { families: Mutex<Vec<String>> },
     /// `Revoke` of a new `jti` each call.
     Revoke { next: AtomicU64, until: i64 },
+    /// Forward-auth questions about a working set of tokens seen before:
+    /// to Tessera itself (`via: None`), or requests through a gateway at
+    /// `via` over keep-alive HTTP/1.1.
+    Gateway {
+        tokens: Vec<String>,
+        next: AtomicUsize,
+        via: Option<std::net::SocketAddr>,
+    },
 }
 
 fn status(s: &tonic::Status) -> String {
@@ -271,6 +315,32 @@ impl Workload {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 c.revoke_jti(format!("bench-revoked-{n}"), *until).await
             }
+            Self::Gateway { tokens, next, via } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let token = tokens.get(i % tokens.len().max(1))?;
+                match via {
+                    None => c.forward_auth(token).await,
+                    Some(addr) => through(slot, *addr, token).await,
+                }
+            }
         })
     }
+}
+
+/// A request for `token` through the gateway at `addr`, on the worker's
+/// keep-alive connection (opened on first use, and again after a failure).
+async fn through(slot: &mut Slot, addr: std::net::SocketAddr, token: &str) -> Result<(), String> {
+    if slot.http.is_none() {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = s.set_nodelay(true);
+        slot.http = Some(s);
+    }
+    let stream = slot.http.as_mut().ok_or("no connection")?;
+    let r = crate::gateway::get(stream, &crate::gateway::request(token)).await;
+    if r != Ok(true) {
+        slot.http = None;
+    }
+    r.map(drop)
 }

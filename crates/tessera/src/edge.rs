@@ -3,7 +3,8 @@
 //! SIGHUP, which reads the callers file again even when its modification
 //! time says nothing changed. A file that fails to load is logged (naming
 //! the line for the callers file) and the configuration in force stays.
-//! Every reload is written to the audit trail (`callers_reloaded`,
+//! A file is read once its change has settled ([`Settled`]), never while
+//! it may still be being written. Every reload is written to the audit trail (`callers_reloaded`,
 //! `tls_reloaded`).
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use tessera_telemetry::audit::{self, CallersReload};
 use tokio::sync::watch;
 
 /// How often the files' modification times are compared.
-const POLL: Duration = Duration::from_secs(2);
+pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Watches the callers file (if any) and the TLS files (if any).
 pub(crate) fn watch(
@@ -27,7 +28,7 @@ pub(crate) fn watch(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut seen = callers_file.as_deref().and_then(modified);
+        let mut settled = Settled::new(callers_file.as_deref());
         // The SHA-256 and caller count of the text this watcher put in
         // force (none yet: the first reload always replaces).
         let mut in_force = None;
@@ -37,13 +38,11 @@ pub(crate) fn watch(
                 () = tokio::time::sleep(POLL) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
-            if let Some(path) = &callers_file {
-                let now = modified(path);
-                if forced || now != seen {
-                    seen = now;
-                    let outcome = reload_callers(path, &registry, &mut in_force);
-                    audit::callers_reloaded(if forced { "sighup" } else { "modified" }, outcome);
-                }
+            if let Some(path) = &callers_file
+                && settled.due(modified(path), forced)
+            {
+                let outcome = reload_callers(path, &registry, &mut in_force);
+                audit::callers_reloaded(if forced { "sighup" } else { "modified" }, outcome);
             }
             if let Some(tls) = &tls {
                 match tls.reload_if_changed() {
@@ -98,6 +97,72 @@ fn reload_callers(
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
+/// When a watched file is to be read again: once a change has settled.
+/// A changed modification time is acted on only when the next poll finds
+/// it unchanged, so a file being written in place (truncated, then filled,
+/// as editors and config tools do) is never loaded half-way: a valid prefix
+/// of a callers or routes file would silently drop what follows it. SIGHUP
+/// (the operator saying the file is ready) reads it at once. A change thus
+/// takes effect within two polls.
+pub(crate) struct Settled {
+    /// The modification time of the text in force.
+    in_force: Option<SystemTime>,
+    /// A new modification time seen once, waiting to be seen again.
+    pending: Option<Option<SystemTime>>,
+}
+
+impl Settled {
+    /// Watching `path` (none: nothing is ever due but a SIGHUP).
+    pub(crate) fn new(path: Option<&Path>) -> Self {
+        Self {
+            in_force: path.and_then(modified),
+            pending: None,
+        }
+    }
+
+    /// Whether to read the file now, given its modification time at this
+    /// poll (`None`: gone) and whether a SIGHUP asked.
+    pub(crate) fn due(&mut self, now: Option<SystemTime>, forced: bool) -> bool {
+        let settled = self.pending == Some(now);
+        if forced || (now != self.in_force && settled) {
+            self.in_force = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = (now != self.in_force).then_some(now);
+        false
+    }
+}
+
+/// The modification time of `path`, `None` when it cannot be read.
+pub(crate) fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settled;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_change_is_read_once_it_has_settled() {
+        let t = |s| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let mut w = Settled {
+            in_force: t(1),
+            pending: None,
+        };
+        assert!(!w.due(t(1), false), "unchanged");
+        assert!(!w.due(t(2), false), "changed: wait a poll");
+        assert!(!w.due(t(3), false), "still changing");
+        assert!(w.due(t(3), false), "settled");
+        assert!(!w.due(t(3), false), "read once");
+        assert!(!w.due(None, false), "gone: wait a poll");
+        assert!(w.due(None, false), "gone and settled: read (and refused)");
+        assert!(!w.due(t(4), false), "back: wait a poll");
+        assert!(!w.due(None, false), "gone again: that is no change");
+        assert!(!w.due(t(5), false), "back, changed");
+        assert!(w.due(t(5), true), "SIGHUP while pending reads at once");
+        assert!(!w.due(t(5), false), "and nothing more is due");
+        assert!(w.due(t(5), true), "SIGHUP reads even with no change");
+    }
 }

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 use tessera_api::caller::CallerId;
 use tessera_domain::gateway::Routes;
 use tessera_edge::gate::FORWARD_AUTH_PATH;
@@ -127,11 +126,9 @@ fn deny(status: StatusCode, challenge: Option<&str>) -> Response {
     (status, headers).into_response()
 }
 
-/// How often the routes file's modification time is compared.
-const POLL: Duration = Duration::from_secs(2);
-
-/// Reloads the routes file when it changes and on SIGHUP. A file that fails
-/// to load is logged, naming the line, and the routes in force stay.
+/// Reloads the routes file when a change has settled
+/// ([`crate::edge::Settled`]) and on SIGHUP. A file that fails to load is
+/// logged, naming the line, and the routes in force stay.
 pub(crate) fn watch(
     path: PathBuf,
     gateway: Gateway,
@@ -139,19 +136,16 @@ pub(crate) fn watch(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = modified(&path);
+        let mut settled = crate::edge::Settled::new(Some(&path));
         loop {
             let forced = tokio::select! {
                 _ = stop.changed() => return,
-                () = tokio::time::sleep(POLL) => false,
+                () = tokio::time::sleep(crate::edge::POLL) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
-            let now = modified(&path);
-            if !forced && now == seen {
+            if !settled.due(crate::edge::modified(&path), forced) {
                 continue;
             }
-            seen = now;
             match load_routes(&path) {
                 Ok(routes) => {
                     tracing::info!(routes = routes.len(), "gateway routes reloaded");
