@@ -273,6 +273,8 @@ async fn through(name: &str, start_gateway: fn(SocketAddr, SocketAddr, &str) -> 
             ("X-Tessera-Scopes", "admin:all"),
             ("X-Tessera-Gateway-Key", "forged"),
             ("X-Forwarded-Uri", "/billing"),
+            ("X-Forwarded-Host", "billing.test"),
+            ("X-Original-URI", "/billing"),
         ];
         if !token.is_empty() {
             headers.push(("Authorization", &bearer));
@@ -292,6 +294,25 @@ async fn through(name: &str, start_gateway: fn(SocketAddr, SocketAddr, &str) -> 
         seen.get("x-tessera-gateway-key").is_none(),
         "{name}: {seen}"
     );
+    // The application is told the host Tessera was asked about, and no
+    // client's description of the request.
+    assert_eq!(seen["host"], "api.test", "{name}: {seen}");
+    assert_eq!(seen["x-forwarded-host"], "api.test", "{name}: {seen}");
+    for forged in ["x-forwarded-uri", "x-original-uri"] {
+        assert!(seen.get(forged).is_none(), "{name}: {forged} {seen}");
+    }
+    gateway_smuggling(name, addr, &t.access_token).await;
+    // Paths an upstream could read as another route's (`/orders/write`
+    // needs orders:write; `..;` is a dot segment to Tomcat) never pass.
+    for path in [
+        "/orders/%77rite",
+        "/orders/WRITE",
+        "/orders/write;x=1",
+        "/orders/..;/admin",
+    ] {
+        let status = call(t.access_token.clone(), path).await.0;
+        assert!((400..500).contains(&status), "{name} {path}: {status}");
+    }
 
     for (token, path, want, challenge) in [
         (String::new(), "/orders/1", 401, "Bearer"),
@@ -383,6 +404,37 @@ async fn through(name: &str, start_gateway: fn(SocketAddr, SocketAddr, &str) -> 
     drop(gateway);
     other.stop().await;
     d.cleanup().await;
+}
+
+/// The outside tester's ways past a gateway with one valid token for
+/// `/orders`: an h2c upgrade (a tunnel on which later requests skip the
+/// check), and an absolute-form request line naming the checked host with
+/// a `Host` header naming another.
+async fn gateway_smuggling(name: &str, addr: SocketAddr, token: &str) {
+    let bearer = format!("Bearer {token}");
+    let h2c = [
+        ("Authorization", bearer.as_str()),
+        ("Connection", "Upgrade, HTTP2-Settings"),
+        ("Upgrade", "h2c"),
+        ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+    ];
+    let (status, _, body) = get(addr, "/orders/1", "api.test", &h2c).await;
+    assert_ne!(status, 101, "{name}: h2c upgrade switched protocols");
+    if status == 200 {
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for hop in ["upgrade", "http2-settings"] {
+            assert!(
+                seen.get(hop).is_none(),
+                "{name}: {hop} reached the application: {seen}"
+            );
+        }
+    }
+    let auth = [("Authorization", bearer.as_str())];
+    let (status, _, body) = get(addr, "http://api.test/orders/1", "billing.test", &auth).await;
+    if status == 200 {
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["host"], "api.test", "{name}: absolute form: {seen}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,12 +18,23 @@
 //! routes (RFC 8725 §3.9, RFC 9068 §4). Of several matching routes the most
 //! specific wins: an exact host over a wildcard, a longer wildcard over a
 //! shorter, then the longest path prefix. A path a gateway and its upstream
-//! could read differently (dot segments, empty segments, encoded `/`, `.`
-//! or `\`) matches nothing, so `/public/../admin` cannot borrow the rule of
-//! `/public`.
+//! could read differently matches nothing, so `/public/../admin` cannot
+//! borrow the rule of `/public`: dot or empty segments (also as `..;`),
+//! encoded `/`, `.`, `\` or `%`, malformed escapes or escaped bytes that
+//! are not UTF-8 (`%c0%ae`), and any path whose readings by different
+//! upstreams reach different routes: as sent, with escaped unreserved
+//! characters decoded (`/orders/%77rite` is `/orders/write`, RFC 3986
+//! §6.2.2.2), without `;` path parameters (Tomcat, Spring), and in any case
+//! (`/orders/WRITE`, for case-insensitive servers).
+
+#[path = "gateway_paths.rs"]
+mod paths;
 
 use crate::callers::line_of;
 use crate::claims::Claims;
+use paths::{
+    decode_unreserved, host_name, host_name_valid, unsafe_path, within, without_parameters,
+};
 use serde::Deserialize;
 use std::fmt;
 
@@ -59,22 +70,18 @@ enum HostPattern {
 impl HostPattern {
     fn parse(text: &str) -> Result<Self, String> {
         let lower = text.trim_end_matches('.').to_ascii_lowercase();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
-        };
         if lower == "*" {
             Ok(Self::Any)
         } else if let Some(rest) = lower.strip_prefix("*.")
-            && valid(rest)
+            && host_name_valid(rest)
+            && rest.contains('.')
         {
             Ok(Self::Subdomain(format!(".{rest}")))
-        } else if valid(&lower) {
+        } else if host_name_valid(&lower) {
             Ok(Self::Exact(lower))
         } else {
             Err(format!(
-                "host {text:?}: a host name, \"*.<domain>\" or \"*\""
+                "host {text:?}: a host name without port, \"*.<domain>\" (two labels at least) or \"*\""
             ))
         }
     }
@@ -147,9 +154,13 @@ fn scope_char(c: char) -> bool {
 impl RawRoute {
     fn route(self) -> Result<Route, String> {
         let host = HostPattern::parse(&self.host)?;
-        if !self.path_prefix.starts_with('/') || unsafe_path(&self.path_prefix) {
+        let plain = |c: char| !matches!(c, '?' | '#' | '%' | ';' | '*');
+        if !self.path_prefix.starts_with('/')
+            || unsafe_path(&self.path_prefix)
+            || !self.path_prefix.chars().all(plain)
+        {
             return Err(format!(
-                "path_prefix {:?}: an absolute path of plain segments (\"/orders\")",
+                "path_prefix {:?}: an absolute path of plain segments (\"/orders\"; no query, escape, ';' or '*')",
                 self.path_prefix
             ));
         }
@@ -190,25 +201,39 @@ impl Routes {
             .prefix
             .unwrap_or_else(|| DEFAULT_HEADER_PREFIX.to_owned());
         let token_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
-        if header_prefix.is_empty() || !header_prefix.chars().all(token_char) {
+        if header_prefix.len() < 3
+            || !header_prefix.ends_with('-')
+            || !header_prefix.chars().all(token_char)
+        {
             return Err(RoutesError {
                 line: 1,
                 message: format!(
-                    "headers.prefix {header_prefix:?}: letters, digits and '-' only (\"X-Tessera-\")"
+                    "headers.prefix {header_prefix:?}: letters, digits and '-', ending in '-' (\"X-Tessera-\")"
                 ),
             });
         }
-        let routes = raw
-            .route
-            .into_iter()
-            .map(|spanned| {
-                let line = line_of(text, spanned.span().start);
-                spanned
-                    .into_inner()
-                    .route()
-                    .map_err(|message| RoutesError { line, message })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut routes: Vec<(usize, Route)> = Vec::new();
+        for spanned in raw.route {
+            let line = line_of(text, spanned.span().start);
+            let route =
+                (spanned.into_inner().route()).map_err(|message| RoutesError { line, message })?;
+            if let Some((first, _)) = routes.iter().find(|(_, r)| r.same_place(&route)) {
+                return Err(RoutesError {
+                    line,
+                    message: format!(
+                        "this route's host and path_prefix are line {first}'s (in any case): one route per place"
+                    ),
+                });
+            }
+            routes.push((line, route));
+        }
+        if routes.is_empty() {
+            return Err(RoutesError {
+                line: 1,
+                message: "no [[route]]: every request would be refused (an empty file is more often a write cut short than a policy)".into(),
+            });
+        }
+        let routes = routes.into_iter().map(|(_, r)| r).collect();
         Ok(Self {
             routes,
             header_prefix,
@@ -240,55 +265,43 @@ impl Routes {
         if !path.starts_with('/') || unsafe_path(path) {
             return None;
         }
+        let decoded = decode_unreserved(path)?;
+        let bare = without_parameters(&decoded);
+        if unsafe_path(&bare) {
+            return None;
+        }
+        // Every reading must reach the same route (or none).
+        let first = self.best(&host, path, false);
+        let readings = [(&decoded, false), (&bare, false), (&bare, true)];
+        let agree = readings
+            .iter()
+            .all(|(p, fold)| match (first, self.best(&host, p, *fold)) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            });
+        if agree { first } else { None }
+    }
+
+    /// The most specific route for `host` and `path`, comparing paths in
+    /// any case when `fold`.
+    fn best(&self, host: &str, path: &str, fold: bool) -> Option<&Route> {
         self.routes
             .iter()
             .filter_map(|r| {
-                let host_rank = r.host.rank(&host)?;
-                within(path, &r.path_prefix).then_some(((host_rank, r.path_prefix.len()), r))
+                let host_rank = r.host.rank(host)?;
+                let rank = (host_rank, r.path_prefix.len());
+                within(path, &r.path_prefix, fold).then_some((rank, r))
             })
             .max_by_key(|(rank, _)| *rank)
             .map(|(_, r)| r)
     }
 }
 
-/// `path` lies under `prefix`, by whole segments.
-fn within(path: &str, prefix: &str) -> bool {
-    prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// A path a gateway and its upstream could read differently: dot or empty
-/// segments, a backslash, an encoded `/`, `.`, `\` or `%`, or a control
-/// character.
-fn unsafe_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    path.contains('\\')
-        || path.chars().any(|c| c.is_control() || c == ' ')
-        || ["%2f", "%2e", "%5c", "%25", "%00"]
-            .iter()
-            .any(|e| lower.contains(e))
-        || segments
-            .iter()
-            .enumerate()
-            .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != last))
-}
-
-/// The host name of a `Host` value, lower case, without port or final dot.
-fn host_name(host: &str) -> Option<String> {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        &host[..rest.find(']')? + 2]
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host, |(name, _)| name)
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
+impl Route {
+    /// The same host and path prefix, in any case.
+    fn same_place(&self, other: &Route) -> bool {
+        self.host == other.host && self.path_prefix.eq_ignore_ascii_case(&other.path_prefix)
+    }
 }
 
 /// The bearer token of an `Authorization` value (RFC 6750 §2.1: the scheme

@@ -69,8 +69,75 @@ audience = "orders-api"
     assert_eq!(audience(&r, "api.example.com", "/billing"), None);
     assert_eq!(audience(&r, "evil.example.com", "/orders"), None);
     assert_eq!(audience(&r, "", "/orders"), None);
-    assert!(Routes::parse("").unwrap().is_empty());
-    assert_eq!(audience(&Routes::parse("").unwrap(), "a", "/"), None);
+    // A file with no route is refused: more often a write cut short than
+    // a policy.
+    assert!(
+        Routes::parse("")
+            .unwrap_err()
+            .message
+            .contains("no [[route]]")
+    );
+    assert!(Routes::parse("[headers]\n").is_err());
+}
+
+/// The tester's bypasses: a path whose readings by different upstreams
+/// (escapes decoded, `;` parameters dropped, case folded) reach different
+/// routes, or that cannot be read at all, matches nothing.
+#[test]
+fn readings_that_reach_other_routes_match_nothing() {
+    let r = Routes::parse(FILE).unwrap();
+    for target in [
+        "/orders/%61dmin",
+        "/orders/admi%6E/1",
+        "/orders/%41DMIN",
+        "/orders/ADMIN",
+        "/Orders/1",
+        "/orders/admin;x=1",
+        "/orders/admin;",
+        "/orders/..;/admin",
+        "/orders/.;/x",
+        "/orders/%",
+        "/orders/%zz",
+        "/orders/%4",
+        "/orders/%c0%ae%c0%ae/admin",
+        "/orders/%u002e%u002e",
+        "/orders/%ff",
+    ] {
+        assert_eq!(audience(&r, "api.example.com", target), None, "{target:?}");
+    }
+    // Readings that agree are fine.
+    for target in [
+        "/orders/%61bc",
+        "/orders/caf%C3%A9",
+        "/orders/x;v=1",
+        "/orders/admin/%7Ex",
+        "/orders/ABC",
+    ] {
+        assert_eq!(
+            audience(&r, "api.example.com", target),
+            routes_audience(&r, target),
+            "{target:?}"
+        );
+    }
+    // Hosts that are no host names.
+    for host in [
+        "x/.example.com",
+        "x..example.com",
+        "*.example.com",
+        "x%.example.com",
+        "a b",
+    ] {
+        assert_eq!(audience(&r, host, "/"), None, "{host:?}");
+    }
+}
+
+/// What the readings of `target` agree on in `FILE`, spelled out.
+fn routes_audience(_: &Routes, target: &str) -> Option<&'static str> {
+    Some(if target.starts_with("/orders/admin") {
+        "orders-admin"
+    } else {
+        "orders-api"
+    })
 }
 
 #[test]
@@ -136,6 +203,44 @@ fn faults_name_their_line() {
         ),
         ("[headers]\nprefix = \"X Bad\"\n", 1, "prefix"),
         ("[headers]\nprefix = \"\"\n", 1, "prefix"),
+        ("[headers]\nprefix = \"X-Tessera\"\n", 1, "ending in '-'"),
+        (
+            "[[route]]\nhost = \"a:443\"\naudience = \"x\"\n",
+            1,
+            "without port",
+        ),
+        (
+            "[[route]]\nhost = \"*.com\"\naudience = \"x\"\n",
+            1,
+            "two labels",
+        ),
+        ("[[route]]\nhost = \"a..b\"\naudience = \"x\"\n", 1, "host"),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"/a?x\"\naudience = \"x\"\n",
+            1,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"/a;x\"\naudience = \"x\"\n",
+            1,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"/a/*\"\naudience = \"x\"\n",
+            1,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"/%61\"\naudience = \"x\"\n",
+            1,
+            "path_prefix",
+        ),
+        (
+            "[[route]]\nhost = \"a\"\npath_prefix = \"/foo\"\naudience = \"x\"\nscopes = [\"w\"]\n\n[[route]]\nhost = \"A\"\npath_prefix = \"/FOO/\"\naudience = \"y\"\n",
+            7,
+            "line 1's",
+        ),
+        ("", 1, "no [[route]]"),
     ] {
         let e = Routes::parse(text).unwrap_err();
         assert_eq!(e.line, line, "{text:?}: {e}");
@@ -145,7 +250,10 @@ fn faults_name_their_line() {
 
 #[test]
 fn the_prefix_is_configurable() {
-    let r = Routes::parse("[headers]\nprefix = \"X-Auth-\"\n").unwrap();
+    let r = Routes::parse(
+        "[headers]\nprefix = \"X-Auth-\"\n\n[[route]]\nhost = \"*\"\naudience = \"a\"\n",
+    )
+    .unwrap();
     assert_eq!(r.header_prefix(), "X-Auth-");
 }
 

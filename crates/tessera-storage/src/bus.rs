@@ -219,7 +219,9 @@ impl RedisBus {
     /// deny-list" documents the keys for readers):
     ///
     /// - `deny:jti:<jti>` = `1` until the token's `exp` (plus skew);
-    /// - `deny:sid:<family id>` = `1` until the family's absolute end;
+    /// - `deny:sid:<family id>` = `1` until the event's `until`: the last
+    ///   moment an access token of the family can be valid (its refresh
+    ///   tokens are judged by the store);
     /// - `deny:sub:<subject>` = the lowest subject version still valid (a
     ///   token whose `ver` is below it is revoked), never lowered, for the
     ///   longest token life;

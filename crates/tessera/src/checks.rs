@@ -212,7 +212,7 @@ pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error) -> AppErr
 
 /// Reads and parses the callers file; the error names the file and line.
 pub(crate) fn load_callers(path: &std::path::Path) -> Result<Callers, AppError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::edge::read_config_file(path)
         .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))?;
     Callers::parse(&text)
         .map_err(|e| AppError::Config(format!("callers_file {}: {e}", path.display())))

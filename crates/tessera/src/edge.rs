@@ -68,7 +68,7 @@ fn reload_callers(
     registry: &CallerRegistry,
     in_force: &mut Option<([u8; 32], usize)>,
 ) -> CallersReload {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_config_file(path) {
         Ok(text) => text,
         Err(e) => {
             tracing::error!(error = %format!("callers_file {}: {e}", path.display()), "callers file refused; the previous one stays in force");
@@ -134,6 +134,28 @@ impl Settled {
     }
 }
 
+/// The largest configuration file read (callers, routes): far above any
+/// real one, so that a path naming `/dev/zero` cannot fill memory.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a configuration file that may be reloaded while serving: a
+/// regular file (a FIFO would block the reader, a device never end) of at
+/// most [`MAX_CONFIG_FILE`] bytes, UTF-8.
+pub(crate) fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(Error::new(ErrorKind::InvalidData, "larger than 1 MiB"));
+    }
+    Ok(text)
+}
+
 /// The modification time of `path`, `None` when it cannot be read.
 pub(crate) fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
@@ -164,5 +186,28 @@ mod tests {
         assert!(w.due(t(5), true), "SIGHUP while pending reads at once");
         assert!(!w.due(t(5), false), "and nothing more is due");
         assert!(w.due(t(5), true), "SIGHUP reads even with no change");
+    }
+
+    /// The tester's `/dev/zero` (memory filled) and FIFO (reader blocked
+    /// for good) are refused at once, as are directories and huge files.
+    #[test]
+    fn only_regular_files_of_sane_size_are_read() {
+        use super::read_config_file;
+        let dir = std::env::temp_dir().join(format!("tessera-edge-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let zero = dir.join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
+        let fine = dir.join("fine.toml");
+        std::fs::write(&fine, "# ok\n").unwrap();
+        for bad in [&fifo, &zero, &big, &dir] {
+            assert!(read_config_file(bad).is_err(), "{}", bad.display());
+        }
+        assert_eq!(read_config_file(&fine).unwrap(), "# ok\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 /// Reads the routes file, naming it and the line at fault.
 pub(crate) fn load_routes(path: &Path) -> Result<Routes, AppError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::edge::read_config_file(path)
         .map_err(|e| AppError::Config(format!("gateway_routes_file {}: {e}", path.display())))?;
     Routes::parse(&text)
         .map_err(|e| AppError::Config(format!("gateway_routes_file {}: {e}", path.display())))
