@@ -109,13 +109,24 @@ async fn a_stale_view_fails_closed_at_every_gateway() {
 
 /// The routes file is rewritten in place (truncated, the first half
 /// written, the rest 900 ms later, as a slow editor or config tool would)
-/// six times, 3 s apart, while requests for the route at its end flow. A
+/// five times, 5 s apart, while requests for the route at its end flow. A
 /// half file is valid TOML holding only the other routes: read, it would
 /// refuse the route (403) until the next reload, and a 2 s poll lands in
-/// the 900 ms window of two of them (see below). It is never read: every answer
-/// is 200, and a final rewrite that really drops the route takes effect.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// the 900 ms window of three of them (see below). It is never read: every answer
+/// is 200, every reload in the audit trail read the whole file, and a
+/// final rewrite that really drops the route takes effect. (One thread:
+/// the audit capture is this thread's subscriber.)
+#[tokio::test]
 async fn routes_rewritten_in_place_are_never_read_half_written() {
+    use tracing_subscriber::prelude::*;
+    let (layer, buffer) = tessera::audit_log::capture();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let reloads = || {
+        crate::audit::events(&buffer)
+            .into_iter()
+            .filter(|e| e["event"] == "gateway_routes_reloaded")
+            .collect::<Vec<_>>()
+    };
     let d = Deployment::new(Backend::Embedded).await;
     let k = write_files(&d.data_dir);
     let app = start(&d).await;
@@ -161,11 +172,12 @@ async fn routes_rewritten_in_place_are_never_read_half_written() {
         }));
     }
     // The reload just seen came from a poll: the polls are 2 s apart from
-    // it. Starting each 3 s cycle 1.5 s after it puts a poll 0.5 s into
-    // every third cycle's half-written window, so a watcher that read a
-    // file the moment it changed would read a half file twice.
+    // it. Starting the 5 s cycles 1.5 s after it puts a poll 0.5 s into
+    // the half-written window of cycles 1, 3 and 5, so a watcher that read
+    // a file the moment it changed would read a half file three times;
+    // and 4 s of quiet after each whole file lets it settle and be read.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    for _ in 0..6 {
+    for _ in 0..5 {
         use std::io::Write;
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(head.as_bytes()).unwrap();
@@ -173,7 +185,7 @@ async fn routes_rewritten_in_place_are_never_read_half_written() {
         tokio::time::sleep(Duration::from_millis(900)).await;
         f.write_all(tail.as_bytes()).unwrap();
         drop(f);
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        tokio::time::sleep(Duration::from_millis(4100)).await;
     }
     stop.store(true, Ordering::Relaxed);
     for a in askers {
@@ -183,9 +195,19 @@ async fn routes_rewritten_in_place_are_never_read_half_written() {
         asked.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
     );
-    println!("routes rewritten in place 6 times: {refused} of {asked} answers refused");
+    println!("routes rewritten in place 5 times: {refused} of {asked} answers refused");
     assert!(asked > 100, "only {asked} asked");
     assert_eq!(refused, 0, "a half-written routes file was read");
+    let seen = reloads();
+    assert_eq!(seen[0]["trigger"], "start", "{seen:#?}");
+    assert!(seen.len() >= 4, "reloads during the rewrites: {seen:#?}");
+    for e in &seen[1..] {
+        assert_eq!(
+            (&e["result"], &e["routes"]),
+            (&"ok".into(), &4.into()),
+            "{seen:#?}"
+        );
+    }
 
     std::fs::write(&path, &head).unwrap();
     eventually("the route dropped for good", || async {
@@ -195,6 +217,11 @@ async fn routes_rewritten_in_place_are_never_read_half_written() {
             == 403
     })
     .await;
+    let last = reloads().pop().unwrap();
+    assert_eq!(
+        (&last["trigger"], &last["routes"]),
+        (&"modified".into(), &3.into())
+    );
     app.stop().await;
     d.cleanup().await;
 }

@@ -51,9 +51,7 @@ pub(crate) enum Class<'a> {
     Other,
 }
 
-/// The HTTP forward-auth endpoint, and any path below it (Envoy's HTTP
-/// `ext_authz` appends the original path).
-pub const FORWARD_AUTH_PATH: &str = "/gateway/auth";
+pub use crate::refusal::FORWARD_AUTH_PATH;
 
 /// Envoy's gRPC `ext_authz` method.
 pub const EXT_AUTHZ_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -82,11 +80,7 @@ pub(crate) fn classify(path: &str) -> Class<'_> {
     if path.starts_with("/.well-known/") {
         return Class::HttpJwks;
     }
-    if path == FORWARD_AUTH_PATH
-        || path
-            .strip_prefix(FORWARD_AUTH_PATH)
-            .is_some_and(|rest| rest.starts_with('/'))
-    {
+    if crate::refusal::is_forward_auth(path) {
         return Class::Gateway { http: true };
     }
     if path == EXT_AUTHZ_PATH {

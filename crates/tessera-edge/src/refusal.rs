@@ -38,6 +38,16 @@ impl Refusal {
     }
 }
 
+/// The HTTP forward-auth endpoint, and any path below it (Envoy's HTTP
+/// `ext_authz` appends the original path).
+pub const FORWARD_AUTH_PATH: &str = "/gateway/auth";
+
+/// True for the forward-auth endpoint or a path below it.
+pub(crate) fn is_forward_auth(path: &str) -> bool {
+    path.strip_prefix(FORWARD_AUTH_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// True for a gRPC request (a gRPC content type).
 pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
     req.headers()
@@ -54,6 +64,8 @@ pub(crate) fn refuse<B>(
 ) -> http::Response<Body> {
     let mut response = if is_grpc(req) {
         status.into_http()
+    } else if is_forward_auth(req.uri().path()) {
+        gateway_refusal(&status)
     } else {
         http_refusal(&status)
     };
@@ -74,6 +86,25 @@ fn http_refusal(status: &Status) -> http::Response<Body> {
         bytes::Bytes::from(status.message().to_owned()),
     )));
     *response.status_mut() = code;
+    response
+}
+
+/// A refusal of the gateway itself on the forward-auth endpoint. Gateways
+/// hand a 401 or 403 (and, Caddy, its body) to their client, who would
+/// read it as a verdict on their token and learn Tessera's caller ids:
+/// a gateway not admitted is a fault of the deployment, answered `500`
+/// with no body (`503` when shed: the gateway fails closed either way).
+/// Why is in Tessera's audit trail (`caller_denied`) and log.
+fn gateway_refusal(status: &Status) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::empty());
+    *response.status_mut() = match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => http::StatusCode::INTERNAL_SERVER_ERROR,
+        _ => http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     response
 }
 

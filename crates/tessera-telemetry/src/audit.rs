@@ -285,6 +285,25 @@ pub fn callers_reloaded(trigger: &str, outcome: CallersReload) {
     emit(weight, "callers_reloaded", SERVER, fields);
 }
 
+/// The gateway routes file (an authorization policy) read at start
+/// (`trigger` `"start"`), because it changed (`"modified"`) or on SIGHUP:
+/// `Ok(routes)` now in force, or `Err(line)` rejected, the routes in force
+/// staying. Never its contents.
+pub fn gateway_routes_reloaded(trigger: &str, outcome: Result<usize, Option<usize>>) {
+    let (weight, mut fields) = match outcome {
+        Ok(routes) => (Weight::Info, json!({ "result": "ok", "routes": routes })),
+        Err(line) => {
+            let mut f = json!({ "result": "rejected" });
+            if let Some(line) = line {
+                f["line"] = line.into();
+            }
+            (Weight::Alarm, f)
+        }
+    };
+    fields["trigger"] = trigger.into();
+    emit(weight, "gateway_routes_reloaded", SERVER, fields);
+}
+
 /// The server's TLS files (certificate, key, client CA) read again because
 /// one changed: `ok` (new connections get the new configuration) or not
 /// (`rejected`: the configuration in force stays). Never the files'

@@ -22,12 +22,27 @@ use tessera_edge::gate::FORWARD_AUTH_PATH;
 use tessera_introspection::{Answer, Asked, Gateway};
 use tokio::sync::watch;
 
-/// Reads the routes file, naming it and the line at fault.
+/// Reads the routes file at start (audited); the error names the file and
+/// the line at fault.
 pub(crate) fn load_routes(path: &Path) -> Result<Routes, AppError> {
-    let text = crate::edge::read_config_file(path)
-        .map_err(|e| AppError::Config(format!("gateway_routes_file {}: {e}", path.display())))?;
-    Routes::parse(&text)
-        .map_err(|e| AppError::Config(format!("gateway_routes_file {}: {e}", path.display())))
+    read_routes(path, "start").map_err(AppError::Config)
+}
+
+/// Reads the routes file and audits the outcome (`trigger`: why it was
+/// read); the error names the file and the line at fault.
+fn read_routes(path: &Path, trigger: &str) -> Result<Routes, String> {
+    let name = path.display();
+    let outcome = crate::edge::read_config_file(path)
+        .map_err(|e| (format!("gateway_routes_file {name}: {e}"), None))
+        .and_then(|text| {
+            Routes::parse(&text)
+                .map_err(|e| (format!("gateway_routes_file {name}: {e}"), Some(e.line)))
+        });
+    tessera_telemetry::audit::gateway_routes_reloaded(
+        trigger,
+        outcome.as_ref().map(Routes::len).map_err(|(_, line)| *line),
+    );
+    outcome.map_err(|(message, _)| message)
 }
 
 /// The forward-auth routes, to merge into the port's HTTP routes.
@@ -146,7 +161,7 @@ pub(crate) fn watch(
             if !settled.due(crate::edge::modified(&path), forced) {
                 continue;
             }
-            match load_routes(&path) {
+            match read_routes(&path, if forced { "sighup" } else { "modified" }) {
                 Ok(routes) => {
                     tracing::info!(routes = routes.len(), "gateway routes reloaded");
                     gateway.replace_routes(routes);
