@@ -7,6 +7,7 @@
 #   keys/issuer.key         the issuer's service key (Revoke: family, subject, kid)
 #   keys/introspection.key  the verifiers' service key (GetJwks, WatchKeys, CompromiseKey)
 #   keys/app.key            an application's key (Issue, Refresh, Revoke by jti/family)
+#   keys/gateway.key        the gateway's key (gateway = true: forward-auth only)
 #   callers.toml            the callers file: SHA-256 hashes of the keys above
 # Replace the CA and certificate with your own PKI's in production.
 set -euo pipefail
@@ -29,7 +30,7 @@ if [ ! -s "$dir/tls/server.pem" ]; then
 fi
 
 hash_of() { tr -d '\n' <"$1" | sha256sum | cut -d' ' -f1; }
-for who in issuer introspection app; do
+for who in issuer introspection app gateway; do
     [ -s "$dir/keys/$who.key" ] || { printf 'tsk_'; head -c 32 /dev/urandom | b64url; } >"$dir/keys/$who.key"
 done
 cat >"$dir/callers.toml" <<TOML
@@ -54,6 +55,11 @@ key_sha256 = ["$(hash_of "$dir/keys/app.key")"]
 rpcs = ["Issue", "Refresh", "Revoke", "Verify"]
 audiences = ["orders-api"]
 revoke = ["token", "family"]
+
+[[caller]]
+id = "gateway"
+key_sha256 = ["$(hash_of "$dir/keys/gateway.key")"]
+gateway = true
 TOML
 # Compose bind-mounts secrets with the host's owner and mode, and the
 # containers run as uid 10001 (the Dockerfile's user): the secret files are

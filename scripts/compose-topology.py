@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Starts the topology of compose.yaml as local processes, with the same
 commands and environment as the file gives each Tessera service, and runs
-Issue -> Verify -> Revoke -> Verify across them, so compose.yaml cannot
-drift from what is tested. No container engine runs here: Postgres and
+Issue -> Verify -> Revoke -> Verify across them, then requests through the
+gateway (nginx, with the command compose.yaml gives it) in front of an
+echoing application, so compose.yaml cannot drift from what is tested. No container engine runs here: Postgres and
 Redis are the test services (scripts/services.sh), host names are mapped to
 loopback ports, and the secrets are made by scripts/compose-setup.sh into a
 temporary directory. Every call is made over TLS with the application's
@@ -11,6 +12,7 @@ service key, and one without a key must be refused.
 Usage: scripts/compose-topology.py (after sourcing scripts/services.sh and
 scripts/tools.sh; needs the release binary, which it builds)."""
 
+import http.server
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import yaml
@@ -59,6 +62,70 @@ def grpcurl(addr, method, body, ca, key=None, expect_ok=True):
     return json.loads(r.stdout)
 
 
+class Echo(http.server.BaseHTTPRequestHandler):
+    """The example application: answers 200 with the headers it received."""
+
+    def do_GET(self):
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def through(port, path, token=None):
+    """GET path through the gateway: (status, the application's JSON or None)."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def start_gateway(svc, local, work, app_addr, port):
+    """The gateway service's own command (sh -c: sed renders the shipped
+    nginx.conf, then nginx), its container paths mapped to this machine."""
+    script = svc["command"][2].replace("$$", "$")
+    script = script.replace("/tmp/nginx", os.path.join(work, "nginx"))
+    script = script.replace("app:8081", app_addr).replace("0.0.0.0:8080", f"127.0.0.1:{port}")
+    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin")
+    proc = subprocess.Popen(["sh", "-c", local(script, "gateway")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("compose topology: the gateway never listened")
+
+
+def check_gateway(port, issue, revoke):
+    """A token passes with its identity; scopes, a missing token and a
+    revocation on the other verifier are refused."""
+    token = issue("compose-gw")
+    status, seen = through(port, "/orders/1", token)
+    if status != 200 or seen.get("x-tessera-subject") != "compose-gw":
+        raise SystemExit(f"compose topology: through the gateway: {status} {seen}")
+    for path, tok, want in [("/orders/admin/x", token, 403), ("/orders/1", None, 401)]:
+        if through(port, path, tok)[0] != want:
+            raise SystemExit(f"compose topology: gateway {path}: not {want}")
+    revoke(token)
+    for _ in range(100):
+        if through(port, "/orders/1", token)[0] == 401:
+            return
+        time.sleep(0.05)
+    raise SystemExit("compose topology: a token revoked on introspection-2 still passed the gateway")
+
+
 def main():
     compose = yaml.safe_load(open(os.path.join(ROOT, "compose.yaml")))
     services = compose["services"]
@@ -81,11 +148,19 @@ def main():
         (r"postgres://[^\s]*@postgres:5432/tessera", admin.rsplit("/", 1)[0] + "/" + db),
         (r"redis://redis:6379", os.environ["TESSERA_TEST_REDIS_URL"]),
     ] + [(rf"/run/secrets/{re.escape(n)}\b", path) for n, path in secrets.items()] \
-      + [(rf"https://{re.escape(n)}:50051", f"https://127.0.0.1:{ports[n]}") for n in ours]
+      + [(rf"https://{re.escape(n)}:50051", f"https://127.0.0.1:{ports[n]}") for n in ours] \
+      + [(rf"\b{re.escape(n)}:50051\b", f"127.0.0.1:{ports[n]}") for n in ours]
+    # compose bind mounts (./file:/container/path[:ro]) -> the files here
+    for svc in services.values():
+        for volume in svc.get("volumes") or []:
+            host, _, rest = volume.partition(":")
+            if host.startswith("./"):
+                mapping.append((re.escape(rest.split(":")[0]), os.path.join(ROOT, host[2:])))
 
     def local(text, name):
-        text = text.replace("0.0.0.0:50051", f"127.0.0.1:{ports[name]}")
-        text = text.replace("https://127.0.0.1:50051", f"https://127.0.0.1:{ports[name]}")
+        if name in ports:
+            text = text.replace("0.0.0.0:50051", f"127.0.0.1:{ports[name]}")
+            text = text.replace("https://127.0.0.1:50051", f"https://127.0.0.1:{ports[name]}")
         for pattern, value in mapping:
             text = re.sub(pattern, value, text)
         return text
@@ -138,6 +213,23 @@ def main():
         print(f"compose topology: {len(ours)} services from compose.yaml, TLS and callers; Issue without a "
               "key refused; Issue on issuer, Verify on introspection-2, Revoke on introspection-1, "
               "Verify REVOKED on introspection-2: ok")
+        app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=app.serve_forever, daemon=True).start()
+        gw_port = free_port()
+        procs.append(start_gateway(services["gateway"], local, work,
+                                   f"127.0.0.1:{app.server_address[1]}", gw_port))
+
+        def issue(subject):
+            body = {"subject": subject, "audience": "orders-api", "scopes": ["orders:read"]}
+            return grpcurl(at["issuer"], "tessera.v1.IssuerService/Issue", body, ca, key)["accessToken"]
+
+        def revoke(token):
+            grpcurl(at["introspection-2"], "tessera.v1.RevocationService/Revoke", {"token": token}, ca, key)
+
+        check_gateway(gw_port, issue, revoke)
+        print("compose topology: gateway (nginx, TLS to introspection-1, its own key) in front of the "
+              "application: identity passed, scope and missing token refused, a revocation on "
+              "introspection-2 refused at the gateway: ok")
     finally:
         for p in procs:
             p.terminate()

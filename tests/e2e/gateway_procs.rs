@@ -40,8 +40,11 @@ impl Gateway {
         let conf = std::fs::read_to_string(NGINX_CONF)
             .unwrap_or_else(|e| panic!("{NGINX_CONF}: {e}"))
             .replace("${TESSERA}", &tessera.to_string())
+            .replace("${TESSERA_SCHEME}", "http")
+            .replace("${TESSERA_CA}", "unused.pem")
+            .replace("${TESSERA_NAME}", "localhost")
             .replace("${UPSTREAM}", &upstream.to_string())
-            .replace("${LISTEN}", &port.to_string())
+            .replace("${LISTEN}", &format!("127.0.0.1:{port}"))
             .replace("${GATEWAY_KEY}", gateway_key);
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();

@@ -160,8 +160,11 @@ impl Nginx {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut conf = NGINX_CONF
             .replace("${TESSERA}", tessera.trim_start_matches("http://"))
+            .replace("${TESSERA_SCHEME}", "http")
+            .replace("${TESSERA_CA}", "unused.pem")
+            .replace("${TESSERA_NAME}", "localhost")
             .replace("${UPSTREAM}", &app.to_string())
-            .replace("${LISTEN}", &port.to_string())
+            .replace("${LISTEN}", &format!("127.0.0.1:{port}"))
             .replace("${GATEWAY_KEY}", key.unwrap_or_default())
             .replace("access_log access.log;", "access_log off;");
         if !ask_tessera {
