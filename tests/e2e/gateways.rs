@@ -211,6 +211,16 @@ async fn forward_auth_answers_by_route(backend: Backend) {
     ];
     let (status, _, _) = get(app.addr, "/gateway/auth", "tessera", &twice).await;
     assert_eq!(status, 403);
+    // ...and the path below the endpoint (Envoy's HTTP ext_authz) beside
+    // an X-Forwarded-Uri a client may have slipped through.
+    let below = [
+        ("X-Tessera-Gateway-Key", k.gw.as_str()),
+        ("X-Forwarded-Host", "api.test"),
+        ("X-Forwarded-Uri", "/orders/1"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (status, _, _) = get(app.addr, "/gateway/auth/orders/write", "tessera", &below).await;
+    assert_eq!(status, 403, "described by the path below and the header");
 
     // Only gateways ask: no key, a wrong key, or a caller without the
     // gateway right. The client's bearer token is never taken for one.
@@ -287,6 +297,13 @@ async fn through(name: &str, start_gateway: fn(SocketAddr, SocketAddr, &str) -> 
             ("X-Forwarded-Uri", "/billing"),
             ("X-Forwarded-Host", "billing.test"),
             ("X-Original-URI", "/billing"),
+            ("X-Original-URL", "/billing"),
+            ("X-Rewrite-URL", "/billing"),
+            ("Forwarded", "host=billing.test"),
+            ("X-Forwarded-Prefix", "/billing"),
+            ("X_Tessera_Subject", "admin"),
+            ("X-Tessera_Scopes", "admin:all"),
+            ("x_tessera_client_id", "evil"),
         ];
         if !token.is_empty() {
             headers.push(("Authorization", &bearer));
@@ -310,8 +327,23 @@ async fn through(name: &str, start_gateway: fn(SocketAddr, SocketAddr, &str) -> 
     // client's description of the request.
     assert_eq!(seen["host"], "api.test", "{name}: {seen}");
     assert_eq!(seen["x-forwarded-host"], "api.test", "{name}: {seen}");
-    for forged in ["x-forwarded-uri", "x-original-uri"] {
+    for forged in [
+        "x-forwarded-uri",
+        "x-original-uri",
+        "x-original-url",
+        "x-rewrite-url",
+        "forwarded",
+        "x-forwarded-prefix",
+    ] {
         assert!(seen.get(forged).is_none(), "{name}: {forged} {seen}");
+    }
+    // No identity header in another spelling (underscores) either.
+    for (key, _) in seen.as_object().unwrap() {
+        let folded = key.replace('_', "-");
+        assert!(
+            key == &folded || !folded.starts_with("x-tessera"),
+            "{name}: {key} reached the application: {seen}"
+        );
     }
     gateway_smuggling(name, addr, &t.access_token).await;
     // Paths an upstream could read as another route's (`/orders/write`
@@ -477,6 +509,9 @@ async fn envoy_ext_authz_answers_like_forward_auth() {
         let mut headers = std::collections::HashMap::from([
             ("x-tessera-subject".to_owned(), "admin".to_owned()),
             ("x-tessera-role".to_owned(), "root".to_owned()),
+            // Underscores: one name to a CGI-style server, and Envoy
+            // passes them by default.
+            ("x_tessera_scopes".to_owned(), "admin:all".to_owned()),
         ]);
         if let Some(t) = token {
             headers.insert("authorization".into(), format!("Bearer {t}"));
@@ -526,7 +561,9 @@ async fn envoy_ext_authz_answers_like_forward_auth() {
     assert_eq!(set["x-tessera-subject"], ("alice".to_owned(), 2, true));
     assert_eq!(set["x-tessera-scopes"].0, "orders:read");
     assert_eq!(set.len(), 5, "{set:?}");
-    assert_eq!(ok.headers_to_remove, vec!["x-tessera-role".to_owned()]);
+    let mut removed = ok.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, ["x-tessera-role", "x_tessera_scopes"]);
 
     for (path, token, code, http, challenge) in [
         ("/orders/1", None, 16, 401, Some("Bearer")),

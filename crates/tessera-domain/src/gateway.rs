@@ -33,7 +33,8 @@ mod paths;
 use crate::callers::line_of;
 use crate::claims::Claims;
 use paths::{
-    decode_unreserved, host_name, host_name_valid, unsafe_path, within, without_parameters,
+    decode_unreserved, folds_into_ascii, host_name, host_name_valid, unsafe_path, within,
+    without_parameters, without_trailing_dots,
 };
 use serde::Deserialize;
 use std::fmt;
@@ -154,7 +155,7 @@ fn scope_char(c: char) -> bool {
 impl RawRoute {
     fn route(self) -> Result<Route, String> {
         let host = HostPattern::parse(&self.host)?;
-        let plain = |c: char| !matches!(c, '?' | '#' | '%' | ';' | '*');
+        let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '%' | ';' | '*');
         if !self.path_prefix.starts_with('/')
             || unsafe_path(&self.path_prefix)
             || !self.path_prefix.chars().all(plain)
@@ -261,18 +262,27 @@ impl Routes {
     /// read two ways.
     pub fn find(&self, host: &str, target: &str) -> Option<&Route> {
         let host = host_name(host)?;
-        let path = target.split(['?', '#']).next().unwrap_or_default();
-        if !path.starts_with('/') || unsafe_path(path) {
+        // A request target never holds a fragment (RFC 9112 §3.2): a `#`
+        // anywhere is refused, not taken for one (Go's servers keep what
+        // follows it in the path).
+        let path = target.split('?').next().unwrap_or_default();
+        if !path.starts_with('/') || target.contains('#') || unsafe_path(path) {
             return None;
         }
         let decoded = decode_unreserved(path)?;
         let bare = without_parameters(&decoded);
-        if unsafe_path(&bare) {
+        if unsafe_path(&bare) || folds_into_ascii(&decoded) {
             return None;
         }
+        let trimmed = without_trailing_dots(&bare);
         // Every reading must reach the same route (or none).
         let first = self.best(&host, path, false);
-        let readings = [(&decoded, false), (&bare, false), (&bare, true)];
+        let readings = [
+            (&decoded, false),
+            (&bare, false),
+            (&bare, true),
+            (&trimmed, true),
+        ];
         let agree = readings
             .iter()
             .all(|(p, fold)| match (first, self.best(&host, p, *fold)) {

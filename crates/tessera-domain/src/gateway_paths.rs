@@ -104,3 +104,48 @@ pub(super) fn host_name(host: &str) -> Option<String> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     host_name_valid(&name).then_some(name)
 }
+
+/// `path` without the dots and spaces (`%20`) that end its segments, as
+/// Windows servers (IIS) read `/orders/write.` and `/orders/write%20`.
+pub(super) fn without_trailing_dots(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let mut seg = seg;
+            loop {
+                let next = seg.trim_end_matches('.');
+                let next = next.strip_suffix("%20").unwrap_or(next);
+                if next.len() == seg.len() {
+                    return seg;
+                }
+                seg = next;
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// True when `path` holds an escaped character that some server's case
+/// folding turns into ASCII: the dotless `ı` (`I`), the long `ſ` (`S`),
+/// the Kelvin sign (`k`), so that `/orders/wr%C4%B1te` could be
+/// `/orders/write` to Java's `equalsIgnoreCase`.
+pub(super) fn folds_into_ascii(path: &str) -> bool {
+    let mut bytes = Vec::new();
+    let mut rest = path.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let escaped = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match (b, escaped.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                bytes.push(byte);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).chars().any(|c| {
+        !c.is_ascii()
+            && (c.to_uppercase().chain(c.to_lowercase())).any(|f| f.is_ascii_alphanumeric())
+    })
+}

@@ -38,7 +38,9 @@ fn the_most_specific_route_wins() {
     for (host, target, want) in [
         ("api.example.com", "/orders", Some("orders-api")),
         ("API.Example.com:8443", "/orders/7?x=1", Some("orders-api")),
-        ("api.example.com.", "/orders/7#frag", Some("orders-api")),
+        ("api.example.com.", "/orders/7", Some("orders-api")),
+        // A request target holds no fragment: a `#` is refused.
+        ("api.example.com", "/orders/7#frag", None),
         ("api.example.com", "/orders/admin", Some("orders-admin")),
         ("api.example.com", "/orders/admin/x", Some("orders-admin")),
         // Whole segments: "/ordersx" is not under "/orders".
@@ -102,6 +104,16 @@ fn readings_that_reach_other_routes_match_nothing() {
         "/orders/%c0%ae%c0%ae/admin",
         "/orders/%u002e%u002e",
         "/orders/%ff",
+        // Round two: a fragment mark, case folding beyond ASCII (dotless
+        // i, long s, Kelvin sign), trailing dots and spaces (IIS).
+        "/orders/x#/../admin",
+        "/orders/x?#/../admin",
+        "/orders/%61dm%C4%B1n",
+        "/orders/%C5%BFx",
+        "/orders/%E2%84%AAx",
+        "/orders/admin.",
+        "/orders/admin%20",
+        "/orders/admin.%20.",
     ] {
         assert_eq!(audience(&r, "api.example.com", target), None, "{target:?}");
     }
@@ -112,6 +124,8 @@ fn readings_that_reach_other_routes_match_nothing() {
         "/orders/x;v=1",
         "/orders/admin/%7Ex",
         "/orders/ABC",
+        "/orders/x.",
+        "/orders/caf%C3%A9/%E2%82%AC",
     ] {
         assert_eq!(
             audience(&r, "api.example.com", target),

@@ -16,7 +16,8 @@ use tessera_edge::tls::ServerTls;
 use tessera_telemetry::audit::{self, CallersReload};
 use tokio::sync::watch;
 
-/// How often the files' modification times are compared.
+/// How often the files' stamps ([`Stamp`]: modification time, inode, size,
+/// change time) are compared.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Watches the callers file (if any) and the TLS files (if any).
@@ -98,17 +99,17 @@ fn reload_callers(
 }
 
 /// When a watched file is to be read again: once a change has settled.
-/// A changed modification time is acted on only when the next poll finds
+/// A changed stamp ([`Stamp`]) is acted on only when the next poll finds
 /// it unchanged, so a file being written in place (truncated, then filled,
 /// as editors and config tools do) is never loaded half-way: a valid prefix
 /// of a callers or routes file would silently drop what follows it. SIGHUP
 /// (the operator saying the file is ready) reads it at once. A change thus
 /// takes effect within two polls.
 pub(crate) struct Settled {
-    /// The modification time of the text in force.
-    in_force: Option<SystemTime>,
-    /// A new modification time seen once, waiting to be seen again.
-    pending: Option<Option<SystemTime>>,
+    /// The stamp of the text in force.
+    in_force: Option<Stamp>,
+    /// A new stamp seen once, waiting to be seen again.
+    pending: Option<Option<Stamp>>,
 }
 
 impl Settled {
@@ -120,9 +121,9 @@ impl Settled {
         }
     }
 
-    /// Whether to read the file now, given its modification time at this
-    /// poll (`None`: gone) and whether a SIGHUP asked.
-    pub(crate) fn due(&mut self, now: Option<SystemTime>, forced: bool) -> bool {
+    /// Whether to read the file now, given its stamp at this poll
+    /// (`None`: gone) and whether a SIGHUP asked.
+    pub(crate) fn due(&mut self, now: Option<Stamp>, forced: bool) -> bool {
         let settled = self.pending == Some(now);
         if forced || (now != self.in_force && settled) {
             self.in_force = now;
@@ -156,19 +157,44 @@ pub(crate) fn read_config_file(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The modification time of `path`, `None` when it cannot be read.
-pub(crate) fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What says a file changed: its modification time, and also its inode,
+/// size and change time, so that a file replaced by one carrying the old
+/// modification time (`cp -p`, `rsync -a`, `tar`, `touch -r`) is read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    modified: SystemTime,
+    inode: u64,
+    len: u64,
+    changed: (i64, i64),
+}
+
+/// The stamp of `path`, `None` when it cannot be read.
+pub(crate) fn modified(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok()?,
+        inode: m.ino(),
+        len: m.len(),
+        changed: (m.ctime(), m.ctime_nsec()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Settled;
+    use super::{Settled, Stamp};
     use std::time::{Duration, SystemTime};
 
     #[test]
     fn a_change_is_read_once_it_has_settled() {
-        let t = |s| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let t = |s| {
+            Some(Stamp {
+                modified: SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+                inode: 1,
+                len: 1,
+                changed: (0, 0),
+            })
+        };
         let mut w = Settled {
             in_force: t(1),
             pending: None,
@@ -186,6 +212,13 @@ mod tests {
         assert!(w.due(t(5), true), "SIGHUP while pending reads at once");
         assert!(!w.due(t(5), false), "and nothing more is due");
         assert!(w.due(t(5), true), "SIGHUP reads even with no change");
+        // Replaced by a file with the same modification time: another
+        // inode, size or change time is a change.
+        let same_time = |inode, len| t(5).map(|s| Stamp { inode, len, ..s });
+        assert!(!w.due(same_time(2, 1), false));
+        assert!(w.due(same_time(2, 1), false), "another inode");
+        assert!(!w.due(same_time(2, 7), false));
+        assert!(w.due(same_time(2, 7), false), "another size");
     }
 
     /// The tester's `/dev/zero` (memory filled) and FIFO (reader blocked

@@ -86,6 +86,8 @@ fn forward_auth(
             None => single(headers, header::HOST.as_str())?.unwrap_or_default(),
         };
         let target = match single(headers, "x-forwarded-uri")? {
+            // Described twice (the path below and the header): refused.
+            Some(_) if below.starts_with('/') => return Err(()),
             Some(t) => t.to_owned(),
             None if below.starts_with('/') => below.to_owned(),
             None => String::new(),

@@ -38,14 +38,18 @@ fn code_of(status: u16) -> Code {
 
 fn allow(identity: Vec<(String, String)>, prefix: &str, sent: Vec<&String>) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
-    let prefix = prefix.to_ascii_lowercase();
+    // `_` read as `-`: servers that map headers to CGI-style names
+    // (`HTTP_X_TESSERA_SUBJECT`) merge `X_Tessera_Subject` with ours, and
+    // Envoy passes underscores by default.
+    let fold = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+    let prefix = fold(prefix);
     for (name, value) in &identity {
         let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
         ok.add_header(name.to_ascii_lowercase(), value, overwrite, true);
     }
     for name in sent {
         let ours = identity.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        if name.to_ascii_lowercase().starts_with(&prefix) && !ours {
+        if fold(name).starts_with(&prefix) && !ours {
             ok.remove_header(name.clone());
         }
     }
