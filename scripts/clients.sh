@@ -54,12 +54,5 @@ _tessera_sourced() (
     export PATH="$TESSERA_CLIENTS_DIR/venv/bin:$TESSERA_CLIENTS_DIR/node/node_modules/.bin:$PATH"
     for v in PATH TESSERA_CLIENTS_DIR; do printf 'export %s=%q\n' "$v" "${!v}"; done >&3
 )
-if _tessera_env=$(_tessera_sourced); then
-    eval "$_tessera_env"
-    unset -f _tessera_sourced
-    unset _tessera_env
-else
-    unset -f _tessera_sourced
-    unset _tessera_env
-    return 1 2>/dev/null || exit 1
-fi
+# shellcheck source=scripts/hand-back.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hand-back.sh" || { return 1 2>/dev/null || exit 1; }

@@ -41,12 +41,5 @@ _tessera_sourced() (
     export PATH="$TESSERA_TOOLS_DIR/node_modules/.bin:$TESSERA_TOOLS_DIR/venv/bin:$TESSERA_TOOLS_DIR/cargo/bin:$PATH"
     for v in PATH; do printf 'export %s=%q\n' "$v" "${!v}"; done >&3
 )
-if _tessera_env=$(_tessera_sourced); then
-    eval "$_tessera_env"
-    unset -f _tessera_sourced
-    unset _tessera_env
-else
-    unset -f _tessera_sourced
-    unset _tessera_env
-    return 1 2>/dev/null || exit 1
-fi
+# shellcheck source=scripts/hand-back.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hand-back.sh" || { return 1 2>/dev/null || exit 1; }
