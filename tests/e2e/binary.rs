@@ -472,7 +472,9 @@ async fn sighup_reloads_the_callers_file() {
         Err(tonic::Code::Unauthenticated)
     );
 
-    // New content, same modification time: the poll sees no change.
+    // New content, same modification time (as `cp -p` or `rsync -a` leave
+    // it): the change time, which nobody can set, and the size still say
+    // it changed, so the poll reads it once settled.
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::write(&file, entry("new", &new_hash)).unwrap();
     std::fs::File::options()
@@ -495,16 +497,15 @@ async fn sighup_reloads_the_callers_file() {
             .unwrap();
         nth_event(events, n as usize, "tls_reloaded", &json!({"result": "ok"})).await;
     }
-    assert_eq!(
-        reloads(),
-        Vec::<serde_json::Value>::new(),
-        "no reload without a change or a signal"
-    );
+    let modified =
+        json!({"caller": "tessera", "trigger": "modified", "result": "ok", "callers": 1});
+    await_event(events, "callers_reloaded", &modified).await;
     assert_eq!(
         issue(new_key.clone()).await,
-        Err(tonic::Code::Unauthenticated),
-        "the file in force stays"
+        Ok(()),
+        "the rewrite with the old modification time is in force"
     );
+    assert_eq!(reloads().len(), 1, "{:#?}", reloads());
 
     let hup = || {
         assert!(
@@ -515,18 +516,9 @@ async fn sighup_reloads_the_callers_file() {
                 .success()
         );
     };
-    hup();
-    let sighup = json!({"caller": "tessera", "trigger": "sighup", "callers": 1});
-    let mut want = sighup.clone();
-    want["result"] = "ok".into();
-    await_event(events, "callers_reloaded", &want).await;
-    assert_eq!(
-        issue(new_key.clone()).await,
-        Ok(()),
-        "SIGHUP put the new file in force"
-    );
     assert_eq!(issue(old_key).await, Err(tonic::Code::Unauthenticated));
-    // SIGHUP again, nothing changed: read, found the same, left in force.
+    // SIGHUP, nothing changed: read, found the same, left in force.
+    let sighup = json!({"caller": "tessera", "trigger": "sighup", "callers": 1});
     hup();
     let mut want = sighup.clone();
     want["result"] = "unchanged".into();
@@ -615,4 +607,39 @@ async fn a_healthcheck_that_could_not_ask_says_why() {
     let _ = handle.await;
     drop(app);
     d.cleanup().await;
+}
+
+/// One process per embedded data directory: a second `serve` on it is
+/// refused at start, naming the holder's PID, and never listens; after
+/// the holder stops (or is killed: the kernel drops the lock) it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_data_directory_is_refused_with_the_holders_pid() {
+    let dir = temp_dir("datadir-lock");
+    let (first, _) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let holder = first.id();
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("TESSERA_KEK")
+        .env_remove("TESSERA_ISSUER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by process {holder}")),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("listening"),
+        "the refused server listened"
+    );
+    stop(first).await;
+    let (third, _) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let mut third = third;
+    third.kill().unwrap();
+    third.wait().unwrap();
+    let (fourth, _) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    stop(fourth).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,6 +38,8 @@ pub struct Application {
     /// For the accessors: the key set Verify trusts, and where it comes from.
     ring: Arc<KeyRing>,
     keys: Keys,
+    /// Released once the store is closed.
+    data_dir_lock: Option<std::fs::File>,
 }
 
 /// What `serve` stacks in front of the routes.
@@ -94,6 +96,7 @@ impl Application {
             edge,
             ring: base.ring,
             keys: wired.keys,
+            data_dir_lock: base.data_dir_lock,
         })
     }
 
@@ -141,6 +144,7 @@ impl Application {
             part,
             stop,
             edge,
+            data_dir_lock,
             ..
         } = self;
         let Part {
@@ -182,6 +186,7 @@ impl Application {
             let _ = t.await;
         }
         store.close().await;
+        drop(data_dir_lock);
         result
     }
 }

@@ -159,6 +159,58 @@ pub(crate) async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
     Ok(store)
 }
 
+/// One process per embedded data directory: two servers on one SQLite
+/// file would each hold their own revocation view, and a token revoked on
+/// one would stay valid on the other until its `exp`. The lock
+/// (`<data-dir>/tessera.lock`, `flock`) is held as long as the returned
+/// file is open and released by the kernel when the process ends, however
+/// it ends; the file holds the holder's PID for the refusal's message.
+/// (With a shared database the data directory holds no store: servers
+/// may share it.)
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, AppError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("tessera.lock");
+    let fail = |e: std::io::Error| {
+        AppError::Config(format!(
+            "data_dir {}: cannot lock {}: {e}",
+            dir.display(),
+            path.display()
+        ))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(fail)?;
+            file.rewind().map_err(fail)?;
+            writeln!(file, "{}", std::process::id()).map_err(fail)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                pid if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) => {
+                    format!("process {pid}")
+                }
+                _ => "another process".to_owned(),
+            };
+            Err(AppError::Config(format!(
+                "data_dir {}: in use by {holder} (another `tessera serve` on this embedded store); one process per data directory: stop it, or give this server its own --data-dir",
+                dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
+
 /// Creates the data directory (0700) if missing; the error names the
 /// setting, the path and what is in the way.
 pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {

@@ -66,6 +66,9 @@ pub(crate) struct Base {
     /// What this instance presents on its calls to the other services.
     bearer: Bearer,
     client_tls: Option<ClientTls>,
+    /// The embedded store's data directory, held for this process alone
+    /// ([`crate::checks::lock_data_dir`]).
+    pub data_dir_lock: Option<std::fs::File>,
 }
 
 impl Base {
@@ -87,6 +90,13 @@ impl Base {
             None => None,
         };
         let (bearer, client_tls) = peer_identity(&cfg)?;
+        let data_dir_lock = match cfg.database_url {
+            Some(_) => None,
+            None => {
+                crate::checks::create_data_dir(&cfg.data_dir)?;
+                Some(crate::checks::lock_data_dir(&cfg.data_dir)?)
+            }
+        };
         let store = Arc::new(open_store(&cfg).await?);
         crate::issuer_file::settle(&mut cfg)?;
         let metrics = Arc::new(Metrics::new(cfg.clock.clone()));
@@ -100,6 +110,7 @@ impl Base {
             metrics,
             store,
             stop: watch::channel(false).0,
+            data_dir_lock,
             cfg,
         })
     }
