@@ -18,4 +18,6 @@ done
 out=$(TESSERA_PG_BINDIR=/nonexistent bash -c 'source scripts/services.sh; echo "returned $?"' 2>/dev/null)
 [ "$out" = "returned 1" ] || { echo "check-sourcing: a failing services.sh did not return 1: $out" >&2; exit 1; }
 [ "$(bash -c 'source scripts/tools.sh; command -v buf' )" != "" ] || { echo "check-sourcing: buf not on PATH" >&2; exit 1; }
+# What the other scripts read after sourcing (interop.sh: the tools dir).
+[ -d "$(bash -c 'source scripts/tools.sh; echo "$TESSERA_TOOLS_DIR"')" ] || { echo "check-sourcing: TESSERA_TOOLS_DIR not handed back" >&2; exit 1; }
 echo "check-sourcing: tools, services, clients and dev-env leave the shell's options alone and hand back their environment"

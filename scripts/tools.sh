@@ -39,7 +39,7 @@ _tessera_sourced() (
         cargo install -q --locked --root "$TESSERA_TOOLS_DIR/cargo" "cargo-machete@$MACHETE_VERSION" >&2
     fi
     export PATH="$TESSERA_TOOLS_DIR/node_modules/.bin:$TESSERA_TOOLS_DIR/venv/bin:$TESSERA_TOOLS_DIR/cargo/bin:$PATH"
-    for v in PATH; do printf 'export %s=%q\n' "$v" "${!v}"; done >&3
+    for v in PATH TESSERA_TOOLS_DIR; do printf 'export %s=%q\n' "$v" "${!v}"; done >&3
 )
 # shellcheck source=scripts/hand-back.sh
 source "$(dirname "${BASH_SOURCE[0]}")/hand-back.sh" || { return 1 2>/dev/null || exit 1; }
