@@ -380,6 +380,13 @@ async fn every_event_names_its_caller_and_carries_no_secret() {
     ] {
         find(&all, event, &json!({"caller": caller, "kid": kid}));
     }
+    // Each kill is recorded once as compromised (the key manager) and once
+    // as revoked (the revocation service's fan-out), whichever RPC asked:
+    // `CompromiseKey` (the second key) or `Revoke{kid}` (the fourth).
+    for kid in [&second, &fourth] {
+        find(&all, "key_compromised", &json!({"kid": kid}));
+        find(&all, "key_revoked", &json!({"kid": kid}));
+    }
     // The fourth key: published by the kill as the next standby, then
     // brought forward by the operator's rotation (published again, due
     // earlier).

@@ -670,7 +670,9 @@ fn tempdir(d: &Deployment) -> std::path::PathBuf {
 }
 
 /// Off loopback the port must encrypt and know its callers, unless
-/// insecure mode is named.
+/// insecure mode is named; and a wildcard address never becomes the
+/// issuer (`http://0.0.0.0:…`): without --issuer the start is refused,
+/// naming it, and nothing is remembered.
 #[tokio::test]
 async fn non_loopback_needs_tls_and_callers() {
     let d = Deployment::new(Backend::Embedded).await;
@@ -685,6 +687,15 @@ async fn non_loopback_needs_tls_and_callers() {
         "{e}"
     );
     cfg.allow_insecure_listen = true;
+    let mut derived = cfg.clone();
+    derived.issuer_set = false;
+    derived.policy.issuer = "http://0.0.0.0:50051".into();
+    let e = Application::build(derived).await.unwrap_err().to_string();
+    assert!(e.contains("--issuer") && e.contains("0.0.0.0"), "{e}");
+    assert!(
+        !d.data_dir.join(tessera::issuer_file::FILE).exists(),
+        "a refused issuer was remembered"
+    );
     let app = Application::build(cfg).await.unwrap();
     drop(app);
     d.cleanup().await;

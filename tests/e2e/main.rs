@@ -26,6 +26,7 @@ mod keys;
 mod lifecycle;
 mod matrix;
 mod metrics;
+mod operator_cli;
 mod operators;
 mod otel;
 mod outages;

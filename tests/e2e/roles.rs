@@ -55,6 +55,13 @@ async fn separate_services_learn_keys_by_stream_and_talk_grpc() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unimplemented);
+    // It says which role serves it (`tessera revoke` pointed at an issuer
+    // prints this), with an ErrorInfo.
+    assert!(
+        s.message().contains("the introspection role serves it"),
+        "{s:?}"
+    );
+    assert_eq!(crate::harness::reason(&s), "ERROR_REASON_NOT_IMPLEMENTED");
 
     // Kill the signing key on the issuer: the next key reaches the verifier
     // through WatchKeys, the killed one is rejected.

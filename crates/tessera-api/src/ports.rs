@@ -69,16 +69,17 @@ fn on_behalf_of<T>(message: T, caller: &str) -> tonic::Request<T> {
 #[tonic::async_trait]
 pub trait KeyKiller: Send + Sync + 'static {
     /// Marks `kid` compromised (durable, exactly once across instances; the
-    /// next key signs at once if it was signing). `Ok(false)` for an unknown
-    /// kid; killing a key already compromised is `Ok(true)` and changes
-    /// nothing. `caller` is who asked, for the audit trail (over gRPC the
-    /// issuer names the calling service and, relayed, who asked it).
-    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<bool, Status>;
+    /// next key signs at once if it was signing). `Ok(None)` for an unknown
+    /// kid; `Ok(Some(newly))` otherwise: killing a key already compromised
+    /// is `Some(false)` and changes nothing. `caller` is who asked, for the
+    /// audit trail (over gRPC the issuer names the calling service and,
+    /// relayed, who asked it).
+    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<Option<bool>, Status>;
 }
 
 #[tonic::async_trait]
 impl KeyKiller for KeyServiceClient<PeerChannel> {
-    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<bool, Status> {
+    async fn kill(&self, kid: &str, reason: &str, caller: &str) -> Result<Option<bool>, Status> {
         let request = CompromiseKeyRequest {
             kid: kid.to_owned(),
             reason: reason.to_owned(),
@@ -86,8 +87,8 @@ impl KeyKiller for KeyServiceClient<PeerChannel> {
         let r = KeyServiceClient::compromise_key(&mut self.clone(), on_behalf_of(request, caller))
             .await;
         match r {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
+            Ok(r) => Ok(Some(r.into_inner().newly)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(s),
         }
     }

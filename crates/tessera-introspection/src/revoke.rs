@@ -131,9 +131,18 @@ impl RevocationApi {
         now: UnixTime,
         caller: &str,
     ) -> Result<RevokeResponse, Status> {
-        if !self.v.key_killer.kill(&kid, reason, caller).await? {
+        if self
+            .v
+            .key_killer
+            .kill(&kid, reason, caller)
+            .await?
+            .is_none()
+        {
             return Ok(RevokeResponse::default());
         }
+        // Recorded and fanned out here, new or not (a retry after a failed
+        // fan-out still reaches every instance): the issuer leaves the
+        // fan-out of a kill a revocation service asked for to that service.
         audit::key_revoked(caller, &kid);
         self.apply(&RevocationEvent::Key { kid }, now).await?;
         self.v.metrics.revoked(RevokedKind::Key);
@@ -358,6 +367,10 @@ impl tessera_api::ports::Revoker for RevocationApi {
 
     async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {
         let now = self.v.clock.now();
+        // The in-process fan-out of `CompromiseKey` (one process serving
+        // both): the revocation service's record of the kill, as a
+        // `Revoke{kid}` from the issuer would write it.
+        audit::key_revoked(audit::SERVER, kid);
         self.apply(
             &RevocationEvent::Key {
                 kid: kid.to_owned(),

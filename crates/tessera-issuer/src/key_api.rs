@@ -254,6 +254,12 @@ impl KeyService for KeyApi {
         request: Request<CompromiseKeyRequest>,
     ) -> Result<Response<CompromiseKeyResponse>, Status> {
         let caller = tessera_api::caller::caller_of(&request);
+        // Relayed (only a `relay` caller may, the edge checks): a
+        // revocation service asked for this kill from its `Revoke{kid}`,
+        // and fans it out and records it itself once this answers.
+        let relayed = request
+            .metadata()
+            .contains_key(tessera_api::caller::ON_BEHALF_OF);
         let r = request.into_inner();
         check_text("kid", &r.kid, 64).map_err(from_domain)?;
         if r.reason.len() > 1024 {
@@ -266,7 +272,7 @@ impl KeyService for KeyApi {
             .await
             .map_err(from_domain)?
             .ok_or_else(key_not_found)?;
-        if killed.newly {
+        if killed.newly && !relayed {
             // Fan-out: the revocation service marks the key in every
             // instance's view, so its tokens fail Verify everywhere without
             // waiting for a key-set reload.
@@ -300,6 +306,7 @@ impl KeyService for KeyApi {
             new_active_key: new_active,
             affected_tokens: affected,
             estimate: true,
+            newly: killed.newly,
         }))
     }
 }

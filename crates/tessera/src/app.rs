@@ -157,12 +157,12 @@ impl Application {
         let (health, health_service) = health().await;
         let ready = watch::channel(Readiness::default()).0;
         let http = http.merge(crate::health::routes(ready.subscribe()));
-        let routes = routes(grpc, http, health_service)?;
+        let routes = routes(grpc, http, health_service, &services)?;
         let monitor = tokio::spawn(watch_health(
             readiness,
             health.clone(),
             services.clone(),
-            ready.clone(),
+            (ready.clone(), edge.metrics.clone()),
             stop.subscribe(),
         ));
         let shutting_down = {
@@ -207,6 +207,7 @@ fn routes(
     grpc: tonic::service::Routes,
     http: axum::Router,
     health: HealthServer,
+    services: &[&'static str],
 ) -> Result<tonic::service::Routes, AppError> {
     let mut routes = with_reflection(grpc)?.add_service(health);
     // Every gRPC service is in `routes` now: only gRPC requests reach
@@ -215,7 +216,10 @@ fn routes(
     // healthy): UNIMPLEMENTED for gRPC, 404 for everything else.
     let grpc = std::mem::take(routes.axum_router_mut())
         .route_layer(axum::middleware::from_fn(crate::health::grpc_only));
-    *routes.axum_router_mut() = grpc.merge(http).fallback(crate::health::fallback);
+    let served: std::sync::Arc<[&'static str]> = services.into();
+    *routes.axum_router_mut() = grpc
+        .merge(http)
+        .fallback(move |req| crate::health::fallback(served.clone(), req));
     Ok(routes)
 }
 

@@ -90,7 +90,9 @@ where
 /// audit events, which have their own sink.
 pub fn general_filter() -> tracing_subscriber::EnvFilter {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // sqlx logs Postgres's NOTICEs at INFO ("relation … already exists,
+        // skipping" on every rerun of `migrate`): not news for an operator.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     match format!("{TARGET}=off").parse() {
         Ok(off) => filter.add_directive(off),
         Err(_) => filter,

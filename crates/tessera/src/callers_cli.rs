@@ -29,6 +29,10 @@ pub enum CallersCommand {
         /// CompromiseKey.
         #[arg(long)]
         keys_admin: bool,
+        /// Write the key to this new file (mode 0600) instead of stdout,
+        /// so stdout is only the callers-file entry (`>> callers.toml`).
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -40,6 +44,7 @@ pub fn add(
     audiences: &[String],
     revoke: &[String],
     (verify_strong, keys_admin): (bool, bool),
+    key_file: Option<&std::path::Path>,
 ) -> Result<(), String> {
     if let Some(bad) = rpcs.iter().find(|r| !RPCS.contains(&r.as_str())) {
         return Err(format!(
@@ -67,11 +72,7 @@ pub fn add(
         }
     }
     Callers::parse(&entry).map_err(|e| format!("the entry would not load: {e}"))?;
-    let key = String::from_utf8_lossy(key.expose()).into_owned();
-    println!("# The service key of {name}. It is shown this once: give it to the caller");
-    println!("# (TESSERA_SERVICE_KEY, or `authorization: Bearer <key>` on each call).");
-    println!("{key}");
-    println!();
+    hand_over(name, &String::from_utf8_lossy(key.expose()), key_file)?;
     println!("# Add to the callers file (it is reloaded on change and on SIGHUP):");
     let reaching: Vec<&str> = revoke
         .iter()
@@ -93,4 +94,44 @@ pub fn add(
     }
     print!("{entry}");
     Ok(())
+}
+
+/// Gives the key out: into `key_file` (0600), or printed this once.
+fn hand_over(name: &str, key: &str, key_file: Option<&std::path::Path>) -> Result<(), String> {
+    match key_file {
+        Some(path) => {
+            write_key(path, key)?;
+            println!(
+                "# The service key of {name} is in {} (0600): give it to the caller",
+                path.display()
+            );
+            println!(
+                "# (TESSERA_SERVICE_KEY_FILE, or `authorization: Bearer <key>` on each call)."
+            );
+        }
+        None => {
+            println!("# The service key of {name}. It is shown this once: give it to the caller");
+            println!("# (TESSERA_SERVICE_KEY, or `authorization: Bearer <key>` on each call).");
+            println!("{key}");
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// Writes `key` to a new file readable by its owner only; an existing file
+/// is never overwritten (it may hold another caller's key).
+fn write_key(path: &std::path::Path, key: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| {
+            f.write_all(format!("{key}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| format!("--key-file {}: {e}", path.display()))
 }

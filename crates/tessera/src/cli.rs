@@ -20,7 +20,7 @@ pub use edge::{ClientAuthArg, EdgeArgs};
 #[derive(Debug, Parser)]
 #[command(
     name = "tessera",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TESSERA_COMMIT"), ")"),
     after_help = "Exit codes: 0 success (healthcheck: SERVING; token inspect: nothing refused), \
                   1 failure (healthcheck: NOT_SERVING; token inspect: a refusal), 2 usage error.\n\
                   Each option's TESSERA_… variable is shown beside it; `tessera <command> --help` for more."
@@ -71,6 +71,20 @@ pub enum Command {
     Healthcheck {
         #[command(flatten)]
         remote: crate::remote::RemoteArgs,
+    },
+    /// Print a shell completion script to stdout, e.g.
+    /// `tessera completions bash > /etc/bash_completion.d/tessera`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `tessera man | man -l -`;
+    /// with --dir, write tessera.1 and one page per command there.
+    Man {
+        /// Directory to write every page into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
 }
 

@@ -107,13 +107,17 @@ pub(crate) async fn set_all(
     }
 }
 
-/// Health per service, every 2 s, into gRPC health and `ready` (read by
-/// `/readyz`). `services` includes "" (the whole server).
+/// Health per service, every 2 s, into gRPC health, `ready` (read by
+/// `/readyz`) and the `tessera_store_up` and `tessera_service_serving`
+/// gauges. `services` includes "" (the whole server).
 pub(crate) async fn watch_health(
     checks: Vec<Box<dyn ReadinessCheck>>,
     health: HealthReporter,
     services: Vec<&'static str>,
-    ready: watch::Sender<Readiness>,
+    (ready, metrics): (
+        watch::Sender<Readiness>,
+        std::sync::Arc<tessera_telemetry::metrics::Metrics>,
+    ),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last: Vec<Option<bool>> = vec![None; services.len()];
@@ -134,9 +138,9 @@ pub(crate) async fn watch_health(
             keys_ok,
             services: Vec::new(),
         };
-        let named: Vec<&'static str> = services.iter().copied().filter(|s| !s.is_empty()).collect();
-        now.services = named
+        now.services = services
             .iter()
+            .filter(|s| !s.is_empty())
             .map(|s| (*s, service_status(s, &now)))
             .collect();
         let whole = now.services.iter().all(|(_, ok)| *ok);
@@ -150,15 +154,12 @@ pub(crate) async fn watch_health(
                 if !ok {
                     tracing::warn!(service = %s, store_ok, view_ok, keys_ok, "NOT_SERVING");
                 }
-                let status = if ok {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
+                let status = [ServingStatus::NotServing, ServingStatus::Serving][usize::from(ok)];
                 health.set_service_status(*s, status).await;
                 last[i] = Some(ok);
             }
         }
+        metrics.health(store_ok, &now.services);
         ready.send_replace(now);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -240,14 +241,42 @@ fn not_found() -> Response {
 }
 
 /// The router's fallback: a gRPC request for a method nobody serves is
-/// `UNIMPLEMENTED`, as gRPC clients expect; anything else is HTTP 404.
-pub(crate) async fn fallback(req: Request<axum::body::Body>) -> Response {
+/// `UNIMPLEMENTED`, as gRPC clients expect (with an ErrorInfo, and, for a
+/// Tessera service this instance's role does not run, which role does);
+/// anything else is HTTP 404. `served`: the services of this instance.
+pub(crate) async fn fallback(
+    served: std::sync::Arc<[&'static str]>,
+    req: Request<axum::body::Body>,
+) -> Response {
     if tessera_edge::refusal::is_grpc(&req) {
-        return tonic::Status::unimplemented("")
+        return unimplemented(req.uri().path(), &served)
             .into_http::<axum::body::Body>()
             .into_response();
     }
     not_found()
+}
+
+/// UNIMPLEMENTED for `path`: names the role that serves a Tessera service
+/// this instance does not run, so `tessera revoke` pointed at an issuer
+/// says to point it at a verifier instead of answering an empty message.
+fn unimplemented(path: &str, served: &[&'static str]) -> tonic::Status {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let role = match service {
+        "tessera.v1.IssuerService" | "tessera.v1.KeyService" => Some("issuer"),
+        "tessera.v1.IntrospectionService" | "tessera.v1.RevocationService" => Some("introspection"),
+        _ => None,
+    };
+    let message = match role {
+        Some(role) if !served.contains(&service) => format!(
+            "{service} is not served by this instance: the {role} role serves it (point --endpoint at a `--role {role}` or `--role all` instance)"
+        ),
+        _ => "no such method on this server".to_owned(),
+    };
+    tessera_api::status(
+        tonic::Code::Unimplemented,
+        tessera_proto::v1::ErrorReason::NotImplemented,
+        message,
+    )
 }
 
 /// In front of the gRPC services: a plain HTTP request for a gRPC path

@@ -31,6 +31,15 @@ pub(crate) fn settle(cfg: &mut Config) -> Result<(), AppError> {
     let path = cfg.data_dir.join(FILE);
     let remembered = match read(&path)? {
         Some(r) => r,
+        // `http://0.0.0.0:50051` names no host a client can reach or a
+        // verifier can expect: an issuer is chosen, never derived from a
+        // wildcard address (and remembered for good once written).
+        None if !cfg.issuer_set && cfg.listen.ip().is_unspecified() => {
+            return Err(AppError::Config(format!(
+                "issuer: listening on {} names no host, so no issuer can be derived from it: pass --issuer (or TESSERA_ISSUER) with the URL your clients know this service by, e.g. --issuer https://auth.example.com",
+                cfg.listen
+            )));
+        }
         None => match write_once(&path, &cfg.policy.issuer) {
             Ok(()) => {
                 tracing::info!(issuer = %cfg.policy.issuer, path = %path.display(), "issuer remembered for the next starts");

@@ -88,6 +88,30 @@ pub fn load(source: &KekSource, data_dir: &Path) -> Result<Kek, String> {
     Kek::from_bytes(&bytes).map_err(|e| e.to_string())
 }
 
+/// Replaces the KEK file `path` with the KEK in `from`, checked first:
+/// written to a temporary file (0600) beside it, synced, then renamed over
+/// it, so a crash leaves the old file or the new one, never half of one.
+pub fn replace_file(path: &Path, from: &Path) -> Result<(), String> {
+    let bytes = read_file(from)?;
+    let tmp = path.with_extension("new.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(b64url_encode(bytes.expose()).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("replacing {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_kek;

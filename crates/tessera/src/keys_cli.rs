@@ -5,7 +5,7 @@
 use crate::kek::{KekSource, load};
 use crate::remote::RemoteArgs;
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tessera_api::client::PeerChannel;
 use tessera_proto::v1::key_service_client::KeyServiceClient;
 use tessera_proto::v1::{CompromiseKeyRequest, ListKeysRequest, PublicKey, RotateKeysRequest};
@@ -37,9 +37,11 @@ pub enum KeysCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Re-seal every stored private key under a new KEK. Start the servers
-    /// with the new KEK and TESSERA_KEK_PREVIOUS set to the old one first;
-    /// they keep serving throughout.
+    /// Re-seal every stored private key under a new KEK. Shared store:
+    /// start the servers with the new KEK and TESSERA_KEK_PREVIOUS set to
+    /// the old one first; they keep serving throughout. Embedded store:
+    /// stop the server first (the data directory's lock is taken); its
+    /// `kek` file is replaced by the new KEK.
     Rewrap {
         /// Database URL; default: the SQLite store in --data-dir.
         #[arg(long, env = "TESSERA_DATABASE_URL")]
@@ -47,12 +49,20 @@ pub enum KeysCommand {
         /// Data directory of the embedded store (and its generated KEK).
         #[arg(long, env = "TESSERA_DATA_DIR", default_value = "tessera-data")]
         data_dir: PathBuf,
-        /// File with the KEK the keys are sealed under now.
+        /// File with the KEK the keys are sealed under now (the servers run
+        /// with the new KEK and this one as previous: no stop). Without it,
+        /// embedded store only: DATA_DIR/kek, with the server stopped; the
+        /// file is then replaced by the new KEK, so the server starts with
+        /// it as before.
         #[arg(long)]
-        old_kek_file: PathBuf,
+        old_kek_file: Option<PathBuf>,
         /// File with the KEK to seal them under.
         #[arg(long)]
         new_kek_file: PathBuf,
+        /// Append the `keys_rewrapped` audit event to this file (created
+        /// 0600; give the servers' --audit-log) instead of stderr.
+        #[arg(long, env = "TESSERA_AUDIT_LOG", value_name = "PATH")]
+        audit_log: Option<PathBuf>,
     },
 }
 
@@ -94,6 +104,15 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
                 .into_inner()
                 .changed;
             changed.iter().for_each(print_key);
+            // Stdout stays one JSON object per key; what happened goes to
+            // stderr, so an empty answer is never silence.
+            if changed.is_empty() {
+                eprintln!(
+                    "tessera: keys rotate: nothing was due: no key could be published or brought forward now (`tessera keys list` shows the schedule)"
+                );
+            } else {
+                eprintln!("tessera: keys rotate: {} key(s) changed", changed.len());
+            }
         }
         KeysCommand::Compromise {
             kid,
@@ -105,6 +124,7 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
             data_dir,
             old_kek_file,
             new_kek_file,
+            audit_log: _,
         } => rewrap(database_url, &data_dir, old_kek_file, new_kek_file).await?,
     }
     Ok(())
@@ -130,14 +150,42 @@ async fn compromise(remote: &RemoteArgs, kid: String, reason: String) -> Result<
 }
 
 /// `keys rewrap`: re-seals the stored keys under a new KEK, at the store.
+/// Without `--old-kek-file` on the embedded store, the old KEK is the
+/// store's own `DATA_DIR/kek`, which is replaced by the new KEK once every
+/// key is re-sealed, and the data directory's lock is held throughout: a
+/// server running meanwhile would seal its next key under the old KEK,
+/// which its restart could not open. A named `--old-kek-file` is the
+/// no-downtime rotation (the servers already run with the new KEK and the
+/// old one as previous): no lock, no file replaced.
 async fn rewrap(
     database_url: Option<String>,
-    data_dir: &std::path::Path,
-    old_kek_file: std::path::PathBuf,
-    new_kek_file: std::path::PathBuf,
+    data_dir: &Path,
+    old_kek_file: Option<PathBuf>,
+    new_kek_file: PathBuf,
 ) -> Result<(), String> {
-    let old = load(&KekSource::File(old_kek_file), data_dir)?;
-    let new = load(&KekSource::File(new_kek_file), data_dir)?;
+    let embedded = database_url.is_none();
+    let data_kek = data_dir.join("kek");
+    let named_old = old_kek_file.is_some();
+    let old_path = match (old_kek_file, embedded) {
+        (Some(p), _) => p,
+        (None, true) => data_kek.clone(),
+        (None, false) => {
+            return Err(
+                "keys rewrap: --old-kek-file is required with --database-url (the KEK the stored keys are sealed under now)"
+                    .into(),
+            );
+        }
+    };
+    let replaces = embedded && !named_old;
+    let _lock = match replaces {
+        true => Some(
+            crate::checks::lock_data_dir(data_dir)
+                .map_err(|e| format!("keys rewrap: stop the server first: {e}"))?,
+        ),
+        false => None,
+    };
+    let old = load(&KekSource::File(old_path.clone()), data_dir)?;
+    let new = load(&KekSource::File(new_kek_file.clone()), data_dir)?;
     let url = database_url
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
     let store = tessera_storage::SqlStore::connect(&url)
@@ -148,6 +196,14 @@ async fn rewrap(
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;
+    if replaces {
+        crate::kek::replace_file(&data_kek, &new_kek_file)?;
+        eprintln!(
+            "tessera: keys rewrap: {} now holds the new KEK; start the server as before, then destroy {}",
+            data_kek.display(),
+            new_kek_file.display()
+        );
+    }
     println!("{}", serde_json::json!({ "rewrapped": moved }));
     Ok(())
 }

@@ -52,17 +52,29 @@ async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera
 fn telemetry(cli: &Cli) -> Result<Telemetry, String> {
     let audit = match &cli.command {
         Command::Serve(args) => args.audit_log.clone(),
+        Command::Keys(tessera::keys_cli::KeysCommand::Rewrap { audit_log, .. }) => {
+            audit_log.clone()
+        }
         _ => std::env::var_os("TESSERA_AUDIT_LOG").map(std::path::PathBuf::from),
     };
     let export = matches!(cli.command, Command::Serve(_));
     Telemetry::init(export, audit.as_deref(), cli.log_format)
 }
 
-/// `tessera migrate`: applies the migrations to the database and closes it.
+/// `tessera migrate`: applies the migrations to the database, says how
+/// many it applied (or that none was due), and closes it.
 async fn migrate(database_url: &str) -> Result<(), tessera_domain::error::DomainError> {
     let store = tessera_storage::SqlStore::connect(database_url).await?;
+    let pending = store.pending_migrations().await?;
     store.migrate().await?;
     store.close().await;
+    match pending.as_slice() {
+        [] => println!("migrate: nothing to apply: the schema is up to date"),
+        [.., last] => println!(
+            "migrate: applied {} migration(s); the schema is at version {last}",
+            pending.len()
+        ),
+    }
     Ok(())
 }
 
@@ -100,14 +112,18 @@ async fn main() -> ExitCode {
             revoke,
             verify_strong,
             keys_admin,
+            key_file,
         }) => tessera::callers_cli::add(
             &name,
             &rpcs,
             &audiences,
             &revoke,
             (verify_strong, keys_admin),
+            key_file.as_deref(),
         ),
         Command::Healthcheck { remote } => return healthcheck(&remote).await,
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
     };
     // Flushing waits for the exporter, which needs the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -141,4 +157,24 @@ async fn healthcheck(remote: &tessera::remote::RemoteArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tessera man`: the man page on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<(), String> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(cmd, dir))
+            .map_err(|e| format!("man --dir {}: {e}", dir.display())),
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .map_err(|e| format!("man: {e}")),
+    }
+}
+
+/// `tessera completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<(), String> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "tessera", &mut std::io::stdout());
+    Ok(())
 }

@@ -60,17 +60,53 @@ impl RemoteArgs {
     /// A failed call, for the operator: the code, the server's message,
     /// and the fix for the usual causes.
     pub fn failed(&self, s: &tonic::Status) -> String {
-        let hint = match s.code() {
+        format!("{:?}: {}{}", s.code(), s.message(), self.hint(s))
+    }
+
+    /// The usual cause of a failed call and its fix, from the code and the
+    /// transport's words (a TLS or protocol mismatch has no code of its own).
+    fn hint(&self, s: &tonic::Status) -> String {
+        let tls = self.endpoint.starts_with("https://");
+        let message = s.message().to_ascii_lowercase();
+        let certificate = message.contains("certificate") || message.contains("unknownissuer");
+        match s.code() {
+            tonic::Code::Unavailable if certificate => format!(
+                " (TLS: --peer-ca-file does not sign the certificate of {}, or the host name in --endpoint is not in it)",
+                self.endpoint
+            ),
+            tonic::Code::Unavailable if tls && !message.contains("connect") => format!(
+                " (TLS failed: does {} serve TLS? a plain server needs http://)",
+                self.endpoint
+            ),
+            tonic::Code::Unavailable if message.contains("connect") => format!(
+                " (is a server listening at {}? --endpoint or TESSERA_ENDPOINT names it)",
+                self.endpoint
+            ),
+            // A TLS port answers a plain HTTP/2 preface by closing: the
+            // call ends unknown, cancelled or unavailable, never refused.
+            tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::Unavailable
+                if !tls =>
+            {
+                format!(
+                    " (the server at {} may serve TLS: use https:// and --peer-ca-file with the CA that signs its certificate)",
+                    self.endpoint
+                )
+            }
             tonic::Code::Unavailable => format!(
                 " (is a server listening at {}? --endpoint or TESSERA_ENDPOINT names it)",
                 self.endpoint
             ),
             tonic::Code::Unauthenticated => {
-                " (present a service key: TESSERA_SERVICE_KEY or --service-key-file)".to_owned()
+                " (present a service key: TESSERA_SERVICE_KEY or --service-key-file; it must be in the server's callers file)".to_owned()
+            }
+            tonic::Code::PermissionDenied => {
+                " (the callers file does not give this service key that right: see its `rpcs`, `revoke` and `keys_admin`)".to_owned()
             }
             _ => String::new(),
-        };
-        format!("{:?}: {}{hint}", s.code(), s.message())
+        }
     }
 
     /// Whether the server answers SERVING for the whole server, asked

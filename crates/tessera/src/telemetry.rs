@@ -55,7 +55,52 @@ fn log_layer(format: LogFormat) -> crate::audit_log::BoxedLayer<Registry> {
     };
     layer
         .with_filter(crate::audit_log::general_filter())
+        .with_filter(
+            // Asked per event for the SDK's targets (a rate limit cannot be
+            // cached per call site); every other call site passes, cached.
+            tracing_subscriber::filter::dynamic_filter_fn(|meta, _| exporter_logs(meta))
+                .with_callsite_filter(|meta| {
+                    if meta.target().starts_with("opentelemetry") {
+                        tracing::subscriber::Interest::sometimes()
+                    } else {
+                        tracing::subscriber::Interest::always()
+                    }
+                }),
+        )
         .boxed()
+}
+
+/// How often one kind of OpenTelemetry warning or error (an export that
+/// failed, spans dropped) is logged: a collector that is down would
+/// otherwise write a line per batch.
+const EXPORTER_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The SDK's and exporter's own events (`internal-logs`): warnings and
+/// errors only, each kind at most once per [`EXPORTER_LOG_EVERY`]. Every
+/// other event passes.
+fn exporter_logs(meta: &tracing::Metadata<'_>) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    if !meta.target().starts_with("opentelemetry") {
+        return true;
+    }
+    if !meta.is_event() || *meta.level() > tracing::Level::WARN {
+        return false;
+    }
+    static LAST: OnceLock<Mutex<HashMap<tracing::callsite::Identifier, Instant>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    match last.get(&meta.callsite()) {
+        Some(at) if now.duration_since(*at) < EXPORTER_LOG_EVERY => false,
+        _ => {
+            last.insert(meta.callsite(), now);
+            true
+        }
+    }
 }
 
 /// What was installed; [`Telemetry::shutdown`] flushes it.

@@ -81,11 +81,11 @@ impl tessera_api::ports::KeyKiller for KeyManager {
         kid: &str,
         _reason: &str,
         caller: &str,
-    ) -> std::result::Result<bool, tonic::Status> {
+    ) -> std::result::Result<Option<bool>, tonic::Status> {
         let killed = self
             .compromise(kid, caller)
             .await
             .map_err(tessera_api::from_domain)?;
-        Ok(killed.is_some())
+        Ok(killed.map(|k| k.newly))
     }
 }

@@ -215,6 +215,11 @@ impl SqlStore {
 
     /// True when every migration of this binary has been applied.
     pub async fn is_migrated(&self) -> Result<bool> {
+        Ok(self.pending_migrations().await?.is_empty())
+    }
+
+    /// The versions of this binary's migrations not applied yet.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
         let migrator = match self.backend {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -235,15 +240,19 @@ impl SqlStore {
             .fetch_one(&self.pool)
             .await
             .map_err(store_err)?;
-        if tables == 0 {
-            return Ok(false);
-        }
-        let applied: Vec<i64> =
+        let applied: Vec<i64> = if tables == 0 {
+            Vec::new()
+        } else {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(store_err)?;
-        Ok(migrator.iter().all(|m| applied.contains(&m.version)))
+                .map_err(store_err)?
+        };
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
     }
 
     /// The engine in use.

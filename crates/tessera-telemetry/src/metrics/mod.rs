@@ -235,6 +235,20 @@ impl Metrics {
             .store(next_rotation.unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// What the last health check found: whether the store answered, and
+    /// each service's status (`tessera_store_up`,
+    /// `tessera_service_serving`).
+    pub fn health(&self, store_up: bool, services: &[(&'static str, bool)]) {
+        *self
+            .scraped
+            .health
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sample::Health {
+            store_up,
+            services: services.to_vec(),
+        });
+    }
+
     /// A durable revocation whose fan-out failed (left to the reconcile).
     pub fn fanout_failed(&self) {
         self.one.fanout_failures.inc();

@@ -21,6 +21,16 @@ pub(super) struct Scraped {
     pub(super) key_active_since: AtomicI64,
     /// When the next key signs (0: not known here).
     pub(super) key_next_rotation: AtomicI64,
+    /// The last health check: whether the store answered, and each
+    /// service's status (`None` before the first check).
+    pub(super) health: std::sync::RwLock<Option<Health>>,
+}
+
+/// What the last health check found, as gauges.
+#[derive(Debug, Clone)]
+pub(super) struct Health {
+    pub(super) store_up: bool,
+    pub(super) services: Vec<(&'static str, bool)>,
 }
 
 impl Scraped {
@@ -31,6 +41,7 @@ impl Scraped {
             view_reconciled_at: AtomicI64::new(0),
             key_active_since: AtomicI64::new(0),
             key_next_rotation: AtomicI64::new(0),
+            health: std::sync::RwLock::new(None),
         }
     }
 }
@@ -119,16 +130,25 @@ pub(super) fn sample(counters: &[CounterFamily], s: &Scraped) -> Vec<Sampled> {
     out
 }
 
-/// The state gauges that are known here, now.
-fn gauges(s: &Scraped) -> Vec<Sampled> {
-    let mut out = Vec::new();
-    let gauge = |name, help, unit, samples| Sampled {
+/// A gauge family.
+fn gauge(
+    name: &'static str,
+    help: &'static str,
+    unit: Option<&'static str>,
+    samples: Vec<(Labels, i64)>,
+) -> Sampled {
+    Sampled {
         name,
         help,
         kind: Kind::Gauge,
         unit,
         samples,
-    };
+    }
+}
+
+/// The state gauges that are known here, now.
+fn gauges(s: &Scraped) -> Vec<Sampled> {
+    let mut out = Vec::new();
     let now = s.clock.now();
     if let Some(view) = s.view.get() {
         let sizes = view.sizes();
@@ -169,6 +189,7 @@ fn gauges(s: &Scraped) -> Vec<Sampled> {
             vec![(vec![], now - since)],
         ));
     }
+    out.extend(health_gauges(s));
     let next = s.key_next_rotation.load(Ordering::Relaxed);
     if next > 0 {
         out.push(gauge(
@@ -179,6 +200,36 @@ fn gauges(s: &Scraped) -> Vec<Sampled> {
         ));
     }
     out
+}
+
+/// `tessera_store_up` and `tessera_service_serving`, once a health check
+/// has run.
+fn health_gauges(s: &Scraped) -> Vec<Sampled> {
+    let health = s
+        .health
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(h) = health else {
+        return Vec::new();
+    };
+    vec![
+        gauge(
+            "tessera_store_up",
+            "1 when the store (Postgres or SQLite) answered the last health check (every 2 s) within 2 s, else 0.",
+            None,
+            vec![(vec![], i64::from(h.store_up))],
+        ),
+        gauge(
+            "tessera_service_serving",
+            "1 when the service is SERVING (gRPC health, /readyz), else 0, by service.",
+            None,
+            h.services
+                .iter()
+                .map(|(s, ok)| (vec![("service", *s)], i64::from(*ok)))
+                .collect(),
+        ),
+    ]
 }
 
 /// What the registry encodes on each scrape.

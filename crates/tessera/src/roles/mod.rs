@@ -78,9 +78,13 @@ impl Base {
         let callers = Arc::new(CallerRegistry::default());
         match &cfg.edge.callers_file {
             Some(path) => callers.replace(load_callers(path)?),
-            None => tracing::warn!(
+            None if cfg.listen.ip().is_loopback() => tracing::warn!(
                 listen = %cfg.listen,
                 "no callers file: every caller that can reach this loopback port is admitted (set --callers-file to require service keys)"
+            ),
+            None => tracing::warn!(
+                listen = %cfg.listen,
+                "no callers file and --allow-insecure-listen: every caller that can reach this address is admitted, from any host (set --callers-file to require service keys)"
             ),
         }
         let server_tls = match &cfg.edge.tls {
