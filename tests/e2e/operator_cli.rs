@@ -244,6 +244,29 @@ fn callers_add_writes_its_key_file_0600() {
     ]);
     assert!(!again.status.success());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), key, "overwritten");
+    // Recorded once in the audit sink it is given, by hash only.
+    let audit = dir.join("audit.log");
+    let o = Command::new(BIN)
+        .args(["callers", "add", "billing", "--rpcs", "Verify"])
+        .env("TESSERA_AUDIT_LOG", &audit)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let billing_key = out(&o)
+        .lines()
+        .find(|l| l.starts_with("tsk_"))
+        .unwrap()
+        .to_owned();
+    crate::harness::record_secrets(std::slice::from_ref(&billing_key));
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(trail.lines().count(), 1, "{trail}");
+    let event: serde_json::Value = serde_json::from_str(trail.trim()).unwrap();
+    assert_eq!(
+        (&event["event"], &event["caller"], &event["id"]),
+        (&"caller_key_made".into(), &"cli".into(), &"billing".into())
+    );
+    assert!(out(&o).contains(event["key_sha256"].as_str().unwrap()));
+    assert!(!trail.contains(&billing_key), "the key in the audit trail");
     let _ = std::fs::remove_dir_all(dir);
 }
 

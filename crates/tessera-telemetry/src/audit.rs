@@ -285,6 +285,18 @@ pub fn callers_reloaded(trigger: &str, outcome: CallersReload) {
     emit(weight, "callers_reloaded", SERVER, fields);
 }
 
+/// A service key made for caller `id` by `tessera callers add` (the
+/// operator at that host, `cli`): the id and the key's SHA-256 as the
+/// callers file holds it (a hash, never the key).
+pub fn caller_key_made(id: &str, key_sha256: &str) {
+    emit(
+        Weight::Info,
+        "caller_key_made",
+        "cli",
+        json!({ "id": id, "key_sha256": key_sha256 }),
+    );
+}
+
 /// The gateway routes file (an authorization policy) read at start
 /// (`trigger` `"start"`), because it changed (`"modified"`) or on SIGHUP:
 /// `Ok(routes)` now in force, or `Err(line)` rejected, the routes in force
