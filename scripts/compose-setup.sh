@@ -61,16 +61,26 @@ id = "gateway"
 key_sha256 = ["$(hash_of "$dir/keys/gateway.key")"]
 gateway = true
 TOML
-# Compose bind-mounts secrets with the host's owner and mode, and the
-# containers run as uid 10001 (the Dockerfile's user): the secret files are
-# mode 0600 and owned by that uid; the certificates and the callers file
-# (hashes only) are world-readable.
+# Compose bind-mounts secrets with the host's owner, mode and ACL, and the
+# Tessera containers run as uid 10001 (the Dockerfile's user). The secrets
+# they read are mode 0600 and readable by that uid and nobody else but
+# their owner: as root, owned by 10001; otherwise owned by the operator with
+# a POSIX ACL entry for 10001 (setfacl, Debian package `acl`). The other
+# keys (app, gateway: nginx reads its key as root) stay the operator's, 0600;
+# the certificates and the callers file (hashes only) are world-readable.
 chmod 0644 "$dir"/callers.toml "$dir"/tls/ca.pem "$dir"/tls/server.pem
 chmod 0600 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/*.key
 chmod 0711 "$dir" "$dir/tls" "$dir/keys"
+for_container=("$dir"/kek "$dir"/tls/server.key "$dir"/keys/issuer.key "$dir"/keys/introspection.key)
 if [ "$(id -u)" = 0 ]; then
-    chown 10001 "$dir"/kek "$dir"/tls/server.key "$dir"/keys/issuer.key "$dir"/keys/introspection.key
-else
-    echo "compose-setup: as root, run: chown 10001 $dir/kek $dir/tls/server.key $dir/keys/issuer.key $dir/keys/introspection.key" >&2
+    chown 10001 "${for_container[@]}"
+elif ! command -v setfacl >/dev/null 2>&1 || ! setfacl -m u:10001:r,m::r "${for_container[@]}"; then
+    # The ACL's mask (m::r) caps every entry but the owner's at read.
+    echo "compose-setup: cannot let the containers (uid 10001) read the secrets in $dir" \
+        "(kek, tls/server.key, keys/issuer.key, keys/introspection.key): setfacl is missing" \
+        "or the filesystem has no ACLs. Install the acl package" \
+        "(apt-get install acl) and run this script again, or run it with sudo" \
+        "(it then makes uid 10001 their owner)" >&2
+    exit 1
 fi
 echo "compose-setup: $dir ready (kek, tls/, keys/, callers.toml)"

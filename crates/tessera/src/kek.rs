@@ -49,8 +49,14 @@ pub fn parse_kek(text: &str) -> Result<Secret, String> {
 
 fn read_file(path: &Path) -> Result<Secret, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("kek file {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), "the KEK file is readable by group or others; chmod 600 it");
+    let mode = meta.permissions().mode();
+    if mode & 0o007 != 0 {
+        tracing::warn!(path = %path.display(), "the KEK file is readable by others; chmod 600 it");
+    } else if mode & 0o070 != 0 {
+        // With a POSIX ACL the group bits show the ACL's mask: a file that
+        // grants only the service user (`setfacl -m u:10001:r`, as
+        // scripts/compose-setup.sh does) looks group-readable here.
+        tracing::warn!(path = %path.display(), "the KEK file's group bits are set: its group, or the users an ACL names, can read it (getfacl shows which); chmod 600 it unless an ACL grants only the service's user");
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("kek file {}: {e}", path.display()))?;
