@@ -347,3 +347,44 @@ async fn otlp_export_failures_are_logged_once_per_kind() {
     assert_eq!(logged, kinds.len(), "a kind was logged twice:\n{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A server on a shared store leaves its working directory alone: no
+/// `tessera-data` is made (it needs none; the KEK is given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_makes_no_data_directory() {
+    use crate::harness::{Backend, Deployment, ISSUER};
+    let d = Deployment::new(Backend::Distributed).await;
+    let cwd = temp_dir("cli-cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(&cwd)
+        .args(["serve", "--listen", "127.0.0.1:0", "--migrate"])
+        .args(["--issuer", ISSUER])
+        .args(["--database-url", d.database_url.as_deref().unwrap()])
+        .arg("--kek-file")
+        .arg(d.data_dir.join("kek"))
+        .env_remove("TESSERA_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("tessera listening on "), "{line}");
+    stop(child).await;
+    let left: Vec<_> = std::fs::read_dir(&cwd)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the server wrote {left:?} into its working directory"
+    );
+    let _ = std::fs::remove_dir_all(cwd);
+    d.cleanup().await;
+}

@@ -278,29 +278,23 @@ impl KeyService for KeyApi {
             // waiting for a key-set reload.
             self.revocations.key_killed(&r.kid, &r.reason).await?;
         }
-        let affected = match killed.key.activated_at {
-            Some(a) => {
-                let since = a.max(self.keys_now() - self.token_window);
-                self.keys
-                    .affected_sessions(since)
-                    .await
-                    .map_err(from_domain)?
-            }
-            None => 0,
-        };
+        let affected = self.affected_by(killed.key.activated_at).await?;
         let (key, new_active) = (
             Some(public_key(&killed.key)),
             killed.new_active.as_ref().map(public_key),
         );
         if killed.newly {
             self.metrics.key_compromised();
+            tracing::warn!(
+                kid = %r.kid,
+                affected_sessions_estimate = affected,
+                "key compromised"
+            );
+        } else {
+            // Asked again (a retry, or the revocation service confirming
+            // the kill it fans out): nothing changed.
+            tracing::debug!(kid = %r.kid, "key already compromised");
         }
-        tracing::warn!(
-            kid = %r.kid,
-            newly = killed.newly,
-            affected_sessions_estimate = affected,
-            "key compromised"
-        );
         Ok(Response::new(CompromiseKeyResponse {
             key,
             new_active_key: new_active,
@@ -312,6 +306,19 @@ impl KeyService for KeyApi {
 }
 
 impl KeyApi {
+    /// The sessions a key that signed since `activated_at` may have
+    /// reached (an estimate; 0 for a key that never signed).
+    async fn affected_by(&self, activated_at: Option<i64>) -> Result<u64, Status> {
+        let Some(a) = activated_at else {
+            return Ok(0);
+        };
+        let since = a.max(self.keys_now() - self.token_window);
+        self.keys
+            .affected_sessions(since)
+            .await
+            .map_err(from_domain)
+    }
+
     fn keys_now(&self) -> i64 {
         self.keys.now()
     }

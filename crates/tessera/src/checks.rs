@@ -131,7 +131,11 @@ fn check_store_timeouts(cfg: &Config) -> Result<(), AppError> {
 /// asked (`tessera migrate` or --migrate), so an old binary never migrates a
 /// database that newer instances are using.
 pub(crate) async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
-    create_data_dir(&cfg.data_dir)?;
+    // A shared store needs no data directory (its KEK is given, never
+    // generated): none is made in the working directory.
+    if cfg.database_url.is_none() {
+        create_data_dir(&cfg.data_dir)?;
+    }
     let store = match &cfg.database_url {
         Some(url) => {
             let label = format!("database_url {}", tessera_storage::redact_url(url));
