@@ -11,6 +11,29 @@ use crate::binary::{BIN, serve_embedded, stop, temp_dir};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
+/// A server killed if the test fails before it stops it (a panic must not
+/// leave it running).
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    async fn stop(mut self) -> String {
+        stop(self.0.take().unwrap()).await
+    }
+
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -57,6 +80,7 @@ async fn a_healthcheck_names_tls_mismatches_and_their_fix() {
             key,
         ],
     );
+    let tls = Running(Some(tls));
     let port = tls_addr.rsplit(':').next().unwrap();
     let ca = pki.ca.to_str().unwrap();
     let other_ca = pki.other_ca.to_str().unwrap();
@@ -82,11 +106,12 @@ async fn a_healthcheck_names_tls_mismatches_and_their_fix() {
     );
     // https:// without a CA.
     unknown_because(&["healthcheck", "--endpoint", &https], &["--peer-ca-file"]);
-    stop(tls).await;
+    tls.stop().await;
 
     // https:// to a plain port.
     let plain_dir = temp_dir("cli-plain");
     let (plain, plain_addr) = serve_embedded(&plain_dir, &["--listen", "127.0.0.1:0"]);
+    let plain = Running(Some(plain));
     let port = plain_addr.rsplit(':').next().unwrap();
     unknown_because(
         &[
@@ -108,7 +133,7 @@ async fn a_healthcheck_names_tls_mismatches_and_their_fix() {
     assert!(second.status.success(), "{}", err(&second));
     assert!(err(&second).contains("nothing was due"), "{}", err(&second));
     assert!(out(&second).is_empty(), "{}", out(&second));
-    stop(plain).await;
+    plain.stop().await;
     for d in [dir, plain_dir] {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -143,6 +168,7 @@ fn migrate_says_what_it_applied_then_that_nothing_was_due() {
 async fn an_embedded_kek_rotation_replaces_the_stores_kek() {
     let dir = temp_dir("cli-rewrap");
     let (server, addr) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let server = Running(Some(server));
     let endpoint = format!("http://{addr}");
     let before = out(&run(&["keys", "list", "--endpoint", &endpoint]));
     let new_kek = dir.with_extension("kek.new");
@@ -173,7 +199,7 @@ async fn an_embedded_kek_rotation_replaces_the_stores_kek() {
         err(&refused)
     );
     let old_kek = std::fs::read_to_string(dir.join("kek")).unwrap();
-    stop(server).await;
+    server.stop().await;
     let o = run(&args);
     assert!(o.status.success(), "{}", err(&o));
     let moved: serde_json::Value = serde_json::from_str(out(&o).trim()).unwrap();
@@ -194,6 +220,7 @@ async fn an_embedded_kek_rotation_replaces_the_stores_kek() {
     let trail = std::fs::read_to_string(&audit).unwrap();
     assert_eq!(trail.matches("\"keys_rewrapped\"").count(), 1, "{trail}");
     let (again, addr) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let again = Running(Some(again));
     let after = out(&run(&[
         "keys",
         "list",
@@ -201,7 +228,7 @@ async fn an_embedded_kek_rotation_replaces_the_stores_kek() {
         &format!("http://{addr}"),
     ]));
     assert_eq!(after, before, "the same keys, opened under the new KEK");
-    stop(again).await;
+    again.stop().await;
     for p in [new_kek, audit] {
         let _ = std::fs::remove_file(p);
     }
@@ -387,4 +414,48 @@ async fn a_shared_store_makes_no_data_directory() {
     );
     let _ = std::fs::remove_dir_all(cwd);
     d.cleanup().await;
+}
+
+/// A port that accepts and never answers (a black-holing firewall, a
+/// stalled TLS handshake): the commands that ask a server give up with the
+/// reason, never hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_never_answers_is_an_error_not_a_hang() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let pki = crate::pki::TestPki::generate();
+    let ca = pki.ca.to_str().unwrap().to_owned();
+    let plain = format!("http://{addr}");
+    let tls = format!("https://localhost:{}", addr.port());
+    let calls = [
+        vec!["keys", "list", "--endpoint", &plain],
+        vec!["keys", "list", "--endpoint", &tls, "--peer-ca-file", &ca],
+        vec![
+            "revoke",
+            "--family",
+            "f",
+            "--endpoint",
+            &tls,
+            "--peer-ca-file",
+            &ca,
+        ],
+    ]
+    .map(|args| {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+    });
+    for call in calls {
+        let o = call.await.unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        assert!(err(&o).contains("within"), "{}", err(&o));
+    }
 }

@@ -84,8 +84,22 @@ fn client(remote: &RemoteArgs) -> Result<KeyServiceClient<PeerChannel>, String> 
     remote.channel().map(KeyServiceClient::new)
 }
 
-/// Runs a `keys` subcommand.
+/// Runs a `keys` subcommand: bounded in time when it asks a server.
 pub async fn run(cmd: KeysCommand) -> Result<(), String> {
+    match cmd {
+        KeysCommand::Rewrap {
+            database_url,
+            data_dir,
+            old_kek_file,
+            new_kek_file,
+            audit_log: _,
+        } => rewrap(database_url, &data_dir, old_kek_file, new_kek_file).await,
+        remote => crate::remote::bounded(ask(remote)).await,
+    }
+}
+
+/// The `keys` subcommands that ask a server.
+async fn ask(cmd: KeysCommand) -> Result<(), String> {
     match cmd {
         KeysCommand::List { remote } => {
             let keys = client(&remote)?
@@ -119,13 +133,8 @@ pub async fn run(cmd: KeysCommand) -> Result<(), String> {
             reason,
             remote,
         } => compromise(&remote, kid, reason).await?,
-        KeysCommand::Rewrap {
-            database_url,
-            data_dir,
-            old_kek_file,
-            new_kek_file,
-            audit_log: _,
-        } => rewrap(database_url, &data_dir, old_kek_file, new_kek_file).await?,
+        // Run by `run`, on the store: never sent to a server.
+        KeysCommand::Rewrap { .. } => return Err("keys rewrap asks no server".into()),
     }
     Ok(())
 }

@@ -78,6 +78,8 @@ async fn migrate(database_url: &str) -> Result<(), tessera_domain::error::Domain
     Ok(())
 }
 
+use tessera::remote::bounded;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tessera::install_crypto_provider();
@@ -97,9 +99,11 @@ async fn main() -> ExitCode {
         Command::Migrate { database_url } => {
             migrate(&database_url).await.map_err(|e| e.to_string())
         }
+        // A command that asks a server is bounded: a port that never
+        // answers must not hang it (`keys rewrap` works on the store).
         Command::Keys(cmd) => tessera::keys_cli::run(cmd).await,
-        Command::Revoke(args) => tessera::revoke_cli::run(*args).await,
-        Command::Token(cmd) => match tessera::inspect_cli::run(cmd).await {
+        Command::Revoke(args) => bounded(tessera::revoke_cli::run(*args)).await,
+        Command::Token(cmd) => match bounded(tessera::inspect_cli::run(cmd)).await {
             Ok(true) => Ok(()),
             // The explanation is printed: a refusal is an answer, not an error.
             Ok(false) => return ExitCode::FAILURE,

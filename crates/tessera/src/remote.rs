@@ -12,6 +12,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// How long an operator command waits for the server's answer.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Where the server is and how to present oneself to it.
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
@@ -53,8 +56,15 @@ impl RemoteArgs {
             Some(ca) => Some(ClientTls::load(ca, None)?),
             None => None,
         };
-        tessera_edge::net::channel(&bearer, &self.endpoint, tls.as_ref())
-            .map_err(|e| format!("--endpoint {}: {e}", self.endpoint))
+        // Bounded, unlike the services' own channels (a WatchKeys stream
+        // lives for hours): a port that accepts and never answers (a
+        // black-holing firewall, a TLS handshake that stalls) is an error
+        // within CALL_TIMEOUT, never a command that hangs.
+        let endpoint = tessera_edge::net::endpoint(&self.endpoint, tls.as_ref())
+            .map_err(|e| format!("--endpoint {}: {e}", self.endpoint))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT);
+        Ok(bearer.intercept(endpoint.connect_lazy()))
     }
 
     /// A failed call, for the operator: the code, the server's message,
@@ -69,6 +79,13 @@ impl RemoteArgs {
         let tls = self.endpoint.starts_with("https://");
         let message = s.message().to_ascii_lowercase();
         let certificate = message.contains("certificate") || message.contains("unknownissuer");
+        if message.contains("timeout expired") || s.code() == tonic::Code::DeadlineExceeded {
+            return format!(
+                " (no answer from {} within {} s: is it a Tessera port, and reachable? a firewall that drops, or a stalled TLS handshake, look like this)",
+                self.endpoint,
+                CALL_TIMEOUT.as_secs()
+            );
+        }
         match s.code() {
             tonic::Code::Unavailable if certificate => format!(
                 " (TLS: --peer-ca-file does not sign the certificate of {}, or the host name in --endpoint is not in it)",
@@ -125,4 +142,19 @@ impl RemoteArgs {
             .await
             .unwrap_or_else(|_| Err(format!("no answer from {} within 5 s", self.endpoint)))
     }
+}
+
+/// `command`, given up with the reason after the remote call's bound (and
+/// a margin): the channel's own timeout does not cover a TLS handshake
+/// that stalls.
+pub async fn bounded<T>(
+    command: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let limit = CALL_TIMEOUT + std::time::Duration::from_secs(1);
+    tokio::time::timeout(limit, command).await.unwrap_or_else(|_| {
+        Err(format!(
+            "no answer from the server within {} s: is --endpoint a reachable Tessera port? a firewall that drops, or a stalled TLS handshake, look like this",
+            limit.as_secs()
+        ))
+    })
 }
