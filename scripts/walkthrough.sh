@@ -80,6 +80,34 @@ grep -q "no callers file" "$work/server.err" || {
 echo "README callers walk-through: a service key admitted, no key refused"
 kill "$server"; wait "$server" 2>/dev/null || true
 
+# The TLS recipe, in the same directory (its callers file and key): a
+# private CA and certificate, served on every interface, checked over TLS.
+for b in walkthrough-tls-setup walkthrough-tls-serve walkthrough-tls-check; do
+    block "$b" >"$callers/$b.sh"
+    [ -s "$callers/$b.sh" ] || { echo "walkthrough.sh: no $b block in README.md" >&2; exit 1; }
+done
+(cd "$callers" && bash -euo pipefail walkthrough-tls-setup.sh) || exit 1
+for f in ca.key server.key; do
+    [ "$(stat -c %a "$callers/tls/$f")" = 600 ] || { echo "walkthrough.sh: tls/$f is not 0600" >&2; exit 1; }
+done
+(cd "$callers" && eval "exec $(cat walkthrough-tls-serve.sh)" >server.out 2>server.err) &
+server=$!
+for _ in $(seq 50); do
+    (cd "$callers" && tessera healthcheck --endpoint https://localhost:50051 --peer-ca-file tls/ca.pem) >/dev/null 2>&1 && break
+    sleep 0.2
+done
+(cd "$callers" && bash -euo pipefail walkthrough-tls-check.sh) >"$callers/tls.txt" 2>&1 || {
+    cat "$callers/tls.txt" "$callers/server.err" >&2; exit 1; }
+for expected in SERVING '"accessToken"'; do
+    grep -qF "$expected" "$callers/tls.txt" || {
+        echo "walkthrough.sh: expected $expected in the TLS recipe's output:" >&2
+        cat "$callers/tls.txt" >&2
+        exit 1
+    }
+done
+echo "README TLS recipe: a private CA, served on 0.0.0.0 with TLS and the callers file, answered over TLS"
+kill "$server"; wait "$server" 2>/dev/null || true
+
 # The third: the split roles on Postgres + Redis, as the README gives them.
 # The reader's settings block is replaced by a database of our own.
 source scripts/services.sh

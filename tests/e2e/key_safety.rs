@@ -220,7 +220,9 @@ async fn unsafe_schedules_are_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_move_to_a_new_kek_without_downtime() {
     use tessera::kek::KekSource;
-    let d = Deployment::new(Backend::Embedded).await;
+    // A shared store: the instances keep serving while the rewrap runs (an
+    // embedded store's one server is stopped for it: `operator_cli.rs`).
+    let d = Deployment::new(Backend::Distributed).await;
     let mut app = d.start().await;
     let before = app.issue("mia").await;
     let old_kek = d.data_dir.join("kek");
@@ -243,8 +245,8 @@ async fn keys_move_to_a_new_kek_without_downtime() {
     assert_eq!(app.verify(&before.access_token).await, Ok(()));
     // While it serves, the real binary rewraps the stored keys.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["keys", "rewrap", "--data-dir"])
-        .arg(&d.data_dir)
+        .args(["keys", "rewrap", "--database-url"])
+        .arg(d.database_url.as_deref().unwrap())
         .arg("--old-kek-file")
         .arg(&old_kek)
         .arg("--new-kek-file")

@@ -260,19 +260,25 @@ fn callers_add_writes_its_key_file_0600() {
     assert!(out(&o).contains("[[caller]]"));
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let again = run(&[
-        "callers",
-        "add",
-        "app",
-        "--rpcs",
-        "Verify",
-        "--key-file",
-        path,
-    ]);
+    // Recorded once in the audit sink it is given, by hash only; a refused
+    // --key-file (nothing made) is not recorded.
+    let audit = dir.join("audit.log");
+    let again = Command::new(BIN)
+        .args([
+            "callers",
+            "add",
+            "app",
+            "--rpcs",
+            "Verify",
+            "--key-file",
+            path,
+        ])
+        .env("TESSERA_AUDIT_LOG", &audit)
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), key, "overwritten");
-    // Recorded once in the audit sink it is given, by hash only.
-    let audit = dir.join("audit.log");
+    assert_eq!(std::fs::read_to_string(&audit).unwrap_or_default(), "");
     let o = Command::new(BIN)
         .args(["callers", "add", "billing", "--rpcs", "Verify"])
         .env("TESSERA_AUDIT_LOG", &audit)
@@ -458,4 +464,96 @@ async fn a_port_that_never_answers_is_an_error_not_a_hang() {
         assert_eq!(o.status.code(), Some(1), "{}", err(&o));
         assert!(err(&o).contains("within"), "{}", err(&o));
     }
+}
+
+/// One server per SQLite file however it is named: a second `serve` given
+/// the first one's file as a `sqlite:` URL is refused naming the holder, and
+/// so is a `keys rewrap` of that file, even with the old KEK named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_url_to_a_served_store_is_refused() {
+    let dir = temp_dir("cli-sqlite-url");
+    let (server, _) = serve_embedded(&dir, &["--listen", "127.0.0.1:0"]);
+    let server = Running(Some(server));
+    let url = format!("sqlite://{}", dir.join("tessera.db").display());
+    let kek = dir.join("kek");
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .args(["--issuer", "https://auth.example.com", "--kek-file"])
+        .arg(&kek)
+        .output()
+        .unwrap();
+    let holder = format!("in use by process {}", server.id());
+    assert!(!second.status.success(), "{}", err(&second));
+    assert!(err(&second).contains(&holder), "{}", err(&second));
+    let new_kek = dir.with_extension("kek.new");
+    std::fs::write(
+        &new_kek,
+        tessera_domain::b64url_encode(tessera_domain::random_bytes(32)),
+    )
+    .unwrap();
+    let rewrap = run(&[
+        "keys",
+        "rewrap",
+        "--database-url",
+        &url,
+        "--old-kek-file",
+        kek.to_str().unwrap(),
+        "--new-kek-file",
+        new_kek.to_str().unwrap(),
+    ]);
+    assert!(!rewrap.status.success(), "{}", out(&rewrap));
+    assert!(err(&rewrap).contains(&holder), "{}", err(&rewrap));
+    server.stop().await;
+    let _ = std::fs::remove_file(new_kek);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What the CLI is given is what it uses, or it says why not: two service
+/// keys, an empty key, an endpoint without a scheme or with a path, a CA
+/// beside http://. None of these reaches a server.
+#[test]
+fn ambiguous_or_ignored_cli_settings_are_refused() {
+    let dir = temp_dir("cli-settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k");
+    std::fs::write(&key, "tsk_x\n").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let ask = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(["keys", "list"])
+            .args(args)
+            .env_remove("TESSERA_SERVICE_KEY");
+        c.env_remove("TESSERA_SERVICE_KEY_FILE")
+            .env_remove("TESSERA_ENDPOINT");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", err(&o));
+        err(&o)
+    };
+    let k = key.to_str().unwrap();
+    let e = ask(
+        &["--service-key-file", k],
+        &[("TESSERA_SERVICE_KEY", "tsk_y")],
+    );
+    assert!(e.contains("given twice"), "{e}");
+    let e = ask(&["--service-key-file", empty.to_str().unwrap()], &[]);
+    assert!(e.contains("service key is empty"), "{e}");
+    let e = ask(&[], &[("TESSERA_SERVICE_KEY", "")]);
+    assert!(e.contains("service key is empty"), "{e}");
+    let e = ask(&["--endpoint", "127.0.0.1:1"], &[]);
+    assert!(e.contains("needs a scheme"), "{e}");
+    let e = ask(&["--endpoint", "http://127.0.0.1:1/tessera"], &[]);
+    assert!(e.contains("no path"), "{e}");
+    let e = ask(
+        &["--endpoint", "http://127.0.0.1:1", "--peer-ca-file", k],
+        &[],
+    );
+    assert!(
+        e.contains("--peer-ca-file is for an https:// endpoint"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -72,8 +72,9 @@ pub fn add(
         }
     }
     Callers::parse(&entry).map_err(|e| format!("the entry would not load: {e}"))?;
-    tessera_telemetry::audit::caller_key_made(name, &hash);
     hand_over(name, &String::from_utf8_lossy(key.expose()), key_file)?;
+    // Once the key exists somewhere: a refused --key-file made none.
+    tessera_telemetry::audit::caller_key_made(name, &hash);
     println!("# Add to the callers file (it is reloaded on change and on SIGHUP):");
     let reaching: Vec<&str> = revoke
         .iter()

@@ -41,9 +41,20 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
     let edge = &cfg.edge;
     let guarded = edge.tls.is_some() && edge.callers_file.is_some();
     if !(cfg.listen.ip().is_loopback() || guarded || cfg.allow_insecure_listen) {
-        return Err(AppError::Config(
-            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file); or name insecure mode with --allow-insecure-listen".into(),
-        ));
+        let missing: Vec<&str> = [
+            (edge.tls.is_none(), "TLS (--tls-cert, --tls-key)"),
+            (
+                edge.callers_file.is_none(),
+                "a callers file (--callers-file)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(m, what)| m.then_some(what))
+        .collect();
+        return Err(AppError::Config(format!(
+            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key), a callers file (--callers-file) and an issuer (--issuer); missing: {}; or name insecure mode with --allow-insecure-listen",
+            missing.join(", ")
+        )));
     }
     let topology = Topology::choose(cfg)?;
     if cfg.role == crate::config::Role::Issuer && cfg.gateway_routes_file.is_some() {
@@ -171,6 +182,31 @@ pub(crate) async fn open_store(cfg: &Config) -> Result<SqlStore, AppError> {
 /// it ends; the file holds the holder's PID for the refusal's message.
 /// (With a shared database the data directory holds no store: servers
 /// may share it.)
+/// The directory of the embedded (SQLite) store, which one process at a
+/// time may use: the data directory, or the directory of a `sqlite:` URL's
+/// file. `None` for Postgres (many instances share it by design).
+pub(crate) fn sqlite_dir(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    let Some(url) = database_url else {
+        return Some(data_dir.to_owned());
+    };
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return None; // in memory: nobody else can open it
+    }
+    let parent = std::path::Path::new(path).parent()?;
+    Some(if parent.as_os_str().is_empty() {
+        std::path::PathBuf::from(".")
+    } else {
+        parent.to_owned()
+    })
+}
+
 pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, AppError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;

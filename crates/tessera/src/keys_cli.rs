@@ -186,15 +186,24 @@ async fn rewrap(
         }
     };
     let replaces = embedded && !named_old;
-    let _lock = match replaces {
-        true => Some(
-            crate::checks::lock_data_dir(data_dir)
+    // Any SQLite store (the data directory's, or a sqlite: URL's): its one
+    // server must be stopped, whatever KEK it was started with.
+    let _lock = match crate::checks::sqlite_dir(database_url.as_deref(), data_dir) {
+        Some(dir) => Some(
+            crate::checks::lock_data_dir(&dir)
                 .map_err(|e| format!("keys rewrap: stop the server first: {e}"))?,
         ),
-        false => None,
+        None => None,
     };
     let old = load(&KekSource::File(old_path.clone()), data_dir)?;
     let new = load(&KekSource::File(new_kek_file.clone()), data_dir)?;
+    if old.id() == new.id() {
+        return Err(format!(
+            "keys rewrap: {} holds the KEK in force (id {}): make a new one (`openssl rand -base64 32`)",
+            new_kek_file.display(),
+            new.id()
+        ));
+    }
     let url = database_url
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
     let store = tessera_storage::SqlStore::connect(&url)

@@ -44,14 +44,27 @@ impl RemoteArgs {
             std::env::var("TESSERA_SERVICE_KEY").ok(),
             &self.service_key_file,
         ) {
-            (Some(k), _) => Some(k),
+            // Two keys named: neither silently wins.
+            (Some(_), Some(p)) => {
+                return Err(format!(
+                    "a service key is given twice: TESSERA_SERVICE_KEY and --service-key-file (or TESSERA_SERVICE_KEY_FILE) {}; unset one",
+                    p.display()
+                ));
+            }
+            (Some(k), None) => Some(k),
             (None, Some(p)) => Some(
                 std::fs::read_to_string(p)
                     .map_err(|e| format!("--service-key-file {}: {e}", p.display()))?,
             ),
             (None, None) => None,
         };
+        if key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(
+                "the service key is empty (TESSERA_SERVICE_KEY or --service-key-file)".into(),
+            );
+        }
         let bearer = Bearer::new(key.as_deref().map(str::trim))?;
+        self.check_endpoint()?;
         let tls = match &self.peer_ca_file {
             Some(ca) => Some(ClientTls::load(ca, None)?),
             None => None,
@@ -67,6 +80,31 @@ impl RemoteArgs {
         Ok(bearer.intercept(endpoint.connect_lazy()))
     }
 
+    /// The endpoint as the channel will read it: a scheme, no path, and a
+    /// CA only for https (a setting that would be ignored is refused).
+    fn check_endpoint(&self) -> Result<(), String> {
+        let e = &self.endpoint;
+        let Some(rest) = e
+            .strip_prefix("https://")
+            .or_else(|| e.strip_prefix("http://"))
+        else {
+            return Err(format!(
+                "--endpoint {e}: needs a scheme: http://HOST:PORT, or https://HOST:PORT with --peer-ca-file"
+            ));
+        };
+        if rest.trim_end_matches('/').contains('/') {
+            return Err(format!(
+                "--endpoint {e}: a gRPC endpoint has no path: scheme, host and port only"
+            ));
+        }
+        if e.starts_with("http://") && self.peer_ca_file.is_some() {
+            return Err(format!(
+                "--endpoint {e}: --peer-ca-file is for an https:// endpoint; use https:// (or drop the CA)"
+            ));
+        }
+        Ok(())
+    }
+
     /// A failed call, for the operator: the code, the server's message,
     /// and the fix for the usual causes.
     pub fn failed(&self, s: &tonic::Status) -> String {
@@ -79,6 +117,12 @@ impl RemoteArgs {
         let tls = self.endpoint.starts_with("https://");
         let message = s.message().to_ascii_lowercase();
         let certificate = message.contains("certificate") || message.contains("unknownissuer");
+        if message.contains("dns error") {
+            return format!(
+                " (the host of {} does not resolve: check --endpoint)",
+                self.endpoint
+            );
+        }
         if message.contains("timeout expired") || s.code() == tonic::Code::DeadlineExceeded {
             return format!(
                 " (no answer from {} within {} s: is it a Tessera port, and reachable? a firewall that drops, or a stalled TLS handshake, look like this)",

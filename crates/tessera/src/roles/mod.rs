@@ -94,13 +94,16 @@ impl Base {
             None => None,
         };
         let (bearer, client_tls) = peer_identity(&cfg)?;
-        let data_dir_lock = match cfg.database_url {
-            Some(_) => None,
-            None => {
-                crate::checks::create_data_dir(&cfg.data_dir)?;
-                Some(crate::checks::lock_data_dir(&cfg.data_dir)?)
-            }
-        };
+        if cfg.database_url.is_none() {
+            crate::checks::create_data_dir(&cfg.data_dir)?;
+        }
+        // The data directory, or a sqlite: URL's: one server per SQLite
+        // file, however it is named.
+        let data_dir_lock =
+            match crate::checks::sqlite_dir(cfg.database_url.as_deref(), &cfg.data_dir) {
+                Some(dir) => Some(crate::checks::lock_data_dir(&dir)?),
+                None => None,
+            };
         let store = Arc::new(open_store(&cfg).await?);
         crate::issuer_file::settle(&mut cfg)?;
         let metrics = Arc::new(Metrics::new(cfg.clock.clone()));
