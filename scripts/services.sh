@@ -72,6 +72,18 @@ _tessera_sourced() (
         wait_for 15 redis_up || die "Redis did not start on 127.0.0.1:6379"
     fi
 
+    # The README walk-throughs (scripts/walkthrough.sh) listen on
+    # fixed ports inside Linux's ephemeral range (50051-50053): reserved,
+    # so no outgoing connection (to Postgres, Redis) is given one of them
+    # before a server binds it (bind fails with "address already in use,
+    # though nothing listens there"). The kernel keeps a set: adding twice
+    # is harmless. Needs root; elsewhere a collision stays possible, rare.
+    reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+    if [ -w "$reserved" ]; then
+        current=$(cat "$reserved")
+        echo "${current:+$current,}50051-50053" 2>/dev/null >"$reserved" || true
+    fi
+
     # The gateway tests (tests/e2e/gateway_procs.rs) run nginx and Caddy of their
     # own, on free ports: only the binaries are needed. /usr/sbin may be off a
     # non-root PATH.

@@ -120,8 +120,10 @@ psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $db"
 export TESSERA_DATABASE_URL="${TESSERA_TEST_DATABASE_URL%/*}/$db"
 head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$split/tessera-kek"
 # Its own process group, so both servers it starts are stopped with it.
+# On failure each distinct line once: a server's refusal is not lost
+# behind repeated waits.
 (cd "$split" && TESSERA_LOG=warn timeout 120 bash -euo pipefail split.sh) >"$split/out.txt" 2>&1 || {
-    cat "$split/out.txt" >&2; exit 1; }
+    awk '!seen[$0]++' "$split/out.txt" >&2; exit 1; }
 stop_split
 sleep 1
 psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"

@@ -49,13 +49,16 @@ async fn the_binary_serves_reports_health_and_stops_on_sigterm() {
         .unwrap();
     let addr = listening(&mut child);
 
-    // The KEK file was created private.
+    // The KEK file, the store (sealed keys, sessions) and its WAL were
+    // created private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.join("kek"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for file in ["kek", "tessera.db", "tessera.db-wal"] {
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+    }
 
     // SERVING once the store answers (the first check runs at start).
     eventually("the healthcheck reports SERVING", || {

@@ -139,8 +139,44 @@ async fn a_healthcheck_names_tls_mismatches_and_their_fix() {
     }
 }
 
+/// `healthcheck --wait` keeps asking until a server that starts later is
+/// SERVING (exit 0), and when nothing ever answers it gives up at the
+/// bound with UNKNOWN and the reason (exit 1), never spinning on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_wait_follows_a_starting_server_and_gives_up_with_the_reason() {
+    let port = crate::harness::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let waiting = Command::new(BIN)
+        .args(["healthcheck", "--endpoint", &endpoint, "--wait", "60"])
+        .env_remove("TESSERA_SERVICE_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let dir = temp_dir("cli-wait");
+    let listen = format!("127.0.0.1:{port}");
+    let (server, _) = serve_embedded(&dir, &["--listen", &listen]);
+    let server = Running(Some(server));
+    let o = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(out(&o).trim(), "SERVING");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let nothing = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    unknown_because(
+        &["healthcheck", "--endpoint", &nothing, "--wait", "1"],
+        &["is a server listening"],
+    );
+}
+
 /// `migrate` says how many migrations it applied, then that none was due,
-/// with no log line from the database on the rerun.
+/// with no log line from the database on the rerun; the SQLite file it
+/// creates is 0600.
 #[test]
 fn migrate_says_what_it_applied_then_that_nothing_was_due() {
     let dir = temp_dir("cli-migrate");
@@ -149,6 +185,12 @@ fn migrate_says_what_it_applied_then_that_nothing_was_due() {
     let o = run(&["migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).starts_with("migrate: applied "), "{}", out(&o));
+    // The file it created holds sealed keys and sessions: this user's only.
+    let mode = std::fs::metadata(dir.join("m.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     let o = run(&["migrate", "--database-url", &url]);
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(

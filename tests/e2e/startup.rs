@@ -182,7 +182,34 @@ fn a_taken_port_names_the_address() {
     ]));
     assert!(line.contains(&format!("listen {addr}")), "{line}");
     assert!(line.contains("address already in use"), "{line}");
+    assert!(line.contains("another process listens there"), "{line}");
     drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A port held by an outgoing connection (the kernel gave it as the
+/// connection's ephemeral local port) refuses the bind though nothing
+/// listens there: the refusal says so and names the reservation, instead of
+/// sending the operator to look for a listener that does not exist.
+#[test]
+fn a_port_held_by_an_outgoing_connection_is_told_apart() {
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let outgoing = std::net::TcpStream::connect(peer.local_addr().unwrap()).unwrap();
+    let addr = outgoing.local_addr().unwrap();
+    let dir = temp_dir("ephemeral");
+    let line = the_refusal(refused(&[
+        "--listen",
+        &addr.to_string(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(line.contains(&format!("listen {addr}")), "{line}");
+    assert!(line.contains("nothing listens there"), "{line}");
+    assert!(
+        line.contains(&format!("ip_local_reserved_ports={}", addr.port())),
+        "{line}"
+    );
+    drop(outgoing);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

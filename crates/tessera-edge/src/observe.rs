@@ -279,12 +279,14 @@ fn explain_bad_input(code: Code, response: http::Response<Body>) -> (Code, http:
 
 /// Every error status sent, at DEBUG with its message and details: what an
 /// operator needs to see why calls fail, and what the test suite's log
-/// scan searches for leaked secrets (no status may carry one).
+/// scan searches for leaked secrets (no status may carry one). The
+/// details are protobuf bytes: escaped (`?`), so the line stays one line of
+/// text and a secret in them would still show as itself.
 fn log_status(status: &Status) {
     tracing::debug!(
         code = ?status.code(),
         message = status.message(),
-        details = %String::from_utf8_lossy(status.details()),
+        details = ?String::from_utf8_lossy(status.details()),
         "call answered with an error"
     );
 }

@@ -69,9 +69,13 @@ impl Application {
     /// Opens the stores, loads or creates the keys (or learns them from the
     /// issuer), adds each role's services and binds the listener.
     pub async fn build(mut cfg: Config) -> Result<Self, AppError> {
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| crate::checks::bind_err(cfg.listen, &e))?;
+        let listener = match TcpListener::bind(cfg.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let listened = answers(cfg.listen).await;
+                return Err(crate::checks::bind_err(cfg.listen, &e, listened));
+            }
+        };
         if !cfg.issuer_set {
             // Derived from the bound address, so port 0 names the real port.
             cfg.policy.issuer =
@@ -189,6 +193,20 @@ impl Application {
         drop(data_dir_lock);
         result
     }
+}
+
+/// Whether something accepts connections at `addr` (an unspecified IP is
+/// tried on loopback), within a second.
+async fn answers(addr: SocketAddr) -> bool {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let connect = tokio::net::TcpStream::connect(addr);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
 }
 
 /// gRPC health, NOT_SERVING until the watcher has seen the store answer.

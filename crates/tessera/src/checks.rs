@@ -285,12 +285,21 @@ pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
 }
 
 /// Why the listener could not be bound, naming the setting and address.
-pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error) -> AppError {
+/// `listened` says whether a connection to the address was answered: a
+/// port in use that nobody listens on is held by an outgoing connection
+/// the kernel gave it to as its ephemeral port (a fixed port inside
+/// `ip_local_port_range`, 32768-60999 by default, which 50051 is in).
+pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error, listened: bool) -> AppError {
     use std::io::ErrorKind;
     let cause = match e.kind() {
-        ErrorKind::AddrInUse => {
+        ErrorKind::AddrInUse if listened => {
             "address already in use: another process listens there (stop it, or choose another --listen)".to_owned()
         }
+        ErrorKind::AddrInUse => format!(
+            "address already in use, though nothing listens there: an outgoing connection was given port {} as its ephemeral local port; reserve the port for this service (sysctl -w net.ipv4.ip_local_reserved_ports={}), or choose another --listen",
+            addr.port(),
+            addr.port()
+        ),
         ErrorKind::AddrNotAvailable => {
             "address not available: no interface of this host has that IP".to_owned()
         }

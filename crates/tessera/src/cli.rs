@@ -71,6 +71,11 @@ pub enum Command {
     Healthcheck {
         #[command(flatten)]
         remote: crate::remote::RemoteArgs,
+        /// Keep asking, every 250 ms, until the server reports SERVING or
+        /// this many seconds have passed; then print the last answer (and,
+        /// when the server could not be asked, why). 0: ask once.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u64,
     },
     /// Print a shell completion script to stdout, e.g.
     /// `tessera completions bash > /etc/bash_completion.d/tessera`.

@@ -125,7 +125,7 @@ async fn main() -> ExitCode {
             (verify_strong, keys_admin),
             key_file.as_deref(),
         ),
-        Command::Healthcheck { remote } => return healthcheck(&remote).await,
+        Command::Healthcheck { remote, wait } => return healthcheck(&remote, wait).await,
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     };
@@ -144,9 +144,17 @@ async fn main() -> ExitCode {
 
 /// `tessera healthcheck`: SERVING (exit 0), NOT_SERVING (exit 1), or
 /// UNKNOWN with the reason on stderr when the server could not be asked
-/// (exit 1).
-async fn healthcheck(remote: &tessera::remote::RemoteArgs) -> ExitCode {
-    match remote.healthcheck().await {
+/// (exit 1). With `--wait`, asked again until SERVING or the time is up:
+/// a script starting a server needs no loop of its own, and one whose
+/// server never comes up stops with the reason instead of spinning.
+async fn healthcheck(remote: &tessera::remote::RemoteArgs, wait: u64) -> ExitCode {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let mut answer = remote.healthcheck().await;
+    while !matches!(answer, Ok(true)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        answer = remote.healthcheck().await;
+    }
+    match answer {
         Ok(true) => {
             println!("SERVING");
             ExitCode::SUCCESS

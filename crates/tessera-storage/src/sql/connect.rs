@@ -78,7 +78,7 @@ impl Origin {
         let host = u.host_str().unwrap_or("localhost");
         Self {
             label,
-            sqlite: (u.scheme() == "sqlite").then(|| u.path().to_owned()),
+            sqlite: (u.scheme() == "sqlite").then(|| sqlite_file(u.as_str())),
             addr: format!("{host}:{}", u.port().unwrap_or(5432)),
             user: match u.username() {
                 "" => "postgres".to_owned(),
@@ -180,6 +180,38 @@ fn postgres_cause(code: &str, server: &str, t: &Origin) -> String {
         "57P03" => format!("the server is starting up or shutting down (SQLSTATE 57P03: {server})"),
         other => format!("database error (SQLSTATE {other})"),
     }
+}
+
+/// The file a `sqlite:` URL names, as SQLite will open it (a relative
+/// path stays relative: `sqlite://./data/t.db` is `./data/t.db`).
+fn sqlite_file(url: &str) -> String {
+    use std::str::FromStr as _;
+    sqlx::sqlite::SqliteConnectOptions::from_str(url).map_or_else(
+        |_| url.to_owned(),
+        |o| o.get_filename().display().to_string(),
+    )
+}
+
+/// The SQLite file `url` would create, created first, readable by this
+/// user only: it holds the sealed signing keys and the refresh-token
+/// families (SQLite gives its WAL and shared-memory files the database's
+/// mode). A file that exists is left as it is; a file that cannot be made
+/// here is left for SQLite to refuse, with its own cause.
+pub(crate) fn create_private(url: &str) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::str::FromStr as _;
+    let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
+        return;
+    };
+    let path = options.get_filename();
+    if !url.contains("mode=rwc") || path.as_os_str().is_empty() || path.starts_with("file:") {
+        return; // not created by this call, or in memory
+    }
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
 }
 
 /// The cause of a SQLite open failure, by result code, naming the file.

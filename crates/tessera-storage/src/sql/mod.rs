@@ -168,6 +168,9 @@ impl SqlStore {
             }
             _ => url.to_owned(),
         };
+        if backend == Backend::Sqlite {
+            connect::create_private(&url);
+        }
         // sqlx logs statements (and slow ones at WARN) with their SQL text
         // and bind summary; no log line of ours may carry SQL, so both are off.
         // `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in a Postgres URL
