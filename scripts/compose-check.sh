@@ -65,6 +65,35 @@ echo "compose-check: hadolint Dockerfile: ok"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 chmod 0711 "$work"
+
+# The image's default, as the image runs it (its ENTRYPOINT and CMD, its
+# ENV, an empty volume) with the binary built here: it refuses to start
+# open, naming all it lacks, before it makes anything in the volume.
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/tessera"
+[ -x "$bin" ] || cargo build --locked -q -p tessera
+mapfile -t image < <(python3 - Dockerfile "$work/volume" <<'EOF'
+import json, shlex, sys
+env, argv = [], []
+for line in open(sys.argv[1]):
+    if line.startswith("ENV "):
+        env += [kv for kv in shlex.split(line[4:]) if not kv.startswith("TESSERA_DATA_DIR=")]
+    elif line.startswith(("ENTRYPOINT ", "CMD ")):
+        words = json.loads(line.split(" ", 1)[1])
+        argv = words if line.startswith("ENTRYPOINT") else argv[:1] + words
+print("\n".join(env + ["TESSERA_DATA_DIR=" + sys.argv[2], "--"] + argv[1:]))
+EOF
+)
+for i in "${!image[@]}"; do [ "${image[$i]}" = -- ] && split=$i; done
+if (cd "$work" && timeout 20 env -i PATH="$PATH" "${image[@]:0:split}" "$bin" "${image[@]:split+1}") >/dev/null 2>"$work/default.err"; then
+    fail "the image's default command started: ${image[*]:split+1}"
+fi
+missing=$(grep -o 'missing: [^;]*' "$work/default.err" || true)
+for needed in --tls-cert --callers-file --issuer; do
+    [[ "$missing" == *"$needed"* ]] ||
+        fail "the image's default refusal does not name $needed: $(cat "$work/default.err")"
+done
+[ ! -e "$work/volume" ] || fail "the image's default command wrote into its volume before refusing"
+echo "compose-check: the image's default (tessera ${image[*]:split+1}) refuses to start open, naming TLS, a callers file and an issuer"
 # A deployment directory: compose.yaml and what it mounts from the repository.
 fresh() {
     mkdir "$work/$1"

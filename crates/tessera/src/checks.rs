@@ -47,12 +47,16 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
                 edge.callers_file.is_none(),
                 "a callers file (--callers-file)",
             ),
+            (
+                !cfg.issuer_set && cfg.listen.ip().is_unspecified(),
+                "an issuer (--issuer)",
+            ),
         ]
         .into_iter()
         .filter_map(|(m, what)| m.then_some(what))
         .collect();
         return Err(AppError::Config(format!(
-            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key), a callers file (--callers-file) and an issuer (--issuer); missing: {}; or name insecure mode with --allow-insecure-listen",
+            "listen: a non-loopback address needs TLS (--tls-cert, --tls-key) and a callers file (--callers-file), and a wildcard one an issuer (--issuer); missing: {}; or name insecure mode with --allow-insecure-listen",
             missing.join(", ")
         )));
     }
