@@ -408,6 +408,21 @@ EOF
         sleep 0.5 # the fan-out's event, written after the answer
         events 1 key_compromised kid="$kid"
         events 1 key_revoked kid="$kid"
+        # The same kill again, as a retry would send it: nothing new is
+        # killed, the answer says so, and no second event is written.
+        local again=("${block_env[@]}")
+        block_env+=(kid="$kid")
+        run key-compromise "$variant"
+        block_env=("${again[@]}")
+        if [ "$variant" = 2 ]; then
+            has "$out" "\"compromised\":\"$kid\"" '"new_active_key":null'
+        else
+            has "$out" '"target":"kid"' '"revoked":0'
+        fi
+        refused "$token" "a token signed by the killed key, after the kill was repeated"
+        sleep 0.5
+        events 1 key_compromised kid="$kid"
+        events 1 key_revoked kid="$kid"
     done
 }
 
@@ -559,7 +574,7 @@ start_embedded() {
 start_embedded
 
 prove_compromise
-proven "key-compromise (embedded): keys compromise and revoke --kid each killed the signing key (Verify refuses its tokens, it left the JWKS, another key signs, sessions refresh) with one key_compromised and one key_revoked"
+proven "key-compromise (embedded): keys compromise and revoke --kid each killed the signing key (Verify refuses its tokens, it left the JWKS, another key signs, sessions refresh) with one key_compromised and one key_revoked, repeated kills answering so and writing nothing more"
 
 begin
 prove_callers
@@ -663,7 +678,7 @@ stop_all() { halt introspection; halt issuer; }
 start_all
 
 prove_compromise
-proven "key-compromise (split roles): keys compromise at the issuer and revoke --kid at the verifier each killed the signing key, with one key_compromised and one key_revoked across the two audit logs"
+proven "key-compromise (split roles): keys compromise at the issuer and revoke --kid at the verifier each killed the signing key, with one key_compromised and one key_revoked across the two audit logs, repeated kills answering so and writing nothing more"
 
 begin
 prove_callers

@@ -26,6 +26,13 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
 /// sessions on a password reset).
 pub const ON_BEHALF_OF: &str = "x-tessera-on-behalf-of";
 
+/// The metadata by which an issuer's `Revoke{kid}` says it fans out a kill
+/// it has just made (its `CompromiseKey`): the revocation service records
+/// that kill though the key was compromised before it asked. Honoured from
+/// a `relay` caller (a Tessera service) or with no callers file; it grants
+/// nothing, it only tells a first record from a retry.
+pub const KILL_FAN_OUT: &str = "x-tessera-kill-fan-out";
+
 /// True for what a caller id may be (the callers file's rule: 1 to 64
 /// printable ASCII characters).
 pub fn is_caller_name(name: &str) -> bool {

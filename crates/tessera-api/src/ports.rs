@@ -48,6 +48,20 @@ impl Revoker for RevocationServiceClient<PeerChannel> {
             .await
             .map(tonic::Response::into_inner)
     }
+
+    async fn key_killed(&self, kid: &str, reason: &str) -> Result<(), Status> {
+        let mut request = tonic::Request::new(RevokeRequest {
+            target: Some(Target::Kid(kid.to_owned())),
+            reason: reason.to_owned(),
+        });
+        request.metadata_mut().insert(
+            crate::caller::KILL_FAN_OUT,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        RevocationServiceClient::revoke(&mut self.clone(), request)
+            .await
+            .map(drop)
+    }
 }
 
 /// `message`, naming `caller` as who the calling service acts for (nothing

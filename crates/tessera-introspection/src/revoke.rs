@@ -130,24 +130,32 @@ impl RevocationApi {
         reason: &str,
         now: UnixTime,
         caller: &str,
+        fan_out: bool,
     ) -> Result<RevokeResponse, Status> {
-        if self
-            .v
-            .key_killer
-            .kill(&kid, reason, caller)
-            .await?
-            .is_none()
-        {
+        let Some(newly) = self.v.key_killer.kill(&kid, reason, caller).await? else {
             return Ok(RevokeResponse::default());
+        };
+        // Fanned out here, new or not (a retry after a failed fan-out still
+        // reaches every instance): the issuer leaves the fan-out of a kill
+        // a revocation service asked for to that service. Recorded once:
+        // when this call killed the key, or when the issuer fans out the
+        // kill it just made (its `CompromiseKey`, which alone fans out
+        // what it newly killed); a key killed already (a retry, a second
+        // operator) answers `revoked = 0` and writes no second
+        // `key_revoked`, as `CompromiseKey` writes no second
+        // `key_compromised`.
+        let newly = newly || fan_out;
+        if newly {
+            audit::key_revoked(caller, &kid);
+        } else {
+            tracing::debug!(kid, "Revoke of a key already compromised: fanned out again");
         }
-        // Recorded and fanned out here, new or not (a retry after a failed
-        // fan-out still reaches every instance): the issuer leaves the
-        // fan-out of a kill a revocation service asked for to that service.
-        audit::key_revoked(caller, &kid);
         self.apply(&RevocationEvent::Key { kid }, now).await?;
-        self.v.metrics.revoked(RevokedKind::Key);
+        if newly {
+            self.v.metrics.revoked(RevokedKind::Key);
+        }
         Ok(RevokeResponse {
-            revoked: 1,
+            revoked: u64::from(newly),
             jti: String::new(),
             revoked_until: None,
         })
@@ -191,12 +199,15 @@ impl RevocationApi {
     /// reports a reuse or a password reset.
     /// `reach`: the authenticated caller, whose audiences bound what a
     /// `token` target may name (`None`: the server itself, or no callers
-    /// file).
+    /// file). `fan_out`: the issuer fanning out a kill it just made
+    /// ([`tessera_api::caller::KILL_FAN_OUT`]), recorded though the key was
+    /// already compromised when this service asked.
     async fn revoke_as(
         &self,
         r: RevokeRequest,
         caller: &str,
         reach: Option<&Caller>,
+        fan_out: bool,
     ) -> Result<RevokeResponse, Status> {
         if r.reason.len() > 1024 {
             return Err(invalid("reason", "at most 1024 bytes"));
@@ -223,7 +234,7 @@ impl RevocationApi {
             }
             Some(Target::Kid(kid)) => {
                 check_text("kid", &kid, 64).map_err(from_domain)?;
-                self.revoke_key(kid, &r.reason, now, caller).await
+                self.revoke_key(kid, &r.reason, now, caller, fan_out).await
             }
         }
     }
@@ -339,7 +350,11 @@ impl RevocationService for RevocationApi {
             may_revoke(caller, request.get_ref())?;
         }
         let caller = tessera_api::caller::caller_of(&request);
-        self.revoke_as(request.into_inner(), &caller, reach.as_deref())
+        let fan_out = request
+            .metadata()
+            .contains_key(tessera_api::caller::KILL_FAN_OUT)
+            && reach.as_ref().is_none_or(|c| c.may_relay());
+        self.revoke_as(request.into_inner(), &caller, reach.as_deref(), fan_out)
             .await
             .map(Response::new)
     }
@@ -362,7 +377,7 @@ impl RevocationService for RevocationApi {
 #[tonic::async_trait]
 impl tessera_api::ports::Revoker for RevocationApi {
     async fn revoke(&self, request: RevokeRequest, caller: &str) -> Result<RevokeResponse, Status> {
-        self.revoke_as(request, caller, None).await
+        self.revoke_as(request, caller, None, false).await
     }
 
     async fn key_killed(&self, kid: &str, _reason: &str) -> Result<(), Status> {
