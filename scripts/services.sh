@@ -75,7 +75,8 @@ _tessera_sourced() (
     # The README walk-throughs (scripts/walkthrough.sh) listen on
     # fixed ports inside Linux's ephemeral range (50051-50053): reserved,
     # so no outgoing connection (to Postgres, Redis) is given one of them
-    # before a server binds it (bind fails with "address already in use,
+    # (its TIME-WAIT blocks a bind for a minute after it closes) before a
+    # server binds it (bind fails with "address already in use,
     # though nothing listens there"). The kernel keeps a set: adding twice
     # is harmless. Needs root; elsewhere a collision stays possible, rare.
     reserved=/proc/sys/net/ipv4/ip_local_reserved_ports

@@ -90,6 +90,10 @@ done
 for f in ca.key server.key; do
     [ "$(stat -c %a "$callers/tls/$f")" = 600 ] || { echo "walkthrough.sh: tls/$f is not 0600" >&2; exit 1; }
 done
+# The certificates are public: other users' clients read ca.pem.
+for f in ca.pem server.pem; do
+    [ "$(stat -c %a "$callers/tls/$f")" = 644 ] || { echo "walkthrough.sh: tls/$f is not 0644" >&2; exit 1; }
+done
 (cd "$callers" && eval "exec $(cat walkthrough-tls-serve.sh)" >server.out 2>server.err) &
 server=$!
 for _ in $(seq 50); do

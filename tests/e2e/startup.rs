@@ -295,6 +295,30 @@ fn a_data_dir_that_is_a_file_is_named() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// A wildcard listen with no issuer is refused before anything is made:
+/// no data directory, no database, no KEK left behind by a start that
+/// could never succeed.
+#[test]
+fn a_wildcard_without_an_issuer_is_refused_before_the_data_dir_is_made() {
+    let dir = temp_dir("wildcard");
+    let o = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--allow-insecure-listen"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("TESSERA_ISSUER")
+        .env_remove("TESSERA_KEK")
+        .env_remove("TESSERA_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--issuer") && stderr.contains("names no host"),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "a refused start made {}", dir.display());
+}
+
 /// SQLite's "cannot open" (code 14) names the file. A database path that
 /// is a directory gives it even to root.
 #[test]

@@ -35,9 +35,8 @@ pub(crate) struct Registry {
 
 impl std::fmt::Debug for CallerRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.current.load().as_ref().map(|r| r.callers.len());
         f.debug_struct("CallerRegistry")
-            .field("callers", &n)
+            .field("callers", &self.count())
             .finish()
     }
 }
@@ -73,5 +72,10 @@ impl CallerRegistry {
     /// True once a callers file is in force.
     pub fn enforced(&self) -> bool {
         self.current.load().is_some()
+    }
+
+    /// How many callers the file in force names (`None`: no callers file).
+    pub fn count(&self) -> Option<usize> {
+        self.current.load().as_ref().map(|r| r.callers.len())
     }
 }

@@ -104,6 +104,13 @@ impl Application {
         })
     }
 
+    /// What the start-up line says about the port's guard: TLS on or off,
+    /// and how many callers the callers file names (`None`: no file,
+    /// every caller admitted).
+    pub fn guard(&self) -> (bool, Option<usize>) {
+        (self.edge.tls.is_some(), self.edge.callers.count())
+    }
+
     /// The bound address (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener

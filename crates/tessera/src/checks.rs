@@ -60,6 +60,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<Topology, AppError> {
             missing.join(", ")
         )));
     }
+    crate::issuer_file::check_wildcard(cfg)?;
     let topology = Topology::choose(cfg)?;
     if cfg.role == crate::config::Role::Issuer && cfg.gateway_routes_file.is_some() {
         return Err(AppError::Config(
@@ -291,6 +292,7 @@ pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), AppError> {
 /// Why the listener could not be bound, naming the setting and address.
 /// `listened` says whether a connection to the address was answered: a
 /// port in use that nobody listens on is held by an outgoing connection
+/// (or its TIME-WAIT, which blocks a bind for a minute after it closes)
 /// the kernel gave it to as its ephemeral port (a fixed port inside
 /// `ip_local_port_range`, 32768-60999 by default, which 50051 is in).
 pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error, listened: bool) -> AppError {
@@ -300,9 +302,8 @@ pub(crate) fn bind_err(addr: std::net::SocketAddr, e: &std::io::Error, listened:
             "address already in use: another process listens there (stop it, or choose another --listen)".to_owned()
         }
         ErrorKind::AddrInUse => format!(
-            "address already in use, though nothing listens there: an outgoing connection was given port {} as its ephemeral local port; reserve the port for this service (sysctl -w net.ipv4.ip_local_reserved_ports={}), or choose another --listen",
-            addr.port(),
-            addr.port()
+            "address already in use, though nothing listens there: an outgoing connection (open, or closed less than a minute ago and in TIME-WAIT; `ss -tan sport = :{p}` lists them) was given port {p} as its ephemeral local port; reserve the port for this service (sysctl -w net.ipv4.ip_local_reserved_ports={p}), or choose another --listen",
+            p = addr.port()
         ),
         ErrorKind::AddrNotAvailable => {
             "address not available: no interface of this host has that IP".to_owned()

@@ -22,6 +22,26 @@ pub fn derived(tls: bool, addr: std::net::SocketAddr) -> String {
     format!("{scheme}://{addr}")
 }
 
+/// The refusal of an issuer derived from a wildcard address.
+fn wildcard_err(cfg: &Config) -> AppError {
+    AppError::Config(format!(
+        "issuer: listening on {} names no host, so no issuer can be derived from it: pass --issuer (or TESSERA_ISSUER) with the URL your clients know this service by, e.g. --issuer https://auth.example.com",
+        cfg.listen
+    ))
+}
+
+/// The wildcard refusal of [`settle`], checked before anything is made: a
+/// start that will be refused must not first create the data directory
+/// and its database. (An embedded store that remembers its issuer may
+/// listen on a wildcard without `--issuer`.)
+pub(crate) fn check_wildcard(cfg: &Config) -> Result<(), AppError> {
+    let derived = cfg.database_url.is_none() && !cfg.issuer_set;
+    if derived && cfg.listen.ip().is_unspecified() && !cfg.data_dir.join(FILE).exists() {
+        return Err(wildcard_err(cfg));
+    }
+    Ok(())
+}
+
 /// Settles `cfg.policy.issuer` against the remembered one (embedded mode
 /// only: no database URL). The data directory must exist.
 pub(crate) fn settle(cfg: &mut Config) -> Result<(), AppError> {
@@ -35,10 +55,7 @@ pub(crate) fn settle(cfg: &mut Config) -> Result<(), AppError> {
         // verifier can expect: an issuer is chosen, never derived from a
         // wildcard address (and remembered for good once written).
         None if !cfg.issuer_set && cfg.listen.ip().is_unspecified() => {
-            return Err(AppError::Config(format!(
-                "issuer: listening on {} names no host, so no issuer can be derived from it: pass --issuer (or TESSERA_ISSUER) with the URL your clients know this service by, e.g. --issuer https://auth.example.com",
-                cfg.listen
-            )));
+            return Err(wildcard_err(cfg));
         }
         None => match write_once(&path, &cfg.policy.issuer) {
             Ok(()) => {

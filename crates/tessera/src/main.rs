@@ -40,7 +40,9 @@ async fn serve(mut cfg: Config, telemetry: &mut Telemetry) -> Result<(), tessera
     telemetry.export_metrics(&app.metrics());
     let addr = app.local_addr();
     let shutdown = shutdown_signal();
-    tracing::info!(%addr, "serving");
+    let (tls, callers) = app.guard();
+    let callers = callers.map_or_else(|| "no callers file".to_owned(), |n| n.to_string());
+    tracing::info!(%addr, tls, %callers, "serving");
     // A line on stdout that scripts and tests can wait for.
     println!("tessera listening on {addr}");
     app.run(shutdown).await

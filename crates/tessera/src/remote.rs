@@ -66,7 +66,9 @@ impl RemoteArgs {
         let bearer = Bearer::new(key.as_deref().map(str::trim))?;
         self.check_endpoint()?;
         let tls = match &self.peer_ca_file {
-            Some(ca) => Some(ClientTls::load(ca, None)?),
+            Some(ca) => Some(ClientTls::load(ca, None).map_err(|e| {
+                format!("--peer-ca-file (TESSERA_PEER_CA_FILE): {e}: the file of the CA that signs the server's certificate")
+            })?),
             None => None,
         };
         // Bounded, unlike the services' own channels (a WatchKeys stream
