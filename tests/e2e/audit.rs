@@ -33,7 +33,7 @@ fn lines(text: &str) -> Vec<Value> {
 }
 
 /// The events named `event` whose fields include `want`.
-fn matching<'a>(all: &'a [Value], event: &str, want: &Value) -> Vec<&'a Value> {
+pub fn matching<'a>(all: &'a [Value], event: &str, want: &Value) -> Vec<&'a Value> {
     all.iter()
         .filter(|e| e["event"] == event)
         .filter(|e| want.as_object().unwrap().iter().all(|(k, v)| &e[k] == v))

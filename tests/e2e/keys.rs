@@ -15,6 +15,8 @@ use tessera_proto::v1::{
 };
 use tonic::Code;
 
+on_both_backends!(current_thread: a_kill_cancelled_retried_or_raced_is_recorded_once);
+
 on_both_backends!(
     a_whole_rotation_cycle_on_the_injected_clock,
     rotation_under_verify_load_fails_nothing,
@@ -339,6 +341,75 @@ async fn revoke_by_kid_kills_the_key_through_the_key_manager(backend: Backend) {
     assert!(app.verify(&old).await.is_err());
     assert_eq!(states(&mut app).await.len(), st.len());
     assert_eq!(app.revoke(Target::Kid("no-such-kid".into())).await, 0);
+    app.stop().await;
+    d.cleanup().await;
+}
+
+/// `Revoke{kid}` is a write: a client that gives up at once does not cut
+/// it in half, and its retry kills nothing twice; two callers killing one
+/// key at the same moment kill it once between them (their `revoked`
+/// answers sum to 1). Each key gets exactly one `key_compromised` and one
+/// `key_revoked` in the audit trail, whatever the interleaving.
+async fn a_kill_cancelled_retried_or_raced_is_recorded_once(backend: Backend) {
+    use tracing_subscriber::prelude::*;
+    let (layer, buffer) = tessera::audit_log::capture();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let d = Deployment::new(backend).await;
+    let mut app = d.start().await;
+    let kill = |kid: &str| tessera_proto::v1::RevokeRequest {
+        target: Some(Target::Kid(kid.to_owned())),
+        reason: "edge".into(),
+    };
+
+    // Cancelled at once by its client, then retried until answered.
+    let cancelled = kid_of(&app.issue("cancel").await.access_token);
+    let mut client = app.revocation.clone();
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(1),
+        client.revoke(kill(&cancelled)),
+    )
+    .await;
+    let first = gave_up
+        .ok()
+        .and_then(Result::ok)
+        .map(|r| r.into_inner().revoked);
+    let retried = app.revoke(Target::Kid(cancelled.clone())).await;
+    // Whichever call killed it answered 1, the other 0 (the cancelled
+    // one's answer is usually lost; the trail below counts either way).
+    if let Some(first) = first {
+        assert_eq!(first + retried, 1, "{first} + {retried}");
+    }
+
+    // Two callers at once on the signing key.
+    let raced = kid_of(&app.issue("race").await.access_token);
+    assert_ne!(raced, cancelled, "the kill put another key in its place");
+    let (mut a, mut b) = (app.clone_clients(), app.clone_clients());
+    let (ra, rb) = tokio::join!(
+        a.revoke(Target::Kid(raced.clone())),
+        b.revoke(Target::Kid(raced.clone()))
+    );
+    assert_eq!(
+        ra + rb,
+        1,
+        "one of the racing callers killed it: {ra} + {rb}"
+    );
+
+    for kid in [&cancelled, &raced] {
+        for event in ["key_compromised", "key_revoked"] {
+            let want = serde_json::json!({ "kid": kid });
+            eventually(&format!("one {event} for {kid}"), || {
+                let n = crate::audit::matching(&crate::audit::events(&buffer), event, &want).len();
+                async move { n == 1 }
+            })
+            .await;
+        }
+    }
+    let st = states(&mut app).await;
+    for kid in [&cancelled, &raced] {
+        assert!(st.contains(&(kid.clone(), KeyState::Compromised)), "{st:?}");
+    }
+    let after = app.issue("after").await.access_token;
+    assert!(app.verify(&after).await.is_ok());
     app.stop().await;
     d.cleanup().await;
 }

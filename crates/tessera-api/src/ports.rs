@@ -30,13 +30,17 @@ pub trait Revoker: Send + Sync + 'static {
     /// verifier. Over gRPC this is `Revoke{kid}`, whose second kill changes
     /// nothing; in process it fans out without asking again.
     async fn key_killed(&self, kid: &str, reason: &str) -> Result<(), Status> {
-        let request = RevokeRequest {
-            target: Some(Target::Kid(kid.to_owned())),
-            reason: reason.to_owned(),
-        };
-        self.revoke(request, tessera_telemetry::audit::SERVER)
+        self.revoke(kill_request(kid, reason), tessera_telemetry::audit::SERVER)
             .await
             .map(drop)
+    }
+}
+
+/// `Revoke{kid}`, as the issuer fans out a kill.
+fn kill_request(kid: &str, reason: &str) -> RevokeRequest {
+    RevokeRequest {
+        target: Some(Target::Kid(kid.to_owned())),
+        reason: reason.to_owned(),
     }
 }
 
@@ -50,10 +54,7 @@ impl Revoker for RevocationServiceClient<PeerChannel> {
     }
 
     async fn key_killed(&self, kid: &str, reason: &str) -> Result<(), Status> {
-        let mut request = tonic::Request::new(RevokeRequest {
-            target: Some(Target::Kid(kid.to_owned())),
-            reason: reason.to_owned(),
-        });
+        let mut request = tonic::Request::new(kill_request(kid, reason));
         request.metadata_mut().insert(
             crate::caller::KILL_FAN_OUT,
             tonic::metadata::MetadataValue::from_static("1"),
